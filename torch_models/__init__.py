@@ -1,0 +1,28 @@
+"""dermsim PyTorch side: backbones with named taps (later: heads, metrics, trainer).
+
+Importing this package first makes torchvision importable on the CPU build of torch
+(see `torch_models._compat`); import it before torchvision, timm, lpips or
+DISTS_pytorch.
+"""
+
+from torch_models._compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()
+
+from torch_models.backbones import (  # noqa: E402
+    VGG,
+    ResNet,
+    VisionTransformer,
+    create_model,
+    load_weights,
+    state_dict_numpy,
+)
+
+__all__ = [
+    "VGG",
+    "ResNet",
+    "VisionTransformer",
+    "create_model",
+    "load_weights",
+    "state_dict_numpy",
+]
