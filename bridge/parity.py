@@ -255,18 +255,25 @@ def _error(name: str, value: np.ndarray, ref: np.ndarray, bound: float) -> Outpu
 
 
 def format_table(rows: Sequence[ParityRow], detail: bool = False) -> str:
-    """Render rows as a Markdown table (and, with `detail`, one row per output)."""
+    """Render rows as a Markdown table (and, with `detail`, one row per output).
+
+    Errors are max abs errors with the largest reference magnitude in brackets;
+    "worst rel." is the largest of err / max(1, max |ref|) over all outputs.
+    """
     lines = [
-        "| arch | input | framework | compared with | parameters | logits max abs err "
-        "| worst tap: max abs err | bound (logits) | ok |",
-        "| --- | --- | --- | --- | ---: | ---: | --- | ---: | :---: |",
+        "| arch | input | framework | compared with | parameters | logits err (max \\|ref\\|) "
+        "| worst tap err (max \\|ref\\|) | worst rel. | bound | ok |",
+        "| --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | :---: |",
     ]
     for r in rows:
         tap = r.worst_tap
+        relative = max(o.max_abs_error / max(1.0, o.max_abs_ref) for o in r.outputs)
+        bound = "1e-6 abs" if r.framework == "torch" else f"{KERAS_RELATIVE_BOUND:.0e} rel."
         lines.append(
             f"| {r.arch} | {r.size}x{r.size} | {r.framework} | {r.compared_with} | {r.params:,} "
-            f"| {r.logits.max_abs_error:.2e} | {tap.name}: {tap.max_abs_error:.2e} "
-            f"| {r.logits.bound:.1e} | {'yes' if r.ok else 'NO'} |"
+            f"| {r.logits.max_abs_error:.1e} ({r.logits.max_abs_ref:.3g}) "
+            f"| {tap.name}: {tap.max_abs_error:.1e} ({tap.max_abs_ref:.3g}) "
+            f"| {relative:.1e} | {bound} | {'yes' if r.ok else 'NO'} |"
         )
     if detail:
         lines += [

@@ -211,7 +211,7 @@ def write_state_dict(state_dict: Mapping[str, np.ndarray], path: str | os.PathLi
         ValueError: If the suffix is not `.safetensors` or `.pth`.
     """
     path = Path(path)
-    arrays = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
+    arrays = {k: np.asarray(v, order="C") for k, v in state_dict.items()}  # keeps 0-d shapes
     with atomic_path(path) as tmp:
         if path.name.endswith(".safetensors"):
             from safetensors.numpy import save_file

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import weakref
 
 import h5py
@@ -450,11 +451,32 @@ def _load_keras_file(model: keras.Model, path: str | os.PathLike) -> None:
             f"{path}: head '{spec.head}' has {found} classes but num_classes={k} was asked "
             f"for; pass num_classes={found}"
         )
+    # Keras matches a weights file by layer order and only warns on some mismatches,
+    # so check the tensors' shapes first and treat any loading warning as an error.
+    expected = sorted(tuple(w.shape) for w in model.weights)
+    if _h5_shapes(path) != expected:
+        raise ValueError(
+            f"{path}: does not fit {spec.name} with {k} classes (tensor shapes differ)"
+        )
     try:
-        model.load_weights(path)
-    except (ValueError, KeyError, OSError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.load_weights(path)
+    except (ValueError, KeyError, OSError, UserWarning) as err:
         reason = str(err).splitlines()[0][:200]
         raise ValueError(f"{path}: does not fit {spec.name} with {k} classes ({reason})") from None
+
+
+def _h5_shapes(path: str | os.PathLike) -> list[tuple[int, ...]]:
+    shapes = []
+
+    def visit(_, obj):
+        if isinstance(obj, h5py.Dataset):
+            shapes.append(tuple(obj.shape))
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return sorted(shapes)
 
 
 def _head_size(model: keras.Model) -> int:

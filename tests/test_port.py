@@ -1,0 +1,141 @@
+"""bridge.port: numpy conversions and the command line."""
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_module
+
+from bridge import spec
+from bridge.port import keras_to_torch, torch_to_keras
+from bridge.weights import random_state_dict, read_state_dict, write_state_dict
+
+
+@pytest.mark.parametrize("arch", spec.TINY_ARCHS)
+def test_numpy_round_trip(arch):
+    state = random_state_dict(arch, seed=1)
+    back = keras_to_torch(torch_to_keras(state, arch), arch)
+    assert all(np.array_equal(back[k], state[k]) for k in state)
+
+
+def test_vgg_fc1_rows_follow_the_keras_flatten_order():
+    """Row (h, w, c) of the Keras kernel is column (c, h, w) of the torch weight."""
+    state = random_state_dict("vgg16_tiny", seed=2)
+    kernel = torch_to_keras(state, "vgg16_tiny")["classifier.0"][0]
+    weight = state["classifier.0.weight"]  # (hidden, 64 * 7 * 7)
+    c, h, w = 5, 2, 6
+    assert np.array_equal(kernel[(h * 7 + w) * 64 + c], weight[:, c * 49 + h * 7 + w])
+
+
+def test_conv_and_bn_layouts():
+    state = random_state_dict("resnet50_tiny", seed=3)
+    k = torch_to_keras(state, "resnet50_tiny")
+    assert k["conv1"][0].shape == (7, 7, 3, 64)
+    gamma, beta, mean, var = k["bn1"]
+    assert np.array_equal(var, state["bn1.running_var"])
+
+
+def test_missing_keras_layer():
+    weights = torch_to_keras(random_state_dict("vit_b16_tiny"), "vit_b16_tiny")
+    del weights["norm"]
+    with pytest.raises(ValueError, match="Keras weights lack layer 'norm' of vit_b16_tiny"):
+        keras_to_torch(weights, "vit_b16_tiny")
+
+
+def test_cli_torch_to_keras_to_torch(tmp_path):
+    state = random_state_dict("vgg16_tiny", num_classes=3, seed=4)
+    src = write_state_dict(state, tmp_path / "in.pth")
+    keras_file = tmp_path / "out.weights.h5"
+    result = run_module(
+        "bridge.port",
+        "--arch",
+        "vgg16_tiny",
+        "--from",
+        "torch",
+        "--weights",
+        str(src),
+        "--out",
+        str(keras_file),
+    )
+    assert result.returncode == 0, result.stderr
+    back = tmp_path / "back.safetensors"
+    result = run_module(
+        "bridge.port",
+        "--arch",
+        "vgg16_tiny",
+        "--from",
+        "keras",
+        "--weights",
+        str(keras_file),
+        "--out",
+        str(back),
+    )
+    assert result.returncode == 0, result.stderr
+    again = read_state_dict(back)
+    assert all(np.array_equal(again[k], state[k]) for k in state)
+
+
+def test_cli_wrong_arch_is_one_line_and_writes_nothing(tmp_path):
+    src = write_state_dict(random_state_dict("resnet50_tiny"), tmp_path / "r.pth")
+    out = tmp_path / "out.weights.h5"
+    result = run_module(
+        "bridge.port",
+        "--arch",
+        "vgg16_tiny",
+        "--from",
+        "torch",
+        "--weights",
+        str(src),
+        "--out",
+        str(out),
+    )
+    assert_one_line_error(result, "r.pth: holds resnet50_tiny weights, not vgg16_tiny")
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_cli_bad_values(tmp_path):
+    result = run_module(
+        "bridge.port",
+        "--arch",
+        "alexnet",
+        "--from",
+        "torch",
+        "--weights",
+        "x.pth",
+        "--out",
+        "y.weights.h5",
+    )
+    assert_one_line_error(result, "unknown arch 'alexnet'")
+    result = run_module(
+        "bridge.port",
+        "--arch",
+        "vgg16_tiny",
+        "--from",
+        "torch",
+        "--weights",
+        str(tmp_path / "missing.pth"),
+        "--out",
+        str(tmp_path / "y.weights.h5"),
+    )
+    assert_one_line_error(result, "missing.pth: no such weights file")
+    result = run_module(
+        "bridge.port",
+        "--arch",
+        "vgg16_tiny",
+        "--from",
+        "torch",
+        "--weights",
+        "x.pth",
+        "--out",
+        "y.h5",
+    )
+    assert_one_line_error(result, "y.h5: a Keras output must end with .weights.h5")
+
+
+def test_parity_cli_tiny(tmp_path):
+    out = tmp_path / "parity.md"
+    result = run_module("bridge.parity", "--tiny", "--arch", "vit_b16_tiny", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "| vit_b16_tiny | 64x64 | keras | dermsim torch | 151,450 |" in result.stdout
+    assert "| NO |" not in result.stdout
+    assert out.read_text().strip() == result.stdout.strip()
+    result = run_module("bridge.parity", "--tiny", "--sizes", "a,b")
+    assert_one_line_error(result, "--sizes must be comma-separated integers")
