@@ -30,13 +30,15 @@ def test_conv_and_bn_layouts():
     k = torch_to_keras(state, "resnet50_tiny")
     assert k["conv1"][0].shape == (7, 7, 3, 64)
     gamma, beta, mean, var = k["bn1"]
+    assert np.array_equal(gamma, state["bn1.weight"]) and np.array_equal(beta, state["bn1.bias"])
+    assert np.array_equal(mean, state["bn1.running_mean"])
     assert np.array_equal(var, state["bn1.running_var"])
 
 
 def test_missing_keras_layer():
     weights = torch_to_keras(random_state_dict("vit_b16_tiny"), "vit_b16_tiny")
     del weights["norm"]
-    with pytest.raises(ValueError, match="Keras weights lack layer 'norm' of vit_b16_tiny"):
+    with pytest.raises(ValueError, match=r"Keras weights lack layer 'norm' of vit_b16_tiny"):
         keras_to_torch(weights, "vit_b16_tiny")
 
 

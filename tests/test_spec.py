@@ -81,13 +81,14 @@ def test_unknown_arch_names_the_choices():
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "10", True])
 def test_bad_head_size(bad):
-    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+    with pytest.raises(ValueError, match=r"num_classes must be a positive integer"):
         get_arch("vgg16").resolve_num_classes(bad)
 
 
 def test_framework_neutral_modules_import_no_framework():
     code = (
-        "import sys, bridge.spec, bridge.weights, bridge.port, bridge.files, bridge.cli, evaluation\n"
+        "import sys, bridge.spec, bridge.weights, bridge.port, bridge.files, bridge.cli\n"
+        "import evaluation\n"
         "loaded = sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules)\n"
         "assert not loaded, loaded\n"
     )

@@ -1,4 +1,7 @@
-"""tf_models: Keras twins that port torch weights exactly (tiny variants; full size in test_full.py)."""
+"""tf_models: Keras twins that port torch weights exactly.
+
+Tiny variants here; the full-size checks are in test_full.py.
+"""
 
 import subprocess
 import sys
@@ -122,9 +125,9 @@ def test_keras_weights_file_round_trip(tmp_path):
 def test_keras_file_of_another_arch_or_head(tmp_path):
     path = tmp_path / "m.weights.h5"
     tf_models.save_weights(create_model("resnet50_tiny", num_classes=4), path)
-    with pytest.raises(ValueError, match="holds resnet50_tiny weights, not vgg16_tiny"):
+    with pytest.raises(ValueError, match=r"holds resnet50_tiny weights, not vgg16_tiny"):
         create_model("vgg16_tiny", weights=path)
-    with pytest.raises(ValueError, match="has 4 classes but num_classes=10 .* pass num_classes=4"):
+    with pytest.raises(ValueError, match=r"has 4 classes but num_classes=10 .* pass num_classes=4"):
         create_model("resnet50_tiny", weights=path)
 
 
@@ -133,7 +136,7 @@ def test_untagged_keras_file_that_does_not_fit(tmp_path):
     tf_models.save_weights(create_model("vit_b16_tiny"), path)
     with h5py.File(path, "a") as f:
         del f.attrs["dermsim_arch"], f.attrs["dermsim_num_classes"]
-    with pytest.raises(ValueError, match="foreign.weights.h5: does not fit vgg16_tiny"):
+    with pytest.raises(ValueError, match=r"foreign.weights.h5: does not fit vgg16_tiny"):
         create_model("vgg16_tiny", weights=path)
 
 
@@ -141,7 +144,7 @@ def test_truncated_keras_file(tmp_path):
     path = tmp_path / "cut.weights.h5"
     tf_models.save_weights(create_model("vgg16_tiny"), path)
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(ValueError, match="cut.weights.h5: unreadable Keras weights file"):
+    with pytest.raises(ValueError, match=r"cut.weights.h5: unreadable Keras weights file"):
         create_model("vgg16_tiny", weights=path)
 
 

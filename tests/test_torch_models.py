@@ -165,24 +165,24 @@ def test_arbitrary_pickle_is_not_executed(tmp_path):
 
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"x": Boom()}))
-    with pytest.raises(ValueError, match="evil.pth: unreadable torch weights file"):
+    with pytest.raises(ValueError, match=r"evil.pth: unreadable torch weights file"):
         create_model("vgg16_tiny", weights=path)
 
 
 def test_not_a_state_dict(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth")
-    with pytest.raises(ValueError, match="not a state dict"):
+    with pytest.raises(ValueError, match=r"not a state dict"):
         create_model("vgg16_tiny", weights=tmp_path / "list.pth")
 
 
 def test_missing_and_unsupported_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pth: no such weights file"):
+    with pytest.raises(FileNotFoundError, match=r"nope.pth: no such weights file"):
         create_model("vgg16_tiny", weights=tmp_path / "nope.pth")
     (tmp_path / "w.npz").write_bytes(b"x")
-    with pytest.raises(ValueError, match="expected .safetensors or .pth"):
+    with pytest.raises(ValueError, match=r"expected .safetensors or .pth"):
         create_model("vgg16_tiny", weights=tmp_path / "w.npz")
 
 
 def test_unknown_arch():
-    with pytest.raises(ValueError, match="unknown arch 'resnet18'"):
+    with pytest.raises(ValueError, match=r"unknown arch 'resnet18'"):
         create_model("resnet18")
