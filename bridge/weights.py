@@ -264,12 +264,12 @@ def check_state_dict(
     ]
     unexpected = [key for key in state_dict if key not in expected]
     if missing or unexpected:
-        other = _guess_arch(state_dict, exclude=spec.name)
-        if other:
-            raise ValueError(f"{source}: holds {other} weights, not {spec.name}")
-        raise ValueError(
+        _mismatch(
+            state_dict,
+            spec,
+            source,
             f"{source}: not a {spec.name} state dict ({len(missing)} keys missing, e.g. "
-            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})",
         )
     found = head_size(state_dict, spec)
     if found != k:
@@ -279,18 +279,26 @@ def check_state_dict(
         )
     for key, shape in expected.items():
         if key in state_dict and tuple(state_dict[key].shape) != shape:
-            other = _guess_arch(state_dict, exclude=spec.name)
-            if other:
-                raise ValueError(f"{source}: holds {other} weights, not {spec.name}")
-            raise ValueError(
-                f"{source}: '{key}' has shape {tuple(state_dict[key].shape)}, "
-                f"{spec.name} expects {shape}"
+            found_shape = tuple(state_dict[key].shape)
+            _mismatch(
+                state_dict,
+                spec,
+                source,
+                f"{source}: '{key}' has shape {found_shape}, {spec.name} expects {shape}",
             )
     complete = dict(state_dict)
     for key in expected:
         if key.endswith(_OPTIONAL_SUFFIX) and key not in complete:
             complete[key] = np.zeros((), dtype=np.int64)
     return complete
+
+
+def _mismatch(
+    state_dict: Mapping[str, np.ndarray], spec: ArchSpec, source: str, detail: str
+) -> None:
+    """Raise: naming the architecture the weights belong to, else `detail`."""
+    other = _guess_arch(state_dict, exclude=spec.name)
+    raise ValueError(f"{source}: holds {other} weights, not {spec.name}" if other else detail)
 
 
 def _guess_arch(state_dict: Mapping[str, np.ndarray], exclude: str) -> str | None:
