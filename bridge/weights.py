@@ -355,3 +355,67 @@ def random_state_dict(
                 value = rng.normal(0.0, 0.1, shape)
             state[key] = value.astype(np.float32)
     return state
+
+
+def init_state_dict(
+    arch: str | ArchSpec, num_classes: int | None = None, seed: int = 0
+) -> StateDict:
+    """Draw initial weights with the reference library's scheme, in numpy.
+
+    Both trainers start from these (ported by name), so a torch run and a Keras run
+    of one config begin from identical weights without needing each other's
+    framework. The distributions are the references' own:
+
+    * torchvision VGG: convs kaiming-normal (fan_out, ReLU gain), linears N(0, 0.01),
+      biases 0;
+    * torchvision ResNet: convs kaiming-normal (fan_out), batch norm 1 / 0, the head
+      U(+-1/sqrt(fan_in)) (torch's default Linear init);
+    * timm ViT: linears truncated N(0, 0.02) with zero bias, patch embedding
+      U(+-1/sqrt(fan_in)) (torch's default Conv2d init), position embedding truncated
+      N(0, 0.02), class token N(0, 1e-6), LayerNorm 1 / 0.
+
+    Args:
+        arch: Architecture.
+        num_classes: Head size (None: the default head).
+        seed: Seed of the numpy generator.
+    """
+    from bridge.spec import layer_specs
+
+    spec = get_arch(arch)
+    rng = np.random.default_rng(seed)
+
+    def trunc_normal(std, shape):  # timm's trunc_normal_: cut at +-2 (absolute)
+        return np.clip(rng.normal(0.0, std, shape), -2.0, 2.0)
+
+    state: StateDict = {}
+    for layer in layer_specs(spec, num_classes):
+        weight_shape = layer.entries[0][1]
+        fan_in = int(np.prod(weight_shape[1:])) if len(weight_shape) > 1 else 0
+        fan_out = weight_shape[0] * int(np.prod(weight_shape[2:])) if len(weight_shape) > 1 else 0
+        bound = 1.0 / np.sqrt(fan_in) if fan_in else 0.0
+        values: list[np.ndarray]
+        if layer.kind == "conv" and spec.family == "vit":
+            values = [rng.uniform(-bound, bound, s) for _, s in layer.entries]
+        elif layer.kind == "conv":
+            std = np.sqrt(2.0 / fan_out)
+            biases = [np.zeros(s) for _, s in layer.entries[1:]]
+            values = [rng.normal(0.0, std, weight_shape), *biases]
+        elif layer.kind == "linear" and spec.family == "vgg":
+            values = [rng.normal(0.0, 0.01, weight_shape), np.zeros(layer.entries[1][1])]
+        elif layer.kind == "linear" and spec.family == "resnet":
+            values = [rng.uniform(-bound, bound, s) for _, s in layer.entries]
+        elif layer.kind == "linear":
+            values = [trunc_normal(0.02, weight_shape), np.zeros(layer.entries[1][1])]
+        elif layer.kind == "tokens":
+            (_, cls_shape), (_, pos_shape) = layer.entries
+            values = [rng.normal(0.0, 1e-6, cls_shape), trunc_normal(0.02, pos_shape)]
+        elif layer.kind == "bn":
+            c = weight_shape
+            values = [np.ones(c), np.zeros(c), np.zeros(c), np.ones(c)]
+        else:  # ln
+            values = [np.ones(weight_shape), np.zeros(weight_shape)]
+        for (key, _), value in zip(layer.entries, values, strict=False):
+            state[key] = value.astype(np.float32)
+        if layer.kind == "bn":
+            state[layer.entries[-1][0]] = np.zeros((), dtype=np.int64)
+    return state

@@ -141,3 +141,25 @@ def test_parity_cli_tiny(tmp_path):
     assert out.read_text().strip() == result.stdout.strip()
     result = run_module("bridge.parity", "--tiny", "--sizes", "a,b")
     assert_one_line_error(result, "--sizes must be comma-separated integers")
+
+
+@pytest.mark.parametrize("arch", spec.FULL_ARCHS)
+def test_init_scheme_matches_the_reference_libraries(arch):
+    """The numpy init draws the same distributions as torchvision / timm (std per tensor)."""
+    import torch_models  # noqa: F401  (torchvision importable)
+
+    from bridge.parity import reference_model
+    from bridge.weights import init_state_dict
+
+    ours = init_state_dict(arch, seed=0)
+    ref = {k: v.detach().numpy() for k, v in reference_model(arch).state_dict().items()}
+    for key, value in ours.items():
+        if value.size < 1000:
+            assert (
+                np.allclose(value, ref[key], atol=1e-5) or value.size < 2 or key.endswith("bias")
+            ), key
+            continue
+        assert np.std(value) == pytest.approx(np.std(ref[key]), rel=0.05), key
+        assert np.mean(value) == pytest.approx(
+            np.mean(ref[key]), abs=float(0.05 * np.std(ref[key])) + 1e-6
+        ), key

@@ -156,3 +156,17 @@ def test_refuses_a_non_tensorflow_backend():
         "tf_models needs Keras on the TensorFlow backend, but Keras runs on 'torch'"
         in result.stderr
     )
+
+
+def test_random_init_follows_the_numpy_reference_scheme():
+    from bridge.weights import init_state_dict
+
+    model = create_model("resnet50_tiny", seed=11)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            tf_models.torch_state_dict(model).values(),
+            init_state_dict("resnet50_tiny", seed=11).values(),
+            strict=True,
+        )
+    )

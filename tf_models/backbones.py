@@ -17,8 +17,8 @@ What it takes to be numerically the same network as the torch reference:
   LayerNorm epsilon 1e-6, exact GELU written with erf (Keras's own gelu exports
   as Erfc, which onnxruntime rejects).
 
-Random initialisation follows each reference library's scheme (same distributions,
-not the same draws), seeded. torch_models/backbones.py mirrors this file.
+Random initialisation draws the reference library's scheme in numpy
+(`bridge.weights.init_state_dict`). torch_models/backbones.py mirrors this file.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from bridge.weights import (  # noqa: E402
     KERAS_SUFFIX,
     StateDict,
     check_state_dict,
+    init_state_dict,
     read_state_dict,
     resolve_imagenet,
 )
@@ -95,23 +96,16 @@ class ClassTokenPosition(layers.Layer):
     `cls_token` and `pos_embed`).
     """
 
-    def __init__(self, tokens: int, dim: int, seed: int | None = None, **kwargs):
+    def __init__(self, tokens: int, dim: int, **kwargs):
         super().__init__(**kwargs)
-        self.tokens, self.dim, self.seed = tokens, dim, seed
+        self.tokens, self.dim = tokens, dim
 
     def build(self, input_shape):
-        seed = self.seed
         self.cls_token = self.add_weight(
-            shape=(1, 1, self.dim),
-            initializer=keras.initializers.RandomNormal(stddev=1e-6, seed=seed),
-            name="cls_token",
+            shape=(1, 1, self.dim), initializer="zeros", name="cls_token"
         )
         self.pos_embed = self.add_weight(
-            shape=(1, self.tokens, self.dim),
-            initializer=keras.initializers.RandomNormal(
-                stddev=0.02, seed=None if seed is None else seed + 1
-            ),
-            name="pos_embed",
+            shape=(1, self.tokens, self.dim), initializer="zeros", name="pos_embed"
         )
 
     def call(self, x):
@@ -123,7 +117,7 @@ class ClassTokenPosition(layers.Layer):
         return (input_shape[0], self.tokens, self.dim)
 
     def get_config(self):
-        return {**super().get_config(), "tokens": self.tokens, "dim": self.dim, "seed": self.seed}
+        return {**super().get_config(), "tokens": self.tokens, "dim": self.dim}
 
 
 class SelfAttention(layers.Layer):
@@ -171,67 +165,28 @@ class ClassToken(layers.Layer):
         return (input_shape[0], input_shape[2])
 
 
-# ----------------------------------------------------------- initialisation
-
-
-class _Seeds:
-    """Hands out a distinct, reproducible seed for every initializer of a model."""
-
-    def __init__(self, seed: int):
-        self._next = seed * 1_000_003
-
-    def __call__(self) -> int:
-        self._next += 1
-        return self._next
-
-
-def _he_fan_out(seed: int):
-    """Torchvision's conv init: kaiming normal, fan_out, ReLU gain."""
-    return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=seed)
-
-
-def _torch_default(fan_in: int, seed: int):
-    """Torch's default Linear/Conv init: weights and biases U(+-1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return (
-        keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed),
-        keras.initializers.RandomUniform(-bound, bound, seed=seed + 1),
-    )
-
-
-def _conv(x, filters, kernel, stride, padding, *, bias, name, init):
+def _conv(x, filters, kernel, stride, padding, *, bias, name):
     """Conv2D with torch's symmetric padding."""
     if padding and (stride != 1 or kernel != 2 * padding + 1):
         x = layers.ZeroPadding2D(padding, name=f"{name}.pad")(x)
         mode = "valid"
     else:
         mode = "same" if padding else "valid"
-    kernel_init, bias_init = init
-    return layers.Conv2D(
-        filters,
-        kernel,
-        strides=stride,
-        padding=mode,
-        use_bias=bias,
-        kernel_initializer=kernel_init,
-        bias_initializer=bias_init,
-        name=name,
-    )(x)
+    return layers.Conv2D(filters, kernel, strides=stride, padding=mode, use_bias=bias, name=name)(x)
 
 
 # ------------------------------------------------------------------------- VGG
 
 
-def vgg(spec: ArchSpec, num_classes: int, seeds: _Seeds) -> keras.Model:
-    """Torchvision VGG (no batch norm) with the spec's widths."""
+def vgg(spec: ArchSpec, num_classes: int) -> keras.Model:
+    """Build torchvision VGG (no batch norm) with the spec's widths."""
     cfg = spec.config
     inputs = keras.Input((None, None, 3), name="image")
     x = inputs
     for i, (kind, width) in enumerate(vgg_features_layout(cfg.stages)):
         name = f"features.{i}"
         if kind == "conv":
-            init = (_he_fan_out(seeds()), "zeros")
-            x = _conv(x, width, 3, 1, 1, bias=True, name=name, init=init)
+            x = _conv(x, width, 3, 1, 1, bias=True, name=name)
         elif kind == "relu":
             x = layers.ReLU(name=name)(x)
         else:
@@ -239,8 +194,7 @@ def vgg(spec: ArchSpec, num_classes: int, seeds: _Seeds) -> keras.Model:
     x = AdaptiveAveragePooling2D(cfg.pool_size, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)
     for i, width in ((0, cfg.hidden), (3, cfg.hidden), (6, num_classes)):
-        init = keras.initializers.RandomNormal(0.0, 0.01, seed=seeds())
-        x = layers.Dense(width, kernel_initializer=init, name=f"classifier.{i}")(x)
+        x = layers.Dense(width, name=f"classifier.{i}")(x)
         if i < 6:
             x = layers.ReLU(name=f"classifier.{i + 1}")(x)
             x = layers.Dropout(cfg.dropout, name=f"classifier.{i + 2}")(x)
@@ -250,80 +204,59 @@ def vgg(spec: ArchSpec, num_classes: int, seeds: _Seeds) -> keras.Model:
 # ---------------------------------------------------------------------- ResNet
 
 
-def resnet(spec: ArchSpec, num_classes: int, seeds: _Seeds) -> keras.Model:
-    """Torchvision ResNet v1.5 with bottleneck blocks."""
+def resnet(spec: ArchSpec, num_classes: int) -> keras.Model:
+    """Build torchvision ResNet v1.5 with bottleneck blocks."""
     cfg = spec.config
 
     def bn(x, name):
         return layers.BatchNormalization(momentum=0.9, epsilon=cfg.bn_eps, name=name)(x)
 
-    def conv(x, filters, kernel, stride, padding, name):
-        init = (_he_fan_out(seeds()), "zeros")
-        return _conv(x, filters, kernel, stride, padding, bias=False, name=name, init=init)
+    def conv_bn(x, filters, kernel, stride, padding, name, bn_name):
+        return bn(_conv(x, filters, kernel, stride, padding, bias=False, name=name), bn_name)
 
     inputs = keras.Input((None, None, 3), name="image")
-    x = bn(conv(inputs, cfg.width, 7, 2, 3, "conv1"), "bn1")
-    x = layers.ReLU(name="relu")(x)
+    x = layers.ReLU(name="relu")(conv_bn(inputs, cfg.width, 7, 2, 3, "conv1", "bn1"))
     x = layers.ZeroPadding2D(1, name="maxpool.pad")(x)  # zeros act as -inf: x >= 0
     x = layers.MaxPooling2D(3, 2, name="maxpool")(x)
-    for path, _, planes, stride, downsample in resnet_blocks(cfg):
+    for p, _, planes, stride, downsample in resnet_blocks(cfg):
         out_ch = planes * cfg.expansion
-        y = layers.ReLU(name=f"{path}.relu1")(
-            bn(conv(x, planes, 1, 1, 0, f"{path}.conv1"), f"{path}.bn1")
+        y = conv_bn(x, planes, 1, 1, 0, f"{p}.conv1", f"{p}.bn1")
+        y = conv_bn(
+            layers.ReLU(name=f"{p}.relu1")(y), planes, 3, stride, 1, f"{p}.conv2", f"{p}.bn2"
         )
-        y = layers.ReLU(name=f"{path}.relu2")(
-            bn(conv(y, planes, 3, stride, 1, f"{path}.conv2"), f"{path}.bn2")
-        )
-        y = bn(conv(y, out_ch, 1, 1, 0, f"{path}.conv3"), f"{path}.bn3")
+        y = conv_bn(layers.ReLU(name=f"{p}.relu2")(y), out_ch, 1, 1, 0, f"{p}.conv3", f"{p}.bn3")
         if downsample:
-            x = bn(conv(x, out_ch, 1, stride, 0, f"{path}.downsample.0"), f"{path}.downsample.1")
-        x = layers.ReLU(name=path)(layers.Add(name=f"{path}.add")([y, x]))
+            x = conv_bn(x, out_ch, 1, stride, 0, f"{p}.downsample.0", f"{p}.downsample.1")
+        x = layers.ReLU(name=p)(layers.Add(name=f"{p}.add")([y, x]))
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
-    fan_in = cfg.width * 2 ** (len(cfg.blocks) - 1) * cfg.expansion
-    kernel_init, bias_init = _torch_default(fan_in, seeds())
-    x = layers.Dense(
-        num_classes, kernel_initializer=kernel_init, bias_initializer=bias_init, name="fc"
-    )(x)
+    x = layers.Dense(num_classes, name="fc")(x)
     return keras.Model(inputs, x, name=spec.name)
 
 
 # ------------------------------------------------------------------------- ViT
 
 
-def vit(spec: ArchSpec, num_classes: int, seeds: _Seeds) -> keras.Model:
-    """Timm VisionTransformer: pre-norm blocks, class-token head."""
+def vit(spec: ArchSpec, num_classes: int) -> keras.Model:
+    """Build timm VisionTransformer: pre-norm blocks, class-token head."""
     cfg = spec.config
-
-    def dense(x, width, name):
-        init = keras.initializers.RandomNormal(0.0, 0.02, seed=seeds())
-        return layers.Dense(width, kernel_initializer=init, name=name)(x)
 
     def norm(x, name):
         return layers.LayerNormalization(epsilon=cfg.ln_eps, name=name)(x)
 
     inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
-    init = _torch_default(3 * cfg.patch_size**2, seeds())
-    x = _conv(
-        inputs,
-        cfg.dim,
-        cfg.patch_size,
-        cfg.patch_size,
-        0,
-        bias=True,
-        name="patch_embed.proj",
-        init=init,
-    )
-    x = ClassTokenPosition(cfg.tokens, cfg.dim, seed=seeds(), name="tokens")(x)
+    p = cfg.patch_size
+    x = _conv(inputs, cfg.dim, p, p, 0, bias=True, name="patch_embed.proj")
+    x = ClassTokenPosition(cfg.tokens, cfg.dim, name="tokens")(x)
     for b in range(cfg.depth):
         p = f"blocks.{b}"
-        y = dense(norm(x, f"{p}.norm1"), 3 * cfg.dim, f"{p}.attn.qkv")
-        y = dense(SelfAttention(cfg.heads, name=f"{p}.attn.core")(y), cfg.dim, f"{p}.attn.proj")
-        x = layers.Add(name=f"{p}.add1")([x, y])
-        y = dense(norm(x, f"{p}.norm2"), cfg.mlp_dim, f"{p}.mlp.fc1")
-        y = dense(GELU(name=f"{p}.mlp.act")(y), cfg.dim, f"{p}.mlp.fc2")
+        y = layers.Dense(3 * cfg.dim, name=f"{p}.attn.qkv")(norm(x, f"{p}.norm1"))
+        y = SelfAttention(cfg.heads, name=f"{p}.attn.core")(y)
+        x = layers.Add(name=f"{p}.add1")([x, layers.Dense(cfg.dim, name=f"{p}.attn.proj")(y)])
+        y = layers.Dense(cfg.mlp_dim, name=f"{p}.mlp.fc1")(norm(x, f"{p}.norm2"))
+        y = layers.Dense(cfg.dim, name=f"{p}.mlp.fc2")(GELU(name=f"{p}.mlp.act")(y))
         x = layers.Add(name=p)([x, y])
     x = ClassToken(name="pool")(norm(x, "norm"))
-    x = dense(x, num_classes, "head")
+    x = layers.Dense(num_classes, name="head")(x)
     return keras.Model(inputs, x, name=spec.name)
 
 
@@ -343,10 +276,11 @@ def create_model(
     Args:
         arch: `vgg16`, `resnet50`, `vit_b16` or a tiny variant.
         num_classes: Head size; None keeps the reference head (1000 classes).
-        weights: None (random init following the reference library's scheme,
-            seeded by `seed`), `"imagenet"` (torch reference weights found on
-            disk, ported), a torch `.pth` / `.safetensors` state dict (ported on
-            the fly) or a Keras `.weights.h5` file.
+        weights: None (random init with the reference library's scheme, drawn
+            by `bridge.weights.init_state_dict` with `seed`), `"imagenet"` (torch
+            reference weights found on disk, ported), a torch `.pth` /
+            `.safetensors` state dict (ported on the fly) or a Keras `.weights.h5`
+            file.
         seed: Seed of the random init.
 
     Returns:
@@ -358,9 +292,11 @@ def create_model(
     """
     spec = get_arch(arch)
     k = spec.resolve_num_classes(num_classes)
-    model = _BUILDERS[spec.family](spec, k, _Seeds(seed))
+    model = _BUILDERS[spec.family](spec, k)
     model.spec = spec
-    if weights is not None:
+    if weights is None:
+        set_torch_state_dict(model, init_state_dict(spec, k, seed))
+    else:
         load_weights(model, weights)
     return model
 
