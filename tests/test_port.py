@@ -146,8 +146,6 @@ def test_parity_cli_tiny(tmp_path):
 @pytest.mark.parametrize("arch", spec.FULL_ARCHS)
 def test_init_scheme_matches_the_reference_libraries(arch):
     """The numpy init draws the same distributions as torchvision / timm (std per tensor)."""
-    import torch_models  # noqa: F401  (torchvision importable)
-
     from bridge.parity import reference_model
     from bridge.weights import init_state_dict
 
