@@ -17,7 +17,7 @@ depths and resolution, so the fast test suite exercises the real code paths.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -226,6 +226,30 @@ class ArchSpec:
             if tap.tokens:
                 names.append(f"{tap.name}_cls")
         return tuple(names)
+
+    def at_size(self, size: int) -> ArchSpec:
+        """This architecture for `size` x `size` inputs.
+
+        Convolutional networks take any size and are returned unchanged. A ViT's
+        position embedding has one entry per patch, so its config (and input
+        contract) change: reduced resolution is a different-shaped parameter.
+
+        Raises:
+            ValueError: If `size` is not a multiple of the ViT patch size.
+        """
+        if self.family != "vit" or size == self.config.image_size:
+            return self
+        patch = self.config.patch_size
+        if size % patch or size < patch:
+            raise ValueError(
+                f"{self.name}: image size {size} is not a multiple of the patch {patch}"
+            )
+        contracts = {k: replace(c, native_size=size) for k, c in self.contracts.items()}
+        return replace(
+            self,
+            config=replace(self.config, image_size=size),
+            contracts=MappingProxyType(contracts),
+        )
 
     def resolve_num_classes(self, num_classes: int | None) -> int:
         """Return the head size to build.
