@@ -148,6 +148,37 @@ class SelfAttention(layers.Layer):
         return {**super().get_config(), "heads": self.heads}
 
 
+class BatchNorm(layers.BatchNormalization):
+    """Batch norm that updates its running variance as torch does.
+
+    Both frameworks normalise a training batch with its biased variance; torch then
+    updates the running variance with the unbiased one (n / (n - 1)), Keras with the
+    biased one. This layer follows torch, so the running statistics of a torch run and
+    a Keras run stay equal. Inference is Keras's own.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        axes = list(range(len(inputs.shape) - 1))
+        mean, variance = ops.moments(inputs, axes)
+        shape = ops.shape(inputs)
+        n = ops.cast(ops.prod(ops.convert_to_tensor([shape[a] for a in axes])), inputs.dtype)
+        unbiased = variance * n / ops.maximum(n - 1.0, 1.0)
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + unbiased * (1.0 - m))
+        return ops.batch_normalization(
+            inputs,
+            mean,
+            variance,
+            axis=-1,
+            offset=self.beta,
+            scale=self.gamma,
+            epsilon=self.epsilon,
+        )
+
+
 class GELU(layers.Layer):
     """Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), as torch `nn.GELU()`."""
 
@@ -209,7 +240,7 @@ def resnet(spec: ArchSpec, num_classes: int) -> keras.Model:
     cfg = spec.config
 
     def bn(x, name):
-        return layers.BatchNormalization(momentum=0.9, epsilon=cfg.bn_eps, name=name)(x)
+        return BatchNorm(momentum=0.9, epsilon=cfg.bn_eps, name=name)(x)
 
     def conv_bn(x, filters, kernel, stride, padding, name, bn_name):
         return bn(_conv(x, filters, kernel, stride, padding, bias=False, name=name), bn_name)
@@ -422,6 +453,7 @@ def _head_size(model: keras.Model) -> int:
 __all__ = [
     "GELU",
     "AdaptiveAveragePooling2D",
+    "BatchNorm",
     "ClassToken",
     "ClassTokenPosition",
     "SelfAttention",
