@@ -1,0 +1,568 @@
+"""What the torch and Keras trainers share, so the comparison isolates the framework.
+
+Both trainers call `prepare` and get the same data set, splits, batch streams,
+initial weights, learning-rate schedule, trainable layers and metrics; only the
+model, the optimiser step and the checkpoint format are their own.
+
+A run folder (`runs/<name>/`) holds what is shared between frameworks:
+`splits.csv` and `init/<arch>.safetensors`. Each arch x framework gets its own folder
+`runs/<name>/<arch>-<framework>/` with `run.json` (config, data, provenance, results),
+`metrics.jsonl` (one line per epoch), `checkpoints/epoch_NNN.*`, `best.*`,
+`test.json`, `curves.png` and `confusion.png`, plus `resume/` for `--resume`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.config import Config, DataConfig
+from bridge.data.readers import ClassificationSet
+from bridge.data.splits import load_or_make_splits, select
+from bridge.data.stream import BatchStream, ImageCache, channel_stats
+from bridge.files import atomic_path, sha256_file
+from bridge.spec import FULL_ARCHS, ArchSpec, InputContract, get_arch
+from bridge.weights import (
+    StateDict,
+    check_state_dict,
+    init_state_dict,
+    read_state_dict,
+    resolve_imagenet,
+    write_state_dict,
+)
+
+log = logging.getLogger(__name__)
+
+FRAMEWORKS = ("torch", "keras")
+SELECTION_METRIC = "balanced_accuracy"  # best epoch: highest validation balanced accuracy
+
+
+# ------------------------------------------------------------------------ data
+
+
+def load_dataset(cfg: DataConfig, seed: int = 0) -> ClassificationSet:
+    """Read the configured data set, with class subset and per-class cap applied.
+
+    With `source = "synthetic"` the built-in set is generated into `cfg.path` first
+    when it is not there yet.
+    """
+    from bridge.data import readers
+
+    path = Path(cfg.path)
+    images = cfg.images or None
+    if cfg.source == "synthetic":
+        from bridge.data.synth import ensure_synthetic
+
+        # an existing synthetic folder is used as generated (any size); else make the default
+        root = path if (path / "manifest.json").is_file() else ensure_synthetic(path)
+        folder = root / "isic2019"
+        dataset = readers.read_isic2019(
+            folder / "ISIC_2019_Training_GroundTruth.csv",
+            metadata_csv=folder / "ISIC_2019_Training_Metadata.csv",
+        )
+    elif cfg.source == "isic2019":
+        dataset = readers.read_isic2019(path, images, cfg.metadata or None)
+    elif cfg.source == "isic2020":
+        dataset = readers.read_isic2020(path, images)
+    elif cfg.source == "ham10000":
+        dataset = readers.read_ham10000(path, images)
+    else:
+        dataset = readers.read_class_folders(path)
+    present = [c for c in dataset.classes if any(s.label == c for s in dataset.samples)]
+    classes = list(cfg.classes) or present
+    return dataset.subset(classes, cfg.per_class_cap or None, seed=seed)
+
+
+@dataclass
+class RunData:
+    """The data of one run: the same for every arch and framework of the run."""
+
+    dataset: ClassificationSet
+    classes: tuple[str, ...]
+    split: dict[str, str]
+    cache: ImageCache
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class."""
+        out: dict[str, dict[str, int]] = {}
+        for sample in self.dataset.samples:
+            per_class = out.setdefault(self.split[sample.id], {})
+            per_class[sample.label] = per_class.get(sample.label, 0) + 1
+        return out
+
+
+def load_run_data(config: Config) -> RunData:
+    """Data set, classes and the run's shared splits file (made on first use)."""
+    dataset = load_dataset(config.data, config.seed)
+    d = config.data
+    split = load_or_make_splits(
+        dataset, config.run_dir / "splits.csv", d.val_fraction, d.test_fraction, config.seed
+    )
+    classes = tuple(c for c in dataset.classes if any(s.label == c for s in dataset.samples))
+    cache = ImageCache(d.image_size, d.resize_policy, d.interpolation, keep=d.cache)
+    return RunData(dataset, classes, split, cache)
+
+
+# ------------------------------------------------------------------------- run
+
+
+@dataclass
+class Run:
+    """One arch x framework of a run: paths, data streams, weights, schedule."""
+
+    config: Config
+    spec: ArchSpec
+    framework: str
+    data: RunData
+    contract: InputContract
+    init_path: Path
+    init_source: str
+    train: BatchStream
+    val: BatchStream | None
+    test: BatchStream
+    trainable: tuple[str, ...] | None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def dir(self) -> Path:
+        """`runs/<name>/<arch>-<framework>`."""
+        return self.config.run_dir / f"{self.spec.name}-{self.framework}"
+
+    @property
+    def num_classes(self) -> int:
+        """Head size."""
+        return len(self.data.classes)
+
+    @property
+    def suffix(self) -> str:
+        """Checkpoint suffix of the framework."""
+        return ".safetensors" if self.framework == "torch" else ".weights.h5"
+
+    def checkpoint(self, epoch: int) -> Path:
+        """Checkpoint of a (1-based) epoch."""
+        return self.dir / "checkpoints" / f"epoch_{epoch:03d}{self.suffix}"
+
+    @property
+    def best(self) -> Path:
+        """The best checkpoint (highest validation balanced accuracy)."""
+        return self.dir / f"best{self.suffix}"
+
+    def lr(self, epoch: int, step: int) -> float:
+        """Learning rate at `step` (0-based) of `epoch` (0-based)."""
+        return learning_rate(self.config, epoch + step / len(self.train))
+
+
+def prepare(
+    config: Config, arch: str, framework: str, data: RunData | None = None, resume: bool = False
+) -> Run:
+    """Set up one arch x framework: folders, streams, shared initial weights.
+
+    Raises:
+        ValueError: If the run folder already holds a finished or started run and
+            `resume` is False, or nothing to resume when it is True.
+    """
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework {framework!r}: expected torch or keras")
+    data = data or load_run_data(config)
+    spec = get_arch(arch).at_size(config.data.image_size)
+    init_path, source = shared_init(config, spec, len(data.classes))
+    contract = spec.contract
+    if config.data.normalization == "dataset":
+        mean, std = channel_stats(select(data.dataset, data.split, "train"), data.cache)
+        contract = InputContract(
+            tuple(mean), tuple(std), config.data.image_size, contract.fixed_size,
+            interpolation=config.data.interpolation, source=f"{config.name} training split",
+        )  # fmt: skip
+    else:
+        contract = InputContract(
+            contract.mean, contract.std, config.data.image_size, contract.fixed_size,
+            interpolation=config.data.interpolation, source=contract.source,
+        )  # fmt: skip
+
+    def stream(name: str, train: bool) -> BatchStream | None:
+        samples = select(data.dataset, data.split, name)
+        if not samples:
+            return None
+        return BatchStream(
+            samples, data.classes, data.cache, contract.mean, contract.std,
+            config.train.batch_size, augment=config.augment if train else None,
+            shuffle=train, seed=config.seed, drop_last=train,
+        )  # fmt: skip
+
+    train_stream, test_stream = stream("train", True), stream("test", False)
+    if train_stream is None or test_stream is None:
+        raise ValueError(f"{config.name}: the train or test split is empty; use more data")
+    run = Run(
+        config, spec, framework, data, contract, init_path, source,
+        train_stream, stream("val", False), test_stream,
+        trainable_layers(spec, config.train.trainable),
+    )  # fmt: skip
+    state = run.dir / "resume" / "state.json"
+    if resume and not state.exists():
+        raise ValueError(f"{run.dir}: nothing to resume (no resume/state.json)")
+    if not resume and (run.dir / "metrics.jsonl").exists():
+        raise ValueError(
+            f"{run.dir}: already holds a run; pass --resume to continue it, or another name "
+            "(--set name=...)"
+        )
+    (run.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def shared_init(config: Config, spec: ArchSpec, num_classes: int) -> tuple[Path, str]:
+    """Initial weights every framework of the run starts from (made on first use).
+
+    `random`: the reference libraries' init scheme drawn in numpy with the run seed.
+    `imagenet` or a file: its weights with a freshly initialised head when the head
+    size differs (fine-tuning to the run's classes).
+    """
+    init = config.train.init
+    path = config.run_dir / "init" / f"{spec.name}-{num_classes}.safetensors"
+    fresh = init_state_dict(spec, num_classes, config.seed)
+    if init == "random":
+        source = f"random (reference init scheme, seed {config.seed})"
+        state = fresh
+    else:
+        src = resolve_imagenet(get_arch(spec.name)) if init == "imagenet" else Path(init)
+        state = read_state_dict(src)
+        head = spec.head
+        if (
+            state.get(f"{head}.weight") is not None
+            and state[f"{head}.weight"].shape[0] != num_classes
+        ):
+            log.info(
+                "%s: new %d-class head (the file has %d)",
+                src,
+                num_classes,
+                state[f"{head}.weight"].shape[0],
+            )
+            state = {
+                **state,
+                f"{head}.weight": fresh[f"{head}.weight"],
+                f"{head}.bias": fresh[f"{head}.bias"],
+            }
+        state = check_state_dict(state, spec, num_classes, source=str(src))
+        source = f"{init} ({src}, sha256 {sha256_file(src)[:12]})"
+    if path.exists():
+        existing = check_state_dict(read_state_dict(path), spec, num_classes, str(path))
+        if all(np.array_equal(existing[k], state[k]) for k in state):
+            return path, source
+        raise ValueError(f"{path}: differs from the configured init {init!r}; use another run name")
+    write_state_dict(state, path)
+    return path, source
+
+
+# ------------------------------------------------------------------- training
+
+
+def learning_rate(config: Config, progress: float) -> float:
+    """Learning rate after `progress` epochs (fractional), with warm-up and schedule."""
+    t = config.train
+    if progress < t.warmup_epochs:
+        return t.lr * progress / t.warmup_epochs
+    rest = (progress - t.warmup_epochs) / max(t.epochs - t.warmup_epochs, 1e-9)
+    if t.schedule == "cosine":
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * min(rest, 1.0)))
+    if t.schedule == "step":
+        return t.lr * (0.1 ** ((rest >= 0.6) + (rest >= 0.85)))
+    return t.lr
+
+
+def trainable_layers(spec: ArchSpec, policy: str) -> tuple[str, ...] | None:
+    """Module / layer name prefixes that train under `policy` (None: everything).
+
+    Blocks, from the input: VGG conv stages then the hidden classifier layers;
+    ResNet stem then stages; ViT embeddings, each transformer block, then the final
+    norm. `head` trains only the classification layer, `last:N` also the last N
+    blocks.
+    """
+    if policy == "all":
+        return None
+    n = 0 if policy == "head" else int(policy.split(":")[1])
+    blocks = architecture_blocks(spec)
+    chosen = blocks[len(blocks) - n :] if n else []
+    return (spec.head, *(name for block in chosen for name in block))
+
+
+def architecture_blocks(spec: ArchSpec) -> list[tuple[str, ...]]:
+    """The trainable blocks of an architecture, input first, head excluded."""
+    from bridge.spec import vgg_features_layout
+
+    cfg = spec.config
+    if spec.family == "vgg":
+        blocks, current = [], []
+        for i, (kind, _) in enumerate(vgg_features_layout(cfg.stages)):
+            if kind == "conv":
+                current.append(f"features.{i}")
+            elif kind == "pool":
+                blocks.append(tuple(current))
+                current = []
+        return [*blocks, ("classifier.0", "classifier.3")]
+    if spec.family == "resnet":
+        return [("conv1", "bn1"), *((f"layer{i + 1}",) for i in range(len(cfg.blocks)))]
+    return [("tokens", "patch_embed"), *((f"blocks.{b}",) for b in range(cfg.depth)), ("norm",)]
+
+
+def is_trainable(name: str, prefixes: tuple[str, ...] | None) -> bool:
+    """True when a module / layer `name` trains under the chosen prefixes."""
+    if prefixes is None:
+        return True
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+# --------------------------------------------------------------------- metrics
+
+
+def classification_metrics(
+    labels: np.ndarray, logits: np.ndarray, classes: Sequence[str], confusion: bool = False
+) -> dict[str, Any]:
+    """Loss, accuracy, balanced accuracy, macro-F1 and per-class ROC AUC of logits.
+
+    The loss is the mean cross-entropy computed here (numpy, float64), so both
+    frameworks' validation losses are measured alike. A class absent from `labels`
+    gets no AUC (None).
+    """
+    from sklearn.metrics import (
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        roc_auc_score,
+    )
+
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    probs = np.exp(log_probs)
+    predicted = logits.argmax(axis=1)
+    k = len(classes)
+    out: dict[str, Any] = {
+        "loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
+        "accuracy": float((predicted == labels).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "macro_f1": float(
+            f1_score(labels, predicted, average="macro", labels=range(k), zero_division=0)
+        ),
+        "roc_auc": {},
+    }
+    for i, name in enumerate(classes):
+        positives = labels == i
+        out["roc_auc"][name] = (
+            float(roc_auc_score(positives, probs[:, i]))
+            if 0 < positives.sum() < len(labels)
+            else None
+        )
+    if confusion:
+        out["confusion"] = confusion_matrix(labels, predicted, labels=range(k)).tolist()
+    return out
+
+
+# ------------------------------------------------------------ logging / resume
+
+
+class RunLog:
+    """metrics.jsonl, best-epoch tracking and the resume state of one run."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.path = run.dir / "metrics.jsonl"
+        self.state_path = run.dir / "resume" / "state.json"
+        self.rows: list[dict[str, Any]] = []
+        self.best_epoch = 0
+        self.best_score = -math.inf
+
+    def resume(self) -> int:
+        """Load the state of the last finished epoch; returns how many epochs are done.
+
+        Lines of metrics.jsonl from an epoch that did not finish are dropped.
+        """
+        state = json.loads(self.state_path.read_text())
+        done = int(state["epoch"])
+        self.best_epoch, self.best_score = int(state["best_epoch"]), float(state["best_score"])
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        self.rows = [r for r in rows if r["epoch"] <= done]
+        self._write_rows()
+        log.info("%s: resuming after epoch %d", self.run.dir, done)
+        return done
+
+    def epoch_done(self, row: dict[str, Any]) -> bool:
+        """Record an epoch's metrics; True when it is the best so far."""
+        self.rows.append(row)
+        self._write_rows()
+        score = (row.get("val") or row["train"])[SELECTION_METRIC]
+        better = score > self.best_score
+        if better:
+            self.best_epoch, self.best_score = row["epoch"], score
+        return better
+
+    def save_state(self, epoch: int) -> None:
+        """Mark `epoch` complete (after its checkpoint and resume files are written)."""
+        state = {"epoch": epoch, "best_epoch": self.best_epoch, "best_score": self.best_score}
+        write_json(self.state_path, state)
+
+    def _write_rows(self) -> None:
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+
+def keep_best(run: Run, epoch: int) -> None:
+    """Copy an epoch's checkpoint to `best.*`."""
+    with atomic_path(run.best) as tmp:
+        shutil.copyfile(run.checkpoint(epoch), tmp)
+
+
+def finish(run: Run, runlog: RunLog, test: dict[str, Any], versions: dict[str, str]) -> Path:
+    """Write test.json, run.json, curves.png and confusion.png; return run.json's path."""
+    write_json(run.dir / "test.json", test)
+    plot_curves(runlog.rows, run.dir / "curves.png", run)
+    plot_confusion(np.asarray(test["confusion"]), run.data.classes, run.dir / "confusion.png", run)
+    info = {
+        "arch": run.spec.name,
+        "framework": run.framework,
+        "classes": list(run.data.classes),
+        "num_classes": run.num_classes,
+        "image_size": run.config.data.image_size,
+        "resize_policy": run.config.data.resize_policy,
+        "input_contract": run.contract.to_dict(),
+        "init": {
+            "source": run.init_source,
+            "file": str(run.init_path),
+            "sha256": sha256_file(run.init_path),
+        },
+        "trainable": list(run.trainable) if run.trainable is not None else "all",
+        "data": {
+            "name": run.data.dataset.name,
+            "synthetic": run.data.dataset.synthetic,
+            "group_by": run.data.dataset.group_by,
+            "splits_file": str(run.config.run_dir / "splits.csv"),
+            "counts": run.data.counts(),
+        },
+        "best_epoch": runlog.best_epoch,
+        "selection": f"validation {SELECTION_METRIC}",
+        "test": {k: v for k, v in test.items() if k != "confusion"},
+        "train_seconds": round(sum(r["seconds"] for r in runlog.rows), 2),
+        "config": run.config.to_dict(),
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions},
+    }
+    path = run.dir / "run.json"
+    write_json(path, info)
+    return path
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------- plots
+
+
+def _title(run: Run, what: str) -> str:
+    synthetic = " (SYNTHETIC data)" if run.data.dataset.synthetic else ""
+    return f"{run.spec.name} · {run.framework} · {what}{synthetic}"
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path, run: Run) -> None:
+    """Loss and balanced accuracy per epoch, train and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("loss", SELECTION_METRIC), strict=True):
+        ax.plot(epochs, [r["train"][metric] for r in rows], "o-", label="train")
+        if all(r.get("val") for r in rows):
+            ax.plot(epochs, [r["val"][metric] for r in rows], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(_title(run, "training curves"))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, run: Run) -> None:
+    """Test-split confusion matrix with counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.1 * len(classes) + 2))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color=color)
+    ax.set_title(_title(run, "test confusion"), fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def resolve_archs(config: Config, arch: str | None) -> list[str]:
+    """Architectures to train: `--arch` (a name or `all`), else the config's list."""
+    if arch is None:
+        names = list(config.train.archs)
+    elif arch == "all":
+        names = list(FULL_ARCHS)
+    else:
+        names = arch.split(",")
+    for name in names:
+        get_arch(name)
+    return names
+
+
+def add_arguments(parser) -> None:
+    """The command-line options both trainers share."""
+    parser.add_argument("--config", required=True, help="TOML config (see configs/demo.toml)")
+    parser.add_argument(
+        "--arch", default=None, help="vgg16, resnet50, vit_b16, a *_tiny variant, or all"
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=1e-3 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+
+
+__all__ = [
+    "FRAMEWORKS",
+    "Run",
+    "RunData",
+    "RunLog",
+    "StateDict",
+    "add_arguments",
+    "classification_metrics",
+    "finish",
+    "is_trainable",
+    "keep_best",
+    "learning_rate",
+    "load_dataset",
+    "load_run_data",
+    "prepare",
+    "resolve_archs",
+    "trainable_layers",
+    "write_json",
+]

@@ -1,0 +1,309 @@
+"""Shared training core and both trainers, on a small synthetic set."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, assert_one_line_error, run_module
+
+from bridge import training
+from bridge.config import AugmentConfig, load_config
+from bridge.data.readers import ClassificationSet, Sample
+from bridge.data.splits import make_splits, read_splits, write_splits
+from bridge.data.stream import BatchStream, ImageCache
+from bridge.data.synth import SynthConfig, generate
+from bridge.spec import get_arch
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory) -> Path:
+    """A small synthetic set (36 lesions x 2 views per class... at 32 px)."""
+    root = tmp_path_factory.mktemp("synthetic") / "set"
+    generate(
+        root, SynthConfig(seed=0, per_class=24, size=32, cases=6, raters=5, views_per_lesion=2)
+    )
+    return root
+
+
+def write_config(tmp_path: Path, synthetic: Path, **train) -> Path:
+    lines = [
+        'name = "t"', f'output = "{tmp_path / "runs"}"', "seed = 0", "[data]",
+        'source = "synthetic"', f'path = "{synthetic}"', "image_size = 32",
+        "val_fraction = 0.2", "test_fraction = 0.2", "[augment]", "crop_scale = [0.8, 1.0]",
+        "[train]",
+    ]  # fmt: skip
+    settings = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "warmup_epochs": 0, **train}
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------- config
+
+
+def test_demo_config_and_overrides():
+    config = load_config(
+        ROOT / "configs" / "demo.toml", ["train.lr=1e-3", 'data.classes=["MEL","NV"]']
+    )
+    assert config.train.lr == 1e-3 and config.data.classes == ("MEL", "NV")
+    assert load_config(ROOT / "configs" / "isic2019_thesis.toml").train.init == "imagenet"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=fast", "config train.lr = 'fast': expected a number"),
+        ("train.speed=1", "config: unknown key train.speed"),
+        ("train.epochs=0", "config train.epochs = 0: expected >= 1"),
+        ("train.trainable=some", "config train.trainable = 'some': expected all, head or last:N"),
+        ("data.source=imagenet", "config data.source = 'imagenet': expected one of synthetic"),
+        ("lr", "--set 'lr': expected key=value"),
+    ],
+)
+def test_config_errors(override, message):
+    with pytest.raises(ValueError) as err:
+        load_config(ROOT / "configs" / "demo.toml", [override])
+    assert message in str(err.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("name = \n")
+    with pytest.raises(ValueError, match=r"bad.toml: not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+
+
+# ---------------------------------------------------------------------- splits
+
+
+def _grouped_set(n_groups=60, per_group=3) -> ClassificationSet:
+    rng = np.random.default_rng(0)
+    samples = []
+    for g in range(n_groups):
+        label = ["A", "B", "C"][g % 3]
+        for v in range(int(rng.integers(1, per_group + 1))):
+            samples.append(Sample(f"img{g}_{v}", Path(f"{g}_{v}.jpg"), label, f"lesion{g}"))
+    return ClassificationSet("test", tuple(samples), ("A", "B", "C"), "lesion_id")
+
+
+def test_splits_keep_groups_together_and_are_stratified(tmp_path):
+    dataset = _grouped_set()
+    split = make_splits(dataset, 0.15, 0.2, seed=3)
+    groups: dict[str, set] = {}
+    for s in dataset.samples:
+        groups.setdefault(s.group, set()).add(split[s.id])
+    assert all(len(where) == 1 for where in groups.values())
+    for name in ("train", "val", "test"):
+        labels = [s.label for s in dataset.samples if split[s.id] == name]
+        assert set(labels) == {"A", "B", "C"}, name
+    assert make_splits(dataset, 0.15, 0.2, seed=3) == split
+    assert make_splits(dataset, 0.15, 0.2, seed=4) != split
+    path = write_splits(dataset, split, tmp_path / "splits.csv")
+    assert read_splits(path, dataset) == split
+
+
+def test_split_file_of_other_data_is_refused(tmp_path):
+    dataset = _grouped_set()
+    path = write_splits(dataset, make_splits(dataset), tmp_path / "splits.csv")
+    extra = Sample("new", Path("n.jpg"), "A", None)
+    other = ClassificationSet("test", (*dataset.samples[:-1], extra), dataset.classes, "lesion_id")
+    with pytest.raises(ValueError, match=r"splits.csv line \d+: image .* is not in the data set"):
+        read_splits(path, other)
+
+
+def test_synthetic_split_has_no_lesion_in_two_splits(tmp_path, synthetic):
+    config = load_config(write_config(tmp_path, synthetic))
+    data = training.load_run_data(config)
+    assert data.dataset.synthetic and data.dataset.group_by == "lesion_id"
+    lesions: dict[str, set] = {}
+    for s in data.dataset.samples:
+        lesions.setdefault(s.group, set()).add(data.split[s.id])
+    assert all(len(v) == 1 for v in lesions.values())
+    assert (config.run_dir / "splits.csv").is_file()
+
+
+# ---------------------------------------------------------------------- stream
+
+
+def test_stream_is_seeded_and_independent_of_batch_size(tmp_path, synthetic):
+    config = load_config(write_config(tmp_path, synthetic))
+    data = training.load_run_data(config)
+    samples = [s for s in data.dataset.samples if data.split[s.id] == "train"]
+    cache = ImageCache(32, "shorter_center_crop", "bilinear")
+
+    def stream(batch, seed=0):
+        return BatchStream(samples, data.classes, cache, (0.5,) * 3, (0.25,) * 3, batch,
+                           augment=AugmentConfig(), shuffle=True, seed=seed)  # fmt: skip
+
+    a = np.concatenate([b.images for b in stream(8).epoch(1)])
+    b = np.concatenate([b.images for b in stream(5).epoch(1)])
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, np.concatenate([b.images for b in stream(8).epoch(2)]))
+    assert not np.array_equal(a, np.concatenate([b.images for b in stream(8, seed=1).epoch(1)]))
+    assert a.shape[1:] == (32, 32, 3) and a.dtype == np.float32
+    assert a.min() >= -2.0 - 1e-6 and a.max() <= 2.0 + 1e-6  # (x - .5) / .25, x in [0, 1]
+    plain = BatchStream(samples, data.classes, cache, (0.0,) * 3, (1.0,) * 3, 4)
+    first = next(plain.epoch(0))
+    assert np.array_equal(first.images[0], cache.get(samples[0]))
+
+
+# -------------------------------------------------------------------- schedule
+
+
+def test_learning_rate_schedule():
+    config = load_config(None, ["train.epochs=10", "train.lr=1.0", "train.warmup_epochs=2"])
+    lr = [training.learning_rate(config, e) for e in (0, 1, 2, 6, 10)]
+    assert lr == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    step = load_config(None, ["train.epochs=10", "train.lr=1.0", "train.schedule=step"])
+    assert [training.learning_rate(step, e) for e in (0, 6, 9)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_trainable_layers():
+    vgg = get_arch("vgg16")
+    assert training.trainable_layers(vgg, "all") is None
+    assert training.trainable_layers(vgg, "head") == ("classifier.6",)
+    assert training.trainable_layers(vgg, "last:1") == (
+        "classifier.6",
+        "classifier.0",
+        "classifier.3",
+    )
+    resnet = training.trainable_layers(get_arch("resnet50"), "last:2")
+    assert resnet == ("fc", "layer3", "layer4")
+    assert training.is_trainable("layer4.2.conv1", resnet)
+    assert not training.is_trainable("layer2.0.conv1", resnet)
+    assert not training.is_trainable("layer40", ("layer4",))
+    vit = training.trainable_layers(get_arch("vit_b16"), "last:2")
+    assert vit == ("head", "blocks.11", "norm")
+
+
+# --------------------------------------------------------------------- metrics
+
+
+def test_classification_metrics_agree_with_sklearn():
+    from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    logits = rng.normal(size=(200, 3)) + np.eye(3)[labels] * 1.5
+    m = training.classification_metrics(labels, logits, ["A", "B", "C"], confusion=True)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    predicted = logits.argmax(1)
+    assert m["loss"] == pytest.approx(log_loss(labels, probs), abs=1e-9)
+    assert m["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(labels, predicted), abs=1e-9
+    )
+    assert m["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro"), abs=1e-9)
+    assert m["roc_auc"]["B"] == pytest.approx(roc_auc_score(labels == 1, probs[:, 1]), abs=1e-9)
+    assert np.trace(np.asarray(m["confusion"])) == (predicted == labels).sum()
+
+
+# -------------------------------------------------------------------- trainers
+
+
+@pytest.mark.parametrize(
+    "module, suffix", [("torch_models.train", ".safetensors"), ("tf_models.train", ".weights.h5")]
+)
+def test_trainer_end_to_end(tmp_path, synthetic, module, suffix):
+    config = write_config(tmp_path, synthetic)
+    result = run_module(module, "--config", str(config), "--arch", "vgg16_tiny")
+    assert result.returncode == 0, result.stderr[-3000:]
+    framework = "torch" if module.startswith("torch") else "keras"
+    run_dir = tmp_path / "runs" / "t" / f"vgg16_tiny-{framework}"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("loss", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc"):
+        assert key in rows[0]["train"] and key in rows[0]["val"]
+    checkpoints = [f"checkpoints/epoch_00{e}{suffix}" for e in (1, 2)]
+    for name in (
+        f"best{suffix}",
+        *checkpoints,
+        "curves.png",
+        "confusion.png",
+        "test.json",
+        "run.json",
+    ):
+        assert (run_dir / name).is_file(), name
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["data"]["synthetic"] is True and info["classes"] == ["MEL", "NV", "BCC"]
+    assert info["init"]["sha256"] and info["input_contract"]["native_size"] == 32
+    again = run_module(module, "--config", str(config), "--arch", "vgg16_tiny")
+    assert_one_line_error(again, "already holds a run; pass --resume")
+
+
+def test_trainer_bad_input_is_one_line(tmp_path, synthetic):
+    config = write_config(tmp_path, synthetic)
+    result = run_module(
+        "torch_models.train", "--config", str(config), "--set", "train.optimizer=lion"
+    )
+    assert_one_line_error(result, "config train.optimizer = 'lion': expected adamw or sgd")
+    result = run_module(
+        "torch_models.train", "--config", str(config), "--arch", "vgg16_tiny", "--resume"
+    )
+    assert_one_line_error(result, "nothing to resume")
+    result = run_module("tf_models.train", "--config", str(tmp_path / "none.toml"))
+    assert_one_line_error(result, "none.toml: no such config file")
+
+
+def _metrics(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, synthetic):
+    """torch, CPU: kill -9 after epoch 1 of 3, resume, and end with identical metrics."""
+    whole = write_config(tmp_path / "a", synthetic, epochs=3)
+    assert (
+        run_module(
+            "torch_models.train", "--config", str(whole), "--arch", "resnet50_tiny"
+        ).returncode
+        == 0
+    )
+    cut = write_config(tmp_path / "b", synthetic, epochs=3)
+    run_dir = tmp_path / "b" / "runs" / "t" / "resnet50_tiny-torch"
+    state = run_dir / "resume" / "state.json"
+    command = ["-m", "torch_models.train", "--config", str(cut), "--arch", "resnet50_tiny"]
+    proc = subprocess.Popen(
+        [sys.executable, *command],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        assert proc.poll() is None and time.time() < deadline, "trainer ended before the kill"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert killed_at < 3
+    result = run_module(
+        "torch_models.train", "--config", str(cut), "--arch", "resnet50_tiny", "--resume"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = tmp_path / "a" / "runs" / "t" / "resnet50_tiny-torch"
+    assert _metrics(run_dir / "metrics.jsonl") == _metrics(first / "metrics.jsonl")
+    assert json.loads((run_dir / "test.json").read_text()) == json.loads(
+        (first / "test.json").read_text()
+    )
+
+
+def test_torch_trainer_under_torchrun_with_two_processes(tmp_path, synthetic):
+    config = write_config(tmp_path, synthetic, epochs=1)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "torch_models.train", "--config", str(config), "--arch", "vit_b16_tiny"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "t" / "vit_b16_tiny-torch"
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert json.loads((run_dir / "run.json").read_text())["test"]["balanced_accuracy"] >= 0

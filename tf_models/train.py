@@ -1,0 +1,260 @@
+"""Keras 3 (TensorFlow backend) trainer.
+
+    tox -e tf-train -- --config configs/demo.toml [--arch vgg16|resnet50|vit_b16|all]
+                       [--set key=value ...] [--resume]
+
+Data, splits, batches, initial weights, schedule and metrics come from
+`bridge.training`, shared with the torch trainer (torch_models/train.py mirrors this
+file); what is Keras's own is the model, the optimiser step (a compiled
+`tf.function`) and the checkpoints (`.weights.h5`). Training runs inside a
+`tf.distribute` strategy: several GPUs are mirrored, otherwise the default strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from bridge import training
+from bridge.config import Config, TrainConfig, load_config
+from bridge.data.stream import BatchStream
+from tf_models.backbones import create_model, save_weights
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------ distribution
+
+
+class Distributed:
+    """The `tf.distribute` strategy: mirrored over several GPUs, else the default."""
+
+    def __init__(self):
+        gpus = tf.config.list_logical_devices("GPU")
+        self.strategy = (
+            tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        )
+        self.world = self.strategy.num_replicas_in_sync
+
+    @property
+    def main(self) -> bool:
+        """Always true: one process drives every replica."""
+        return True
+
+
+# ------------------------------------------------------------------- model
+
+
+def set_trainable(model: keras.Model, prefixes: tuple[str, ...] | None) -> None:
+    """Freeze every layer outside the trainable prefixes (frozen batch norms infer)."""
+    for layer in model.layers:
+        if layer.weights:
+            layer.trainable = training.is_trainable(layer.name, prefixes)
+
+
+def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+    """AdamW or SGD with momentum; Keras applies weight decay decoupled in both."""
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(
+            learning_rate=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None
+        )
+    return keras.optimizers.AdamW(learning_rate=cfg.lr, weight_decay=cfg.weight_decay, epsilon=1e-7)
+
+
+def make_train_step(model: keras.Model, optimizer, num_classes: int, smoothing: float, strategy):
+    """A compiled step: (images, labels) -> (loss, logits), averaged over the global batch."""
+    loss_fn = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=smoothing, reduction="none"
+    )
+
+    def replica_step(images, labels, global_size):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = loss_fn(tf.one_hot(labels, num_classes), logits)
+            loss = tf.reduce_sum(per_example) / tf.cast(global_size, per_example.dtype)
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss, logits
+
+    @tf.function(reduce_retracing=True)
+    def step(images, labels):
+        global_size = tf.shape(labels)[0]
+        if strategy.num_replicas_in_sync == 1:
+            return replica_step(images, labels, global_size)
+        n = strategy.num_replicas_in_sync
+
+        def shard(ctx):
+            i = ctx.replica_id_in_sync_group
+            return images[i::n], labels[i::n]
+
+        parts = strategy.experimental_distribute_values_from_function(shard)
+        loss, logits = strategy.run(lambda p: replica_step(p[0], p[1], global_size), args=(parts,))
+        return strategy.reduce("SUM", loss, axis=None), tf.concat(
+            strategy.experimental_local_results(logits), 0
+        )
+
+    return step
+
+
+def train_step(step, images: np.ndarray, labels: np.ndarray):
+    """One optimisation step; returns (loss, logits) as numpy."""
+    loss, logits = step(tf.constant(images), tf.constant(labels))
+    return float(loss), np.asarray(logits)
+
+
+def predict(model: keras.Model, stream: BatchStream) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of a whole (unaugmented) stream."""
+    infer = _INFERENCE.get(model)
+    if infer is None:
+        infer = _INFERENCE[model] = _inference(model)
+    logits, labels = [], []
+    for batch in stream.epoch(0):
+        logits.append(np.asarray(infer(tf.constant(batch.images))))
+        labels.append(batch.labels)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _inference(model: keras.Model):
+    @tf.function(reduce_retracing=True)
+    def infer(images):
+        return model(images, training=False)
+
+    return infer
+
+
+# ------------------------------------------------------------------ training
+
+
+def train(
+    config: Config,
+    arch: str,
+    resume: bool = False,
+    data: training.RunData | None = None,
+    distributed: Distributed | None = None,
+) -> Path:
+    """Train one architecture; returns the run folder."""
+    ddp = distributed or Distributed()
+    run = training.prepare(config, arch, "keras", data, resume)
+    with ddp.strategy.scope():
+        model = create_model(run.spec, run.num_classes, weights=run.init_path)
+        if not config.train.dropout:
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.Dropout):
+                    layer.rate = 0.0
+        set_trainable(model, run.trainable)
+        optimizer = make_optimizer(config.train)
+        optimizer.build(model.trainable_variables)
+    step = make_train_step(
+        model, optimizer, run.num_classes, config.train.label_smoothing, ddp.strategy
+    )
+    runlog = training.RunLog(run)
+    start = runlog.resume() if resume else 0
+    if start:
+        model.load_weights(run.checkpoint(start))
+        saved = np.load(run.dir / "resume" / "optimizer.npz")
+        for i, variable in enumerate(optimizer.variables):
+            variable.assign(saved[f"v{i}"])
+
+    for epoch in range(start, config.train.epochs):
+        began = time.perf_counter()
+        keras.utils.set_random_seed(config.seed * 100_003 + epoch)  # dropout draws
+        losses, all_logits, all_labels = [], [], []
+        bar = tqdm(
+            run.train.epoch(epoch), total=len(run.train),
+            desc=f"{run.spec.name} keras epoch {epoch + 1}/{config.train.epochs}", leave=False,
+        )  # fmt: skip
+        for k, batch in enumerate(bar):
+            lr = run.lr(epoch, k)
+            optimizer.learning_rate.assign(lr)
+            loss, logits = train_step(step, batch.images, batch.labels)
+            losses.append(loss)
+            all_logits.append(logits)
+            all_labels.append(batch.labels)
+            bar.set_postfix(loss=f"{loss:.3f}")
+        train_metrics = training.classification_metrics(
+            np.concatenate(all_labels), np.concatenate(all_logits), run.data.classes
+        )
+        train_metrics["step_loss"] = float(np.mean(losses))
+        val = None
+        if run.val:
+            logits, labels = predict(model, run.val)
+            val = training.classification_metrics(labels, logits, run.data.classes)
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "seconds": round(time.perf_counter() - began, 3),
+            "train": train_metrics,
+            "val": val,
+        }
+        save_weights(model, run.checkpoint(epoch + 1))
+        _save_optimizer(optimizer, run.dir / "resume" / "optimizer.npz")
+        if runlog.epoch_done(row):
+            training.keep_best(run, epoch + 1)
+        runlog.save_state(epoch + 1)
+        _log_epoch(run, row)
+
+    model.load_weights(run.best)
+    logits, labels = predict(model, run.test)
+    test = training.classification_metrics(labels, logits, run.data.classes, confusion=True)
+    path = training.finish(
+        run, runlog, test, {"tensorflow": tf.__version__, "keras": keras.__version__}
+    )
+    log.info(
+        "%s: test balanced accuracy %.3f (best epoch %d) -> %s",
+        run.dir,
+        test["balanced_accuracy"],
+        runlog.best_epoch,
+        path,
+    )
+    return run.dir
+
+
+def _save_optimizer(optimizer, path: Path) -> None:
+    from bridge.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+
+
+def _log_epoch(run: training.Run, row: dict) -> None:
+    val = row["val"] or {}
+    log.info(
+        "%s keras epoch %d: train loss %.4f, val loss %s, val balanced acc %s (%.1f s)",
+        run.spec.name, row["epoch"], row["train"]["step_loss"],
+        f"{val['loss']:.4f}" if val else "-", f"{val['balanced_accuracy']:.3f}" if val else "-",
+        row["seconds"],
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train every requested architecture of a config."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tf_models.train", description=__doc__.split("\n\n")[0]
+    )
+    training.add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    archs = training.resolve_archs(config, args.arch)
+    ddp = Distributed()
+    data = training.load_run_data(config)
+    for arch in archs:
+        train(config, arch, args.resume, data, ddp)
+    return 0
+
+
+if __name__ == "__main__":
+    from bridge.cli import run
+
+    run(main)

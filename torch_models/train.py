@@ -1,0 +1,281 @@
+"""PyTorch trainer.
+
+    tox -e torch-train -- --config configs/demo.toml [--arch vgg16|resnet50|vit_b16|all]
+                          [--set key=value ...] [--resume]
+    torchrun --nproc_per_node 2 -m torch_models.train --config ...   # DDP (gloo on CPU)
+
+Data, splits, batches, initial weights, schedule and metrics come from
+`bridge.training`, shared with the Keras trainer (tf_models/train.py mirrors this
+file); what is torch's own is the model, the optimiser step and the checkpoints
+(`.safetensors`). On CPU the model runs channels-last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from bridge import training
+from bridge.config import Config, TrainConfig, load_config
+from bridge.data.stream import BatchStream
+from bridge.files import atomic_path
+from bridge.weights import write_state_dict
+from torch_models.backbones import create_model, state_dict_numpy
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------ distribution
+
+
+class Distributed:
+    """The process group under torchrun (one process otherwise)."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = torch.device("cpu")
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if torch.cuda.is_available():
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.device)
+            dist.init_process_group(backend)
+        elif torch.cuda.is_available():
+            self.device = torch.device("cuda")
+
+    @property
+    def main(self) -> bool:
+        """True on the process that writes files."""
+        return self.rank == 0
+
+    def shard(self, array: np.ndarray) -> np.ndarray:
+        """This process's share of a global batch."""
+        return array[self.rank :: self.world]
+
+    def gather(self, array: np.ndarray) -> np.ndarray:
+        """Concatenate every process's array (process order)."""
+        if self.world == 1:
+            return array
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, array)
+        return np.concatenate(parts)
+
+    def barrier(self) -> None:
+        """Wait for every process."""
+        if self.world > 1:
+            dist.barrier()
+
+
+# ------------------------------------------------------------------- model
+
+
+def set_trainable(model: nn.Module, prefixes: tuple[str, ...] | None) -> None:
+    """Freeze every parameter outside the trainable prefixes."""
+    for name, param in model.named_parameters():
+        param.requires_grad = training.is_trainable(name.rsplit(".", 1)[0], prefixes)
+
+
+def train_mode(model: nn.Module, prefixes: tuple[str, ...] | None) -> None:
+    """Training mode, except that frozen batch norms keep their running statistics."""
+    model.train()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d) and not training.is_trainable(name, prefixes):
+            module.eval()
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled decay) or SGD (L2 decay, momentum) on the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-7)
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """NHWC numpy -> NCHW tensor, channels-last in memory (no copy on CPU)."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).to(device)
+
+
+def train_step(
+    model, optimizer, images: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0
+):
+    """One optimisation step; returns (loss, logits)."""
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(images)
+    loss = nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, stream: BatchStream, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of a whole (unaugmented) stream."""
+    model.eval()
+    logits, labels = [], []
+    for batch in stream.epoch(0):
+        logits.append(model(to_tensor(batch.images, device)).float().cpu().numpy())
+        labels.append(batch.labels)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+# ------------------------------------------------------------------ training
+
+
+def train(
+    config: Config,
+    arch: str,
+    resume: bool = False,
+    data: training.RunData | None = None,
+    distributed: Distributed | None = None,
+) -> Path:
+    """Train one architecture; returns the run folder."""
+    ddp = distributed or Distributed()
+    run = training.prepare(config, arch, "torch", data, resume)
+    model = create_model(run.spec, run.num_classes, weights=run.init_path)
+    model = model.to(ddp.device, memory_format=torch.channels_last)
+    if not config.train.dropout:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    set_trainable(model, run.trainable)
+    optimizer = make_optimizer(model, config.train)
+    runlog = training.RunLog(run)
+    start = runlog.resume() if resume else 0
+    if start:
+        model.load_state_dict(_read(run.checkpoint(start)))
+        optimizer.load_state_dict(
+            torch.load(
+                run.dir / "resume" / "optimizer.pt", map_location=ddp.device, weights_only=True
+            )
+        )
+    net = nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
+
+    for epoch in range(start, config.train.epochs):
+        began = time.perf_counter()
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: same draws after --resume
+        train_mode(net, run.trainable)
+        losses, all_logits, all_labels = [], [], []
+        bar = tqdm(
+            run.train.epoch(epoch), total=len(run.train), disable=not ddp.main,
+            desc=f"{run.spec.name} torch epoch {epoch + 1}/{config.train.epochs}", leave=False,
+        )  # fmt: skip
+        for step, batch in enumerate(bar):
+            lr = run.lr(epoch, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = to_tensor(ddp.shard(batch.images), ddp.device)
+            labels = torch.from_numpy(ddp.shard(batch.labels)).to(ddp.device)
+            loss, logits = train_step(net, optimizer, images, labels, config.train.label_smoothing)
+            losses.append(loss.item())
+            all_logits.append(logits.float().cpu().numpy())
+            all_labels.append(labels.cpu().numpy())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        train_metrics = training.classification_metrics(
+            ddp.gather(np.concatenate(all_labels)),
+            ddp.gather(np.concatenate(all_logits)),
+            run.data.classes,
+        )
+        train_metrics["step_loss"] = float(np.mean(losses))
+        if ddp.main:
+            val = (
+                training.classification_metrics(
+                    *_swap(predict(model, run.val, ddp.device)), run.data.classes
+                )
+                if run.val
+                else None
+            )
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "seconds": round(time.perf_counter() - began, 3),
+                "train": train_metrics,
+                "val": val,
+            }
+            write_state_dict(state_dict_numpy(model), run.checkpoint(epoch + 1))
+            with atomic_path(run.dir / "resume" / "optimizer.pt") as tmp:
+                torch.save(optimizer.state_dict(), tmp)
+            if runlog.epoch_done(row):
+                training.keep_best(run, epoch + 1)
+            runlog.save_state(epoch + 1)
+            _log_epoch(run, row)
+        ddp.barrier()
+
+    if ddp.main:
+        model.load_state_dict(_read(run.best))
+        logits, labels = predict(model, run.test, ddp.device)
+        test = training.classification_metrics(labels, logits, run.data.classes, confusion=True)
+        path = training.finish(run, runlog, test, {"torch": torch.__version__})
+        log.info(
+            "%s: test balanced accuracy %.3f (best epoch %d) -> %s",
+            run.dir,
+            test["balanced_accuracy"],
+            runlog.best_epoch,
+            path,
+        )
+    ddp.barrier()
+    return run.dir
+
+
+def _swap(pair: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    logits, labels = pair
+    return labels, logits
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    from bridge.weights import read_state_dict
+
+    return {k: torch.from_numpy(v) for k, v in read_state_dict(path).items()}
+
+
+def _log_epoch(run: training.Run, row: dict) -> None:
+    val = row["val"] or {}
+    log.info(
+        "%s torch epoch %d: train loss %.4f, val loss %s, val balanced acc %s (%.1f s)",
+        run.spec.name, row["epoch"], row["train"]["step_loss"],
+        f"{val['loss']:.4f}" if val else "-", f"{val['balanced_accuracy']:.3f}" if val else "-",
+        row["seconds"],
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train every requested architecture of a config."""
+    parser = argparse.ArgumentParser(
+        prog="python -m torch_models.train", description=__doc__.split("\n\n")[0]
+    )
+    training.add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    archs = training.resolve_archs(config, args.arch)
+    ddp = Distributed()
+    if ddp.main:  # the first process makes the shared files (synthetic data, splits)
+        data = training.load_run_data(config)
+    ddp.barrier()
+    if not ddp.main:
+        data = training.load_run_data(config)
+    for arch in archs:
+        train(config, arch, args.resume, data, ddp)
+    if ddp.world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    from bridge.cli import run
+
+    run(main)
