@@ -307,3 +307,44 @@ def test_torch_trainer_under_torchrun_with_two_processes(tmp_path, synthetic):
     run_dir = tmp_path / "runs" / "t" / "vit_b16_tiny-torch"
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
     assert json.loads((run_dir / "run.json").read_text())["test"]["balanced_accuracy"] >= 0
+
+
+MIRRORED = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+import tf_models
+from bridge.weights import init_state_dict
+from tf_models import train as kt
+
+state = init_state_dict("vit_b16_tiny", 3, seed=1)
+x = np.random.default_rng(0).normal(size=(8, 64, 64, 3)).astype("float32")
+y = np.random.default_rng(1).integers(0, 3, 8)
+out = []
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+for strategy in (tf.distribute.get_strategy(), mirrored):
+    with strategy.scope():
+        model = tf_models.create_model("vit_b16_tiny", 3)
+        tf_models.set_torch_state_dict(model, state)
+        optimizer = keras.optimizers.SGD(learning_rate=0.1)
+        optimizer.build(model.trainable_variables)
+    step = kt.make_train_step(model, optimizer, 3, 0.0, strategy)
+    loss, _ = kt.train_step(step, x, y)
+    out.append((strategy.num_replicas_in_sync, loss, tf_models.torch_state_dict(model)))
+(n1, loss1, w1), (n2, loss2, w2) = out
+assert (n1, n2) == (1, 2)
+assert abs(loss1 - loss2) < 1e-5, (loss1, loss2)
+assert max(float(np.abs(w1[k] - w2[k]).max()) for k in w1) < 1e-5
+print("mirrored ok")
+"""
+
+
+def test_keras_step_under_a_mirrored_strategy_equals_one_device():
+    """The tf.distribute path: two replicas (logical CPUs) take the same step as one device."""
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mirrored ok" in result.stdout
