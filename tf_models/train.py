@@ -61,6 +61,18 @@ def set_trainable(model: keras.Model, prefixes: tuple[str, ...] | None) -> None:
             layer.trainable = training.is_trainable(layer.name, prefixes)
 
 
+def seed_dropout(model: keras.Model, seed: int) -> None:
+    """Set every dropout layer's random state from `seed`.
+
+    Assigning the layers' seed-generator state is a variable update; resetting TF's
+    global seed instead would rebuild the compiled step (seconds per epoch).
+    """
+    for i, layer in enumerate(model.layers):
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            generator.state.assign(np.array([seed, i], dtype=generator.state.dtype))
+
+
 def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
     """AdamW or SGD with momentum; Keras applies weight decay decoupled in both."""
     if cfg.optimizer == "sgd":
@@ -169,7 +181,7 @@ def train(
 
     for epoch in range(start, config.train.epochs):
         began = time.perf_counter()
-        keras.utils.set_random_seed(config.seed * 100_003 + epoch)  # dropout draws
+        seed_dropout(model, config.seed * 100_003 + epoch)  # same draws after --resume
         losses, all_logits, all_labels = [], [], []
         bar = tqdm(
             run.train.epoch(epoch), total=len(run.train),
