@@ -348,3 +348,34 @@ def test_keras_step_under_a_mirrored_strategy_equals_one_device():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mirrored ok" in result.stdout
+
+
+def test_dataset_normalization_uses_training_split_statistics(tmp_path, synthetic):
+    config = load_config(write_config(tmp_path, synthetic), ["data.normalization=dataset"])
+    data = training.load_run_data(config)
+    run = training.prepare(config, "vgg16_tiny", "torch", data)
+    train = [data.cache.get(s) for s in data.dataset.samples if data.split[s.id] == "train"]
+    pixels = np.concatenate([im.reshape(-1, 3) for im in train]).astype(np.float64)
+    assert run.contract.mean == pytest.approx(pixels.mean(0), abs=1e-9)
+    assert run.contract.std == pytest.approx(pixels.std(0), abs=1e-7)
+    assert run.contract.source == "t training split"
+
+
+def test_init_from_a_file_gets_a_new_head_and_is_shared(tmp_path, synthetic):
+    from bridge.weights import random_state_dict, read_state_dict, write_state_dict
+
+    weights = write_state_dict(
+        random_state_dict("vgg16_tiny", 10, seed=5), tmp_path / "w.safetensors"
+    )
+    config = load_config(
+        write_config(tmp_path, synthetic), [f"train.init={json.dumps(str(weights))}"]
+    )
+    data = training.load_run_data(config)
+    torch_run = training.prepare(config, "vgg16_tiny", "torch", data)
+    keras_run = training.prepare(config, "vgg16_tiny", "keras", data)
+    assert torch_run.init_path == keras_run.init_path
+    init = read_state_dict(torch_run.init_path)
+    source = read_state_dict(weights)
+    assert np.array_equal(init["features.0.weight"], source["features.0.weight"])
+    assert init["classifier.6.weight"].shape == (3, 64)
+    assert str(weights) in torch_run.init_source
