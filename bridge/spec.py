@@ -212,6 +212,9 @@ class ArchSpec:
     num_classes: int = 1000
     reference_params: int | None = None
 
+    def __deepcopy__(self, memo) -> ArchSpec:
+        return self  # immutable: copies of a model share its spec
+
     @property
     def contract(self) -> InputContract:
         """The default input contract (that of the reference ImageNet weights)."""

@@ -29,6 +29,7 @@ import warnings
 import weakref
 
 import h5py
+import numpy as np
 
 from tf_models._compat import ensure_tensorflow_backend
 
@@ -38,6 +39,7 @@ import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from bridge.files import atomic_path  # noqa: E402
+from bridge.metrics import L2POOL_EPS, l2pool_filter  # noqa: E402
 from bridge.port import keras_to_torch, torch_to_keras  # noqa: E402
 from bridge.spec import ArchSpec, get_arch, resnet_blocks, vgg_features_layout  # noqa: E402
 from bridge.weights import (  # noqa: E402
@@ -179,6 +181,26 @@ class BatchNorm(layers.BatchNormalization):
         )
 
 
+class L2Pooling2D(layers.Layer):
+    """DISTS's L2 pooling on a padded input: sqrt(depthwise conv(x^2, g) + 1e-12), stride 2."""
+
+    def build(self, input_shape):
+        g = l2pool_filter().astype("float32")
+        self.filter = np.tile(g[:, :, None, None], (1, 1, input_shape[-1], 1))
+
+    def call(self, x):
+        out = ops.depthwise_conv(x**2, self.filter, strides=2, padding="valid")
+        return ops.sqrt(out + L2POOL_EPS)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+
+        def half(v):
+            return None if v is None else (v - 3) // 2 + 1
+
+        return (n, half(h), half(w), c)
+
+
 class GELU(layers.Layer):
     """Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), as torch `nn.GELU()`."""
 
@@ -209,8 +231,11 @@ def _conv(x, filters, kernel, stride, padding, *, bias, name):
 # ------------------------------------------------------------------------- VGG
 
 
-def vgg(spec: ArchSpec, num_classes: int) -> keras.Model:
-    """Build torchvision VGG (no batch norm) with the spec's widths."""
+def vgg(spec: ArchSpec, num_classes: int, pooling: str = "max") -> keras.Model:
+    """Build torchvision VGG (no batch norm) with the spec's widths.
+
+    `pooling="l2"` puts DISTS's L2 pooling in place of every max-pool (same weights).
+    """
     cfg = spec.config
     inputs = keras.Input((None, None, 3), name="image")
     x = inputs
@@ -220,6 +245,8 @@ def vgg(spec: ArchSpec, num_classes: int) -> keras.Model:
             x = _conv(x, width, 3, 1, 1, bias=True, name=name)
         elif kind == "relu":
             x = layers.ReLU(name=name)(x)
+        elif pooling == "l2":
+            x = L2Pooling2D(name=name)(layers.ZeroPadding2D(1, name=f"{name}.pad")(x))
         else:
             x = layers.MaxPooling2D(2, 2, name=name)(x)
     x = AdaptiveAveragePooling2D(cfg.pool_size, name="avgpool")(x)
@@ -456,6 +483,7 @@ __all__ = [
     "BatchNorm",
     "ClassToken",
     "ClassTokenPosition",
+    "L2Pooling2D",
     "SelfAttention",
     "create_model",
     "features_model",

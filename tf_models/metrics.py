@@ -1,0 +1,173 @@
+"""LPIPS and DISTS on dermsim Keras backbones: the twin of torch_models/metrics.py.
+
+Same functional core, written with `keras.ops` on NHWC tensors; images in [0, 1],
+one distance per pair (0 = identical). On ImageNet VGG16 with the published heads
+they reproduce lpips 0.1.4 and DISTS_pytorch 0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from bridge.metrics import DISTS_C1, DISTS_C2, LPIPS_EPS, LPIPS_SCALE, LPIPS_SHIFT
+from tf_models.backbones import features_model, set_torch_state_dict, torch_state_dict, vgg
+
+# ------------------------------------------------------------- functional core
+
+
+def normalize_channels(features, eps: float = LPIPS_EPS):
+    """Unit-normalise every position's feature vector: f / (||f||_2 over channels + eps)."""
+    return features / (ops.sqrt(ops.sum(features**2, axis=-1, keepdims=True)) + eps)
+
+
+def lpips_maps(feats0: Sequence, feats1: Sequence, heads: Sequence) -> list:
+    """Per-tap LPIPS maps: sum_c w_c (f0^ - f1^)^2, each (N, H_l, W_l, 1)."""
+    maps = []
+    for f0, f1, w in zip(feats0, feats1, heads, strict=True):
+        diff = (normalize_channels(f0) - normalize_channels(f1)) ** 2
+        maps.append(ops.sum(diff * ops.reshape(w, (1, 1, 1, -1)), axis=-1, keepdims=True))
+    return maps
+
+
+def lpips_distance(feats0: Sequence, feats1: Sequence, heads: Sequence):
+    """LPIPS: d = sum_l mean_hw sum_c w_lc (f0^ - f1^)^2, shape (N,)."""
+    total = 0
+    for m in lpips_maps(feats0, feats1, heads):
+        total = total + ops.mean(m, axis=(1, 2, 3))
+    return total
+
+
+def lpips_spatial(feats0: Sequence, feats1: Sequence, heads: Sequence, size: tuple[int, int]):
+    """LPIPS distance map (N, H, W, 1): each tap's map upsampled bilinearly, summed."""
+    total = 0
+    for m in lpips_maps(feats0, feats1, heads):
+        total = total + ops.image.resize(m, size, interpolation="bilinear", antialias=False)
+    return total
+
+
+def dists_distance(feats0: Sequence, feats1: Sequence, alpha: Sequence, beta: Sequence):
+    """DISTS: D = 1 - sum_stages sum_c (a~ l + b~ s), shape (N,)."""
+    texture = 0
+    structure = 0
+    for x, y, a, b in zip(feats0, feats1, alpha, beta, strict=True):
+        mx = ops.mean(x, axis=(1, 2), keepdims=True)
+        my = ops.mean(y, axis=(1, 2), keepdims=True)
+        lum = (2 * mx * my + DISTS_C1) / (mx**2 + my**2 + DISTS_C1)
+        vx = ops.mean((x - mx) ** 2, axis=(1, 2), keepdims=True)
+        vy = ops.mean((y - my) ** 2, axis=(1, 2), keepdims=True)
+        cov = ops.mean(x * y, axis=(1, 2), keepdims=True) - mx * my
+        s = (2 * cov + DISTS_C2) / (vx + vy + DISTS_C2)
+        texture = texture + ops.sum(ops.reshape(a, (1, 1, 1, -1)) * lum, axis=(1, 2, 3))
+        structure = structure + ops.sum(ops.reshape(b, (1, 1, 1, -1)) * s, axis=(1, 2, 3))
+    return 1 - (texture + structure)
+
+
+# --------------------------------------------------------------------- modules
+
+
+class LPIPS(keras.Model):
+    """LPIPS on a dermsim Keras backbone's taps; call with `(a, b)` NHWC in [0, 1].
+
+    Args:
+        backbone: A `tf_models.create_model` backbone.
+        heads: One non-negative weight vector per tap.
+        taps: Tap names to use (default: the backbone's conv / grid taps).
+    """
+
+    def __init__(
+        self, backbone: keras.Model, heads: Sequence[np.ndarray], taps: Sequence[str] | None = None
+    ):
+        super().__init__()
+        self.spec = backbone.spec
+        self.taps = list(taps or [t.name for t in backbone.spec.taps])
+        if len(heads) != len(self.taps):
+            raise ValueError(f"LPIPS needs one head per tap ({len(self.taps)}), got {len(heads)}")
+        self.extractor = features_model(backbone)
+        self.heads = [np.asarray(w, np.float32).reshape(-1) for w in heads]
+        shift, scale = _lpips_input(backbone.spec)
+        self.shift = np.asarray(shift, np.float32).reshape(1, 1, 1, 3)
+        self.scale = np.asarray(scale, np.float32).reshape(1, 1, 1, 3)
+
+    def features(self, x) -> list:
+        """The taps of images in [0, 1]."""
+        taps = self.extractor((x - self.shift) / self.scale, training=False)
+        return [taps[name] for name in self.taps]
+
+    def call(self, inputs):
+        a, b = inputs
+        return lpips_distance(self.features(a), self.features(b), self.heads)
+
+    def spatial(self, a, b):
+        """Distance maps (N, H, W, 1) at the input resolution."""
+        size = (a.shape[1], a.shape[2])
+        return lpips_spatial(self.features(a), self.features(b), self.heads, size)
+
+
+class DISTS(keras.Model):
+    """DISTS on a dermsim Keras backbone; call with `(a, b)` NHWC in [0, 1].
+
+    Stage 0 is the raw image; ImageNet normalisation (the backbone's contract) comes
+    after it. A VGG backbone is rebuilt with L2 pooling and the same weights.
+
+    Args:
+        backbone: A `tf_models.create_model` backbone.
+        alpha: Texture weights, 3 + sum of tap channels.
+        beta: Structure weights, same shape.
+        taps: Tap names (default: the backbone's conv / grid taps).
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        alpha: np.ndarray,
+        beta: np.ndarray,
+        taps: Sequence[str] | None = None,
+    ):
+        super().__init__()
+        spec = backbone.spec
+        self.spec = spec
+        self.taps = list(taps or [t.name for t in spec.taps])
+        channels = {t.name: t.channels for t in spec.taps}
+        self.chns = [3, *(channels[name] for name in self.taps)]
+        alpha, beta = (
+            np.asarray(alpha, np.float32).reshape(-1),
+            np.asarray(beta, np.float32).reshape(-1),
+        )
+        if alpha.size != sum(self.chns) or beta.size != sum(self.chns):
+            raise ValueError(
+                f"DISTS needs alpha and beta of {sum(self.chns)} values (3 + tap channels), "
+                f"got {alpha.size} and {beta.size}"
+            )
+        if spec.family == "vgg":
+            pooled = vgg(spec, int(backbone.get_layer(spec.head).units), pooling="l2")
+            pooled.spec = spec
+            set_torch_state_dict(pooled, torch_state_dict(backbone))
+            backbone = pooled
+        self.extractor = features_model(backbone)
+        total = alpha.sum() + beta.sum()
+        bounds = np.cumsum(self.chns)[:-1]
+        self.alpha = np.split(alpha / total, bounds)
+        self.beta = np.split(beta / total, bounds)
+        self.mean = np.asarray(spec.contract.mean, np.float32).reshape(1, 1, 1, 3)
+        self.std = np.asarray(spec.contract.std, np.float32).reshape(1, 1, 1, 3)
+
+    def features(self, x) -> list:
+        """Stage 0 (the raw image) and the taps."""
+        taps = self.extractor((x - self.mean) / self.std, training=False)
+        return [x, *(taps[name] for name in self.taps)]
+
+    def call(self, inputs):
+        a, b = inputs
+        return dists_distance(self.features(a), self.features(b), self.alpha, self.beta)
+
+
+def _lpips_input(spec) -> tuple[list[float], list[float]]:
+    """Affine map from [0, 1] images to the backbone's input: (x - shift) / scale."""
+    if spec.family == "vgg":
+        # lpips: 2x - 1, then (. - shift) / scale  ==  (x - (1 + shift) / 2) / (scale / 2)
+        return [(1 + s) / 2 for s in LPIPS_SHIFT], [s / 2 for s in LPIPS_SCALE]
+    return list(spec.contract.mean), list(spec.contract.std)

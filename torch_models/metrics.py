@@ -1,0 +1,244 @@
+"""LPIPS and DISTS on dermsim backbones: a pure functional core, thin modules around it.
+
+The formulas (DESIGN.md section 4) reproduce lpips 0.1.4 (`net="vgg"`, v0.1 linear
+heads) and DISTS_pytorch 0.1 exactly when the backbone is ImageNet VGG16; on other
+backbones (ResNet50, ViT-B/16, fine-tuned weights) they run with uniform heads or
+heads the user fitted. Both take images in [0, 1], NCHW, and return one distance per
+pair (0 = identical, lower = more similar). tf_models/metrics.py mirrors this file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bridge.metrics import (
+    DISTS_C1,
+    DISTS_C2,
+    L2POOL_EPS,
+    LPIPS_EPS,
+    LPIPS_SCALE,
+    LPIPS_SHIFT,
+    l2pool_filter,
+)
+
+# ------------------------------------------------------------- functional core
+
+
+def normalize_channels(features: Tensor, eps: float = LPIPS_EPS) -> Tensor:
+    """Unit-normalise every position's feature vector: f / (||f||_2 over channels + eps)."""
+    return features / (torch.sqrt(torch.sum(features**2, dim=1, keepdim=True)) + eps)
+
+
+def lpips_maps(
+    feats0: Sequence[Tensor], feats1: Sequence[Tensor], heads: Sequence[Tensor]
+) -> list[Tensor]:
+    """Per-tap LPIPS maps: sum_c w_c (f0^ - f1^)^2, each (N, 1, H_l, W_l).
+
+    Args:
+        feats0: Taps of the first images (NCHW).
+        feats1: Taps of the second images.
+        heads: One weight vector (C_l,) per tap.
+    """
+    maps = []
+    for f0, f1, w in zip(feats0, feats1, heads, strict=True):
+        diff = (normalize_channels(f0) - normalize_channels(f1)) ** 2
+        maps.append(F.conv2d(diff, w.reshape(1, -1, 1, 1)))
+    return maps
+
+
+def lpips_distance(
+    feats0: Sequence[Tensor], feats1: Sequence[Tensor], heads: Sequence[Tensor]
+) -> Tensor:
+    """LPIPS: d = sum_l mean_hw sum_c w_lc (f0^ - f1^)^2, shape (N,)."""
+    total = 0
+    for m in lpips_maps(feats0, feats1, heads):
+        total = total + m.mean(dim=(2, 3), keepdim=True)
+    return total.reshape(-1)
+
+
+def lpips_spatial(
+    feats0: Sequence[Tensor],
+    feats1: Sequence[Tensor],
+    heads: Sequence[Tensor],
+    size: tuple[int, int],
+) -> Tensor:
+    """LPIPS distance map (N, 1, H, W): each tap's map upsampled bilinearly, summed."""
+    total = 0
+    for m in lpips_maps(feats0, feats1, heads):
+        total = total + F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+    return total
+
+
+def dists_distance(
+    feats0: Sequence[Tensor],
+    feats1: Sequence[Tensor],
+    alpha: Sequence[Tensor],
+    beta: Sequence[Tensor],
+) -> Tensor:
+    """DISTS: D = 1 - sum_stages sum_c (a~ l + b~ s), shape (N,).
+
+    Texture l = (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1), structure
+    s = (2 sigma_xy + c2) / (sigma_x^2 + sigma_y^2 + c2), with global spatial moments;
+    `alpha` / `beta` are already divided by their joint sum.
+    """
+    texture = 0
+    structure = 0
+    for x, y, a, b in zip(feats0, feats1, alpha, beta, strict=True):
+        mx = x.mean(dim=(2, 3), keepdim=True)
+        my = y.mean(dim=(2, 3), keepdim=True)
+        lum = (2 * mx * my + DISTS_C1) / (mx**2 + my**2 + DISTS_C1)
+        vx = ((x - mx) ** 2).mean(dim=(2, 3), keepdim=True)
+        vy = ((y - my) ** 2).mean(dim=(2, 3), keepdim=True)
+        cov = (x * y).mean(dim=(2, 3), keepdim=True) - mx * my
+        s = (2 * cov + DISTS_C2) / (vx + vy + DISTS_C2)
+        texture = texture + (a.reshape(1, -1, 1, 1) * lum).sum(dim=1, keepdim=True)
+        structure = structure + (b.reshape(1, -1, 1, 1) * s).sum(dim=1, keepdim=True)
+    return (1 - (texture + structure)).reshape(-1)
+
+
+class L2Pool(nn.Module):
+    """DISTS's L2 pooling: sqrt(depthwise conv(x^2, g) + 1e-12), stride 2, padding 1."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        g = torch.from_numpy(l2pool_filter()).float()
+        self.register_buffer("filter", g[None, None].repeat(channels, 1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.conv2d(x**2, self.filter, stride=2, padding=1, groups=x.shape[1])
+        return torch.sqrt(out + L2POOL_EPS)
+
+
+# --------------------------------------------------------------------- modules
+
+
+class LPIPS(nn.Module):
+    """LPIPS on a dermsim backbone's taps.
+
+    On VGG16 the input goes through lpips's own scaling (2x - 1, then shift / scale);
+    on other backbones through the backbone's input contract.
+
+    Args:
+        backbone: A `torch_models.create_model` backbone (its taps are used).
+        heads: One non-negative weight vector per tap (`bridge.metrics` loads them).
+        taps: Tap names to use (default: the backbone's conv / grid taps).
+    """
+
+    def __init__(
+        self, backbone: nn.Module, heads: Sequence[np.ndarray], taps: Sequence[str] | None = None
+    ):
+        super().__init__()
+        self.backbone = backbone.eval()
+        self.taps = list(taps or [t.name for t in backbone.spec.taps])
+        if len(heads) != len(self.taps):
+            raise ValueError(f"LPIPS needs one head per tap ({len(self.taps)}), got {len(heads)}")
+        for i, w in enumerate(heads):
+            self.register_buffer(f"head{i}", torch.as_tensor(np.asarray(w, np.float32)).reshape(-1))
+        shift, scale = _lpips_input(backbone.spec)
+        self.register_buffer("shift", torch.tensor(shift).reshape(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(scale).reshape(1, 3, 1, 1))
+
+    @property
+    def heads(self) -> list[Tensor]:
+        """The per-tap weight vectors."""
+        return [getattr(self, f"head{i}") for i in range(len(self.taps))]
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The taps of images in [0, 1]."""
+        taps = self.backbone.forward_features((x - self.shift) / self.scale)
+        return [taps[name] for name in self.taps]
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Distances (N,) between two batches of images in [0, 1]."""
+        return lpips_distance(self.features(a), self.features(b), self.heads)
+
+    def spatial(self, a: Tensor, b: Tensor) -> Tensor:
+        """Distance maps (N, 1, H, W) at the input resolution."""
+        return lpips_spatial(self.features(a), self.features(b), self.heads, tuple(a.shape[2:]))
+
+
+class DISTS(nn.Module):
+    """DISTS on a dermsim backbone: stage 0 is the raw image, then the taps.
+
+    On VGG every max-pool is replaced by L2 pooling, as in DISTS_pytorch; ImageNet
+    normalisation (the backbone's contract) is applied after stage 0.
+
+    Args:
+        backbone: A `torch_models.create_model` backbone.
+        alpha: Texture weights, one per channel of [image, taps...] (3 + sum C).
+        beta: Structure weights, same shape.
+        taps: Tap names (default: the backbone's conv / grid taps).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        alpha: np.ndarray,
+        beta: np.ndarray,
+        taps: Sequence[str] | None = None,
+    ):
+        super().__init__()
+        if (
+            backbone.spec.family == "vgg"
+        ):  # its max-pools become L2 pools: leave the caller's intact
+            backbone = copy.deepcopy(backbone)
+        self.backbone = backbone.eval()
+        self.taps = list(taps or [t.name for t in backbone.spec.taps])
+        channels = {t.name: t.channels for t in backbone.spec.taps}
+        self.chns = [3, *(channels[name] for name in self.taps)]
+        alpha, beta = (
+            np.asarray(alpha, np.float32).reshape(-1),
+            np.asarray(beta, np.float32).reshape(-1),
+        )
+        if alpha.size != sum(self.chns) or beta.size != sum(self.chns):
+            raise ValueError(
+                f"DISTS needs alpha and beta of {sum(self.chns)} values (3 + tap channels), "
+                f"got {alpha.size} and {beta.size}"
+            )
+        self.register_buffer("alpha", torch.from_numpy(alpha))
+        self.register_buffer("beta", torch.from_numpy(beta))
+        contract = backbone.spec.contract
+        self.register_buffer("mean", torch.tensor(contract.mean).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(contract.std).reshape(1, 3, 1, 1))
+        if backbone.spec.family == "vgg":
+            for i, layer in enumerate(backbone.features):
+                if isinstance(layer, nn.MaxPool2d):
+                    backbone.features[i] = L2Pool(_channels_before(backbone.features, i))
+
+    def weights(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Return alpha and beta divided by their joint sum, split per stage."""
+        total = self.alpha.sum() + self.beta.sum()
+        return list(torch.split(self.alpha / total, self.chns)), list(
+            torch.split(self.beta / total, self.chns)
+        )
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """Stage 0 (the raw image) and the taps."""
+        taps = self.backbone.forward_features((x - self.mean) / self.std)
+        return [x, *(taps[name] for name in self.taps)]
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Distances (N,) between two batches of images in [0, 1]."""
+        alpha, beta = self.weights()
+        return dists_distance(self.features(a), self.features(b), alpha, beta)
+
+
+def _lpips_input(spec) -> tuple[list[float], list[float]]:
+    """Affine map from [0, 1] images to the backbone's input: (x - shift) / scale."""
+    if spec.family == "vgg":
+        # lpips: 2x - 1, then (. - shift) / scale  ==  (x - (1 + shift) / 2) / (scale / 2)
+        return [(1 + s) / 2 for s in LPIPS_SHIFT], [s / 2 for s in LPIPS_SCALE]
+    return list(spec.contract.mean), list(spec.contract.std)
+
+
+def _channels_before(features: nn.Sequential, index: int) -> int:
+    for layer in reversed(features[:index]):
+        if isinstance(layer, nn.Conv2d):
+            return layer.out_channels
+    raise ValueError("no convolution before the pooling layer")
