@@ -137,3 +137,34 @@ def _read(file: Path) -> dict[str, np.ndarray]:
     from bridge.weights import read_state_dict
 
     return read_state_dict(os.fspath(file))
+
+
+def lpips_input(spec: ArchSpec) -> tuple[list[float], list[float]]:
+    """Affine map from [0, 1] images to the backbone's input: (x - shift) / scale.
+
+    On VGG, lpips's own: 2x - 1, then (. - shift) / scale, which equals
+    (x - (1 + shift) / 2) / (scale / 2). Elsewhere the backbone's input contract.
+    """
+    if spec.family == "vgg":
+        return [(1 + s) / 2 for s in LPIPS_SHIFT], [s / 2 for s in LPIPS_SCALE]
+    return list(spec.contract.mean), list(spec.contract.std)
+
+
+def dists_stages(
+    spec: ArchSpec, taps: list[str], alpha: np.ndarray, beta: np.ndarray
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Channels per DISTS stage ([3, taps...]) and alpha / beta as flat float32.
+
+    Raises:
+        ValueError: If alpha or beta do not have 3 + sum(tap channels) values.
+    """
+    channels = {t.name: t.channels for t in spec.taps}
+    chns = [3, *(channels[name] for name in taps)]
+    alpha = np.asarray(alpha, np.float32).reshape(-1)
+    beta = np.asarray(beta, np.float32).reshape(-1)
+    if alpha.size != sum(chns) or beta.size != sum(chns):
+        raise ValueError(
+            f"DISTS needs alpha and beta of {sum(chns)} values (3 + tap channels), "
+            f"got {alpha.size} and {beta.size}"
+        )
+    return chns, alpha, beta

@@ -415,6 +415,17 @@ class RunLog:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
 
 
+def log_epoch(run: Run, row: dict[str, Any]) -> None:
+    """One log line per epoch: losses, validation balanced accuracy, time."""
+    val = row["val"] or {}
+    log.info(
+        "%s %s epoch %d: train loss %.4f, val loss %s, val balanced acc %s (%.1f s)",
+        run.spec.name, run.framework, row["epoch"], row["train"]["step_loss"],
+        f"{val['loss']:.4f}" if val else "-", f"{val['balanced_accuracy']:.3f}" if val else "-",
+        row["seconds"],
+    )  # fmt: skip
+
+
 def keep_best(run: Run, epoch: int) -> None:
     """Copy an epoch's checkpoint to `best.*`."""
     with atomic_path(run.best) as tmp:
@@ -561,6 +572,7 @@ __all__ = [
     "learning_rate",
     "load_dataset",
     "load_run_data",
+    "log_epoch",
     "prepare",
     "resolve_archs",
     "trainable_layers",

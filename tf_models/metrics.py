@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from bridge.metrics import DISTS_C1, DISTS_C2, LPIPS_EPS, LPIPS_SCALE, LPIPS_SHIFT
+from bridge.metrics import DISTS_C1, DISTS_C2, LPIPS_EPS, dists_stages, lpips_input
 from tf_models.backbones import features_model, set_torch_state_dict, torch_state_dict, vgg
 
 # ------------------------------------------------------------- functional core
@@ -88,7 +88,7 @@ class LPIPS(keras.Model):
             raise ValueError(f"LPIPS needs one head per tap ({len(self.taps)}), got {len(heads)}")
         self.extractor = features_model(backbone)
         self.heads = [np.asarray(w, np.float32).reshape(-1) for w in heads]
-        shift, scale = _lpips_input(backbone.spec)
+        shift, scale = lpips_input(backbone.spec)
         self.shift = np.asarray(shift, np.float32).reshape(1, 1, 1, 3)
         self.scale = np.asarray(scale, np.float32).reshape(1, 1, 1, 3)
 
@@ -131,17 +131,7 @@ class DISTS(keras.Model):
         spec = backbone.spec
         self.spec = spec
         self.taps = list(taps or [t.name for t in spec.taps])
-        channels = {t.name: t.channels for t in spec.taps}
-        self.chns = [3, *(channels[name] for name in self.taps)]
-        alpha, beta = (
-            np.asarray(alpha, np.float32).reshape(-1),
-            np.asarray(beta, np.float32).reshape(-1),
-        )
-        if alpha.size != sum(self.chns) or beta.size != sum(self.chns):
-            raise ValueError(
-                f"DISTS needs alpha and beta of {sum(self.chns)} values (3 + tap channels), "
-                f"got {alpha.size} and {beta.size}"
-            )
+        self.chns, alpha, beta = dists_stages(spec, self.taps, alpha, beta)
         if spec.family == "vgg":
             pooled = vgg(spec, int(backbone.get_layer(spec.head).units), pooling="l2")
             pooled.spec = spec
@@ -163,11 +153,3 @@ class DISTS(keras.Model):
     def call(self, inputs):
         a, b = inputs
         return dists_distance(self.features(a), self.features(b), self.alpha, self.beta)
-
-
-def _lpips_input(spec) -> tuple[list[float], list[float]]:
-    """Affine map from [0, 1] images to the backbone's input: (x - shift) / scale."""
-    if spec.family == "vgg":
-        # lpips: 2x - 1, then (. - shift) / scale  ==  (x - (1 + shift) / 2) / (scale / 2)
-        return [(1 + s) / 2 for s in LPIPS_SHIFT], [s / 2 for s in LPIPS_SCALE]
-    return list(spec.contract.mean), list(spec.contract.std)

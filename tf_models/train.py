@@ -215,7 +215,7 @@ def train(
         if runlog.epoch_done(row):
             training.keep_best(run, epoch + 1)
         runlog.save_state(epoch + 1)
-        _log_epoch(run, row)
+        training.log_epoch(run, row)
 
     model.load_weights(run.best)
     logits, labels = predict(model, run.test)
@@ -238,16 +238,6 @@ def _save_optimizer(optimizer, path: Path) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
-
-
-def _log_epoch(run: training.Run, row: dict) -> None:
-    val = row["val"] or {}
-    log.info(
-        "%s keras epoch %d: train loss %.4f, val loss %s, val balanced acc %s (%.1f s)",
-        run.spec.name, row["epoch"], row["train"]["step_loss"],
-        f"{val['loss']:.4f}" if val else "-", f"{val['balanced_accuracy']:.3f}" if val else "-",
-        row["seconds"],
-    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

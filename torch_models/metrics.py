@@ -22,9 +22,9 @@ from bridge.metrics import (
     DISTS_C2,
     L2POOL_EPS,
     LPIPS_EPS,
-    LPIPS_SCALE,
-    LPIPS_SHIFT,
+    dists_stages,
     l2pool_filter,
+    lpips_input,
 )
 
 # ------------------------------------------------------------- functional core
@@ -140,7 +140,7 @@ class LPIPS(nn.Module):
             raise ValueError(f"LPIPS needs one head per tap ({len(self.taps)}), got {len(heads)}")
         for i, w in enumerate(heads):
             self.register_buffer(f"head{i}", torch.as_tensor(np.asarray(w, np.float32)).reshape(-1))
-        shift, scale = _lpips_input(backbone.spec)
+        shift, scale = lpips_input(backbone.spec)
         self.register_buffer("shift", torch.tensor(shift).reshape(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(scale).reshape(1, 3, 1, 1))
 
@@ -190,17 +190,7 @@ class DISTS(nn.Module):
             backbone = copy.deepcopy(backbone)
         self.backbone = backbone.eval()
         self.taps = list(taps or [t.name for t in backbone.spec.taps])
-        channels = {t.name: t.channels for t in backbone.spec.taps}
-        self.chns = [3, *(channels[name] for name in self.taps)]
-        alpha, beta = (
-            np.asarray(alpha, np.float32).reshape(-1),
-            np.asarray(beta, np.float32).reshape(-1),
-        )
-        if alpha.size != sum(self.chns) or beta.size != sum(self.chns):
-            raise ValueError(
-                f"DISTS needs alpha and beta of {sum(self.chns)} values (3 + tap channels), "
-                f"got {alpha.size} and {beta.size}"
-            )
+        self.chns, alpha, beta = dists_stages(backbone.spec, self.taps, alpha, beta)
         self.register_buffer("alpha", torch.from_numpy(alpha))
         self.register_buffer("beta", torch.from_numpy(beta))
         contract = backbone.spec.contract
@@ -227,14 +217,6 @@ class DISTS(nn.Module):
         """Distances (N,) between two batches of images in [0, 1]."""
         alpha, beta = self.weights()
         return dists_distance(self.features(a), self.features(b), alpha, beta)
-
-
-def _lpips_input(spec) -> tuple[list[float], list[float]]:
-    """Affine map from [0, 1] images to the backbone's input: (x - shift) / scale."""
-    if spec.family == "vgg":
-        # lpips: 2x - 1, then (. - shift) / scale  ==  (x - (1 + shift) / 2) / (scale / 2)
-        return [(1 + s) / 2 for s in LPIPS_SHIFT], [s / 2 for s in LPIPS_SCALE]
-    return list(spec.contract.mean), list(spec.contract.std)
 
 
 def _channels_before(features: nn.Sequential, index: int) -> int:

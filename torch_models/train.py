@@ -213,7 +213,7 @@ def train(
             if runlog.epoch_done(row):
                 training.keep_best(run, epoch + 1)
             runlog.save_state(epoch + 1)
-            _log_epoch(run, row)
+            training.log_epoch(run, row)
         ddp.barrier()
 
     if ddp.main:
@@ -241,16 +241,6 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
     from bridge.weights import read_state_dict
 
     return {k: torch.from_numpy(v) for k, v in read_state_dict(path).items()}
-
-
-def _log_epoch(run: training.Run, row: dict) -> None:
-    val = row["val"] or {}
-    log.info(
-        "%s torch epoch %d: train loss %.4f, val loss %s, val balanced acc %s (%.1f s)",
-        run.spec.name, row["epoch"], row["train"]["step_loss"],
-        f"{val['loss']:.4f}" if val else "-", f"{val['balanced_accuracy']:.3f}" if val else "-",
-        row["seconds"],
-    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
