@@ -141,8 +141,8 @@ class LPIPS(nn.Module):
         for i, w in enumerate(heads):
             self.register_buffer(f"head{i}", torch.as_tensor(np.asarray(w, np.float32)).reshape(-1))
         shift, scale = lpips_input(backbone.spec)
-        self.register_buffer("shift", torch.tensor(shift).reshape(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor(scale).reshape(1, 3, 1, 1))
+        self.register_buffer("input_shift", torch.tensor(shift).reshape(1, 3, 1, 1))
+        self.register_buffer("input_scale", torch.tensor(scale).reshape(1, 3, 1, 1))
 
     @property
     def heads(self) -> list[Tensor]:
@@ -151,7 +151,7 @@ class LPIPS(nn.Module):
 
     def features(self, x: Tensor) -> list[Tensor]:
         """The taps of images in [0, 1]."""
-        taps = self.backbone.forward_features((x - self.shift) / self.scale)
+        taps = self.backbone.forward_features((x - self.input_shift) / self.input_scale)
         return [taps[name] for name in self.taps]
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
@@ -191,11 +191,11 @@ class DISTS(nn.Module):
         self.backbone = backbone.eval()
         self.taps = list(taps or [t.name for t in backbone.spec.taps])
         self.chns, alpha, beta = dists_stages(backbone.spec, self.taps, alpha, beta)
-        self.register_buffer("alpha", torch.from_numpy(alpha))
-        self.register_buffer("beta", torch.from_numpy(beta))
+        self.register_buffer("dists_alpha", torch.from_numpy(alpha))
+        self.register_buffer("dists_beta", torch.from_numpy(beta))
         contract = backbone.spec.contract
-        self.register_buffer("mean", torch.tensor(contract.mean).reshape(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(contract.std).reshape(1, 3, 1, 1))
+        self.register_buffer("input_mean", torch.tensor(contract.mean).reshape(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.tensor(contract.std).reshape(1, 3, 1, 1))
         if backbone.spec.family == "vgg":
             for i, layer in enumerate(backbone.features):
                 if isinstance(layer, nn.MaxPool2d):
@@ -203,14 +203,13 @@ class DISTS(nn.Module):
 
     def weights(self) -> tuple[list[Tensor], list[Tensor]]:
         """Return alpha and beta divided by their joint sum, split per stage."""
-        total = self.alpha.sum() + self.beta.sum()
-        return list(torch.split(self.alpha / total, self.chns)), list(
-            torch.split(self.beta / total, self.chns)
-        )
+        total = self.dists_alpha.sum() + self.dists_beta.sum()
+        alpha = torch.split(self.dists_alpha / total, self.chns)
+        return list(alpha), list(torch.split(self.dists_beta / total, self.chns))
 
     def features(self, x: Tensor) -> list[Tensor]:
         """Stage 0 (the raw image) and the taps."""
-        taps = self.backbone.forward_features((x - self.mean) / self.std)
+        taps = self.backbone.forward_features((x - self.input_mean) / self.input_std)
         return [x, *(taps[name] for name in self.taps)]
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:

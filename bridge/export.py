@@ -1,0 +1,371 @@
+"""Export to ONNX through one bridge, from either framework, under one contract.
+
+    python -m bridge.export --arch vgg16 --weights W.pth --kind lpips --origin keras --out models/
+    python -m bridge.export --run runs/demo/vgg16-torch --kind all --out models/
+
+Kinds (DESIGN.md section 3), all float32 NCHW RGB in [0, 1] with normalisation inside
+the graph, dynamic batch and (convolutional backbones) dynamic height / width:
+
+* `classifier`: input `image` -> output `logits` (N, K);
+* `features`: input `image` -> one NCHW output per tap;
+* `lpips` / `dists`: inputs `image_a`, `image_b` -> output `distance` (N,).
+
+torch graphs go through `torch.onnx` (dynamo exporter, opset 18, one file, without
+its graph optimiser, which drops LPIPS's 1e-10 epsilon and turns 0/0 into NaN);
+Keras graphs through tf2onnx (the NHWC model is wrapped in a function that transposes
+inside the graph). Every file is checked against its native model on a probe batch
+and refused above tolerance; a JSON manifest sits beside it.
+"""
+
+from __future__ import annotations
+
+import os
+
+# tf2onnx on large Keras graphs can exhaust memory with the C++ protobuf backend
+# (DESIGN.md section 8); the pure-python one keeps VGG16 near 11 GiB. Only effective
+# when protobuf is not imported yet, i.e. from the command line.
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+import argparse
+import json
+import logging
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from bridge.files import atomic_path, sha256_file
+from bridge.metrics import Heads, reference_heads, uniform_heads
+from bridge.spec import ArchSpec, InputContract, get_arch
+from bridge.weights import KERAS_SUFFIX, StateDict, check_state_dict, read_state_dict
+
+log = logging.getLogger(__name__)
+
+KINDS = ("classifier", "features", "lpips", "dists")
+ORIGINS = ("torch", "keras")
+OPSET = 18
+SCORE_BOUND = 1e-5  # absolute, on distances
+FEATURE_BOUND = 1e-4  # relative to max(1, max |ref|), on logits and taps
+MANIFEST_FORMAT = "dermsim-onnx/1"
+
+
+@dataclass(frozen=True)
+class Source:
+    """The weights an export starts from.
+
+    Attributes:
+        name: Stem of the output files (`vgg16`, or `<run>-<arch>-<framework>`).
+        spec: Architecture (at the run's image size for a ViT).
+        num_classes: Head size.
+        weights: The weights file (torch `.safetensors` / `.pth` or Keras `.weights.h5`).
+        provenance: Where the weights come from, in words.
+        contract: Input contract (normalisation put inside the graph).
+        synthetic: Trained on the synthetic data set.
+    """
+
+    name: str
+    spec: ArchSpec
+    num_classes: int
+    weights: Path
+    provenance: str
+    contract: InputContract
+    synthetic: bool = False
+
+    def state_dict(self) -> StateDict:
+        """The weights as a checked torch-layout state dict (Keras files are ported)."""
+        if self.weights.name.endswith(KERAS_SUFFIX):
+            import tf_models
+
+            model = tf_models.create_model(self.spec, self.num_classes, weights=self.weights)
+            return tf_models.torch_state_dict(model)
+        state = read_state_dict(self.weights)
+        return check_state_dict(state, self.spec, self.num_classes, source=str(self.weights))
+
+
+def source_from_weights(
+    arch: str,
+    weights: str | os.PathLike,
+    num_classes: int | None = None,
+    image_size: int | None = None,
+) -> Source:
+    """A source from an architecture and a weights file (head size read from the file)."""
+    spec = get_arch(arch)
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    if num_classes is None and not path.name.endswith(KERAS_SUFFIX):
+        weight = read_state_dict(path).get(f"{spec.head}.weight")
+        num_classes = None if weight is None else int(weight.shape[0])
+    if image_size:
+        spec = spec.at_size(image_size)
+    k = spec.resolve_num_classes(num_classes)
+    return Source(
+        spec.name, spec, k, path, f"file {path} (sha256 {sha256_file(path)})", spec.contract
+    )
+
+
+def source_from_run(run_dir: str | os.PathLike) -> Source:
+    """A source from a training run folder (its best checkpoint and run.json)."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a finished training run (no run.json)")
+    info = json.loads(info_path.read_text())
+    suffix = ".safetensors" if info["framework"] == "torch" else KERAS_SUFFIX
+    best = run_dir / f"best{suffix}"
+    if not best.is_file():
+        raise FileNotFoundError(f"{best}: the run's best checkpoint is missing")
+    spec = get_arch(info["arch"]).at_size(info["image_size"])
+    c = info["input_contract"]
+    contract = InputContract(
+        tuple(c["mean"]), tuple(c["std"]), c["native_size"], c["fixed_size"],
+        interpolation=c["interpolation"], source=c["source"],
+    )  # fmt: skip
+    name = f"{run_dir.parent.name}-{run_dir.name}"
+    provenance = (
+        f"training run {run_dir} ({info['framework']}, best epoch {info['best_epoch']}, "
+        f"sha256 {sha256_file(best)})"
+    )
+    return Source(
+        name, spec, info["num_classes"], best, provenance, contract, info["data"]["synthetic"]
+    )
+
+
+def default_heads(kind: str, spec: ArchSpec, choice: str | None) -> Heads | None:
+    """Heads for a scorer: `published` (ImageNet VGG16 only), `uniform` or a file path.
+
+    Default: published heads on `vgg16`, uniform heads on every other backbone.
+    """
+    if kind not in ("lpips", "dists"):
+        return None
+    choice = choice or ("published" if spec.name == "vgg16" else "uniform")
+    if choice == "uniform":
+        return uniform_heads(kind, spec)
+    if choice == "published":
+        return reference_heads(kind, spec)
+    return reference_heads(kind, spec, path=choice)
+
+
+# ------------------------------------------------------------------ exporting
+
+
+def export(
+    source: Source, kind: str, origin: str, out_dir: str | os.PathLike, heads: str | None = None
+) -> Path:
+    """Write `<name>-<kind>-<origin>.onnx` and its manifest; return the ONNX path.
+
+    Raises:
+        ValueError: Unknown kind / origin, or the export disagrees with the native
+            model beyond tolerance (nothing is written then).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)} or all")
+    if origin not in ORIGINS:
+        raise ValueError(f"unknown origin {origin!r}; expected torch or keras")
+    chosen = default_heads(kind, source.spec, heads)
+    state = source.state_dict()
+    path = Path(out_dir) / f"{source.name}-{kind}-{origin}.onnx"
+    probes = _probes(source.spec, kind)
+    with atomic_path(path) as tmp:
+        if origin == "torch":
+            from torch_models import onnx as exporter
+        else:
+            from tf_models import onnx as exporter
+        native = exporter.export(
+            source.spec, source.num_classes, state, kind, source.contract, chosen, tmp, OPSET
+        )
+        _name_dynamic_axes(tmp, dynamic_size(source.spec, kind))
+        error, bound = _parity(tmp, native, probes, kind)
+        if error > bound:
+            raise ValueError(
+                f"{path.name}: ONNX differs from the native {origin} model by {error:.2e} "
+                f"(bound {bound:.1e}); not written"
+            )
+    manifest = _manifest(source, kind, origin, path, chosen, error, bound, probes)
+    with atomic_path(manifest_path(path)) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("wrote %s (parity %.2e <= %.1e)", path, error, bound)
+    return path
+
+
+def dynamic_size(spec: ArchSpec, kind: str) -> bool:
+    """Whether a graph takes any height / width.
+
+    ViTs have a fixed grid. A VGG classifier too: ONNX has no adaptive average pool,
+    so its 7 x 7 pooling is fixed to the native size when exported.
+    """
+    return not spec.contract.fixed_size and not (kind == "classifier" and spec.family == "vgg")
+
+
+def manifest_path(onnx_path: str | os.PathLike) -> Path:
+    """The manifest beside an ONNX file: `model.onnx` -> `model.json`."""
+    return Path(onnx_path).with_suffix(".json")
+
+
+def _probes(spec: ArchSpec, kind: str) -> list[tuple[int, int, int]]:
+    """Probe batch shapes (N, H, W): the native size, plus a non-square size if dynamic."""
+    n = spec.contract.native_size
+    shapes = [(2, n, n)]
+    if dynamic_size(spec, kind):
+        shapes.append((3, max(32, n // 2 + 16), max(48, n // 2 + 48)))
+    return shapes
+
+
+def _parity(onnx_file: Path, native, probes, kind: str) -> tuple[float, float]:
+    """Max error of the ONNX file against `native` over the probes, and its bound."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    worst, bound = 0.0, SCORE_BOUND
+    rng = np.random.default_rng(0)
+    for n, h, w in probes:
+        inputs = [rng.uniform(0, 1, (n, 3, h, w)).astype(np.float32) for _ in names]
+        outputs = [o.name for o in session.get_outputs()]
+        got = session.run(outputs, dict(zip(names, inputs, strict=True)))
+        expected = native(*inputs)
+        if sorted(expected) != sorted(outputs):
+            raise ValueError(f"{onnx_file.name}: outputs {outputs} != native {sorted(expected)}")
+        for g, e in zip(got, (expected[name] for name in outputs), strict=True):
+            if g.shape != e.shape:
+                raise ValueError(f"{onnx_file.name}: output shape {g.shape} != native {e.shape}")
+            err = float(np.abs(g - e).max())
+            if kind in ("lpips", "dists"):
+                worst = max(worst, err)
+            else:  # compare relative to scale, as a fraction of the bound
+                scale = max(1.0, float(np.abs(e).max()))
+                worst = max(worst, err / scale)
+                bound = FEATURE_BOUND
+    return worst, bound
+
+
+def _name_dynamic_axes(onnx_file: Path, dynamic: bool) -> None:
+    """Give the inputs' and outputs' dynamic axes readable names (batch, height, width)."""
+    import onnx
+
+    model = onnx.load(str(onnx_file))
+    axes = ((0, "batch"), (2, "height"), (3, "width")) if dynamic else ((0, "batch"),)
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        for i, label in axes:
+            dims[i].dim_param = label
+    for value in model.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) and (dims[0].dim_param or not dims[0].dim_value):
+            dims[0].dim_param = "batch"
+    onnx.save(model, str(onnx_file))
+
+
+def _manifest(source, kind, origin, path, heads, error, bound, probes) -> dict:
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(path), load_external_data=False)
+    tools = {
+        "python": platform.python_version(),
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    if origin == "torch":
+        import torch
+
+        tools["torch"] = torch.__version__
+    else:
+        import tensorflow as tf
+        import tf2onnx
+
+        tools.update(tensorflow=tf.__version__, tf2onnx=tf2onnx.__version__)
+    contract = source.contract.to_dict()
+    inside = "mean / std above, inside the graph"
+    if kind == "lpips" and source.spec.family == "vgg":
+        inside = "lpips scaling inside the graph: (2x - 1 - shift) / scale"
+    elif kind == "dists":
+        inside = "stage 0 raw; mean / std above applied inside the graph after it"
+    contract.update(layout="NCHW", dtype="float32", normalization=inside)
+    return {
+        "format": MANIFEST_FORMAT,
+        "kind": kind,
+        "metric": kind if kind in ("lpips", "dists") else None,
+        "backbone": source.spec.name,
+        "num_classes": source.num_classes if kind == "classifier" else None,
+        "taps": list(source.spec.tap_names) if kind == "features" else None,
+        "origin": origin,
+        "source_weights": {
+            "file": str(source.weights),
+            "sha256": sha256_file(source.weights),
+            "provenance": source.provenance,
+        },
+        "heads": None if heads is None else {"source": heads.source, "fitted": False},
+        "synthetic": source.synthetic,
+        "input_contract": contract,
+        "inputs": [i.name for i in model.graph.input],
+        "outputs": [o.name for o in model.graph.output],
+        "dynamic_size": dynamic_size(source.spec, kind),
+        "opset": OPSET,
+        "onnx_file": path.name,
+        "onnx_sha256": sha256_file(path),
+        "parity": {
+            "max_error": error,
+            "bound": bound,
+            "measure": "absolute"
+            if kind in ("lpips", "dists")
+            else "relative to max(1, max |native|)",
+            "probes": [list(p) for p in probes],
+            "native": origin,
+        },
+        "tools": tools,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export one or more kinds from a run folder or an arch + weights file."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.export", description=__doc__.split("\n\n")[0]
+    )
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a training run folder (runs/<name>/<arch>-<framework>)")
+    src.add_argument("--arch", help="vgg16, resnet50, vit_b16 or a *_tiny variant (with --weights)")
+    parser.add_argument(
+        "--weights", help="torch .safetensors/.pth or Keras .weights.h5 (with --arch)"
+    )
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="head size (default: from the file)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="ViT input size (default: native)"
+    )
+    parser.add_argument("--kind", default="all", help="classifier, features, lpips, dists or all")
+    parser.add_argument("--origin", default="both", help="torch, keras or both")
+    parser.add_argument(
+        "--heads", default=None, help="published, uniform or a heads file (scorers)"
+    )
+    parser.add_argument("--out", default="models", help="output folder (default models/)")
+    args = parser.parse_args(argv)
+    if args.arch and not args.weights:
+        raise ValueError(
+            "--arch needs --weights (a weights file); or export a training run with --run"
+        )
+    source = (
+        source_from_run(args.run)
+        if args.run
+        else source_from_weights(args.arch, args.weights, args.num_classes, args.image_size)
+    )
+    kinds = KINDS if args.kind == "all" else args.kind.split(",")
+    origins = ORIGINS if args.origin == "both" else args.origin.split(",")
+    for kind in kinds:
+        for origin in origins:
+            print(export(source, kind, origin, args.out, args.heads))  # the path, for scripts
+    return 0
+
+
+if __name__ == "__main__":
+    from bridge.cli import run
+
+    run(main)
