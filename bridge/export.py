@@ -175,8 +175,9 @@ def export(
         else:
             from tf_models import onnx as exporter
         native = exporter.export(
-            source.spec, source.num_classes, state, kind, source.contract, chosen, tmp, OPSET
-        )
+            source.spec, source.num_classes, state, kind, source.contract, chosen, tmp, OPSET,
+            dynamic=dynamic_size(source.spec, kind),
+        )  # fmt: skip
         _name_dynamic_axes(tmp, dynamic_size(source.spec, kind))
         error, bound = _parity(tmp, native, probes, kind)
         if error > bound:

@@ -1,5 +1,17 @@
 """dermsim evaluation: scoring, statistics, baselines and reports on onnxruntime.
 
-This package depends on numpy and onnxruntime only; it never imports torch or
-tensorflow (tests/test_imports.py checks that).
+This package depends on numpy, Pillow / OpenCV and onnxruntime only; it never imports
+torch or tensorflow (tests/test_spec.py checks that).
 """
+
+
+def __getattr__(name: str):
+    # `evaluation.Scorer` without importing onnxruntime on `import evaluation`
+    if name == "Scorer":
+        from evaluation.score import Scorer
+
+        return Scorer
+    raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
+
+
+__all__ = ["Scorer"]

@@ -1,0 +1,139 @@
+"""onnxruntime sessions for dermsim's ONNX files: verified, on the best provider that loads.
+
+`open_model("models/x.onnx")` reads the manifest beside the file, checks the file's
+sha256 against it (a mismatch is refused), and opens a session on CUDA when the
+CUDA provider really loads, else on CPU; `Model.provider` says which one runs.
+numpy + onnxruntime only (no torch, no tensorflow).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.files import sha256_file
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "dermsim-onnx/1"
+
+
+@dataclass
+class Model:
+    """An open ONNX model with its manifest.
+
+    Attributes:
+        path: The ONNX file.
+        manifest: Its manifest (kind, metric, backbone, contract, provenance...).
+        session: The onnxruntime session.
+        provider: The execution provider actually used.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    session: Any
+    provider: str
+
+    @property
+    def kind(self) -> str:
+        """`classifier`, `features`, `lpips` or `dists`."""
+        return self.manifest["kind"]
+
+    def run(self, **inputs) -> dict[str, Any]:
+        """Run the model; returns {output name: array}."""
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, inputs), strict=True))
+
+
+def read_manifest(onnx_path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest beside an ONNX file (`x.onnx` -> `x.json`).
+
+    Raises:
+        FileNotFoundError: If the ONNX file or its manifest is missing.
+        ValueError: If the manifest is not a dermsim manifest.
+    """
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    manifest_file = path.with_suffix(".json")
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"{manifest_file}: the manifest of {path.name} is missing")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{manifest_file}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{manifest_file}: not a dermsim manifest (format {MANIFEST_FORMAT})")
+    return manifest
+
+
+def verify(onnx_path: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Refuse an ONNX file whose sha256 differs from its manifest's.
+
+    Raises:
+        ValueError: Naming both checksums.
+    """
+    digest = sha256_file(onnx_path)
+    if digest != manifest.get("onnx_sha256"):
+        raise ValueError(
+            f"{onnx_path}: sha256 {digest[:12]}... does not match its manifest "
+            f"({str(manifest.get('onnx_sha256'))[:12]}...); the file was changed or replaced"
+        )
+
+
+def gpu_visible() -> bool:
+    """True when an NVIDIA driver is visible (else the CUDA provider cannot load)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def providers(prefer_gpu: bool = True) -> list[str]:
+    """Execution providers to try, best first.
+
+    CUDA is tried when onnxruntime offers it and a GPU driver is visible; whether it
+    really loaded is read back from the session (`Model.provider`).
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    use_gpu = prefer_gpu and "CUDAExecutionProvider" in available and gpu_visible()
+    return [*(["CUDAExecutionProvider"] if use_gpu else []), "CPUExecutionProvider"]
+
+
+def open_model(
+    onnx_path: str | os.PathLike, prefer_gpu: bool = True, threads: int | None = None
+) -> Model:
+    """Verify and open an ONNX model.
+
+    Args:
+        onnx_path: The `.onnx` file (its manifest lies beside it).
+        prefer_gpu: Use CUDA when its provider loads.
+        threads: Intra-op threads (default: onnxruntime's choice, one per core).
+
+    Raises:
+        FileNotFoundError: Missing file or manifest.
+        ValueError: Checksum mismatch or an unreadable model.
+    """
+    import onnxruntime as ort
+
+    path = Path(onnx_path)
+    manifest = read_manifest(path)
+    verify(path, manifest)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # a CUDA provider that fails to load is reported below
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers(prefer_gpu))
+    except Exception as err:  # onnxruntime raises its own Fail / InvalidGraph types
+        raise ValueError(
+            f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0][:200]})"
+        ) from None
+    provider = session.get_providers()[0]
+    if "CUDAExecutionProvider" in providers(prefer_gpu) and provider != "CUDAExecutionProvider":
+        log.warning("the CUDA provider did not load; running %s on CPU", path.name)
+    return Model(path, manifest, session, provider)

@@ -1,0 +1,208 @@
+"""bridge.export, bridge.runtime and evaluation.score on the tiny variants."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ROOT, assert_one_line_error, run_module
+from PIL import Image
+
+from bridge import spec
+from bridge.export import KINDS, export, source_from_weights
+from bridge.runtime import open_model
+from bridge.weights import random_state_dict, write_state_dict
+from evaluation.score import Scorer
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every tiny arch x origin x kind, exported once (parity-gated by export itself)."""
+    root = tmp_path_factory.mktemp("export")
+    files = {}
+    for arch in spec.TINY_ARCHS:
+        weights = write_state_dict(random_state_dict(arch, 4, seed=2), root / f"{arch}.safetensors")
+        source = source_from_weights(arch, weights)
+        for origin in ("torch", "keras"):
+            for kind in KINDS:
+                files[arch, origin, kind] = export(source, kind, origin, root / "models")
+    return files
+
+
+@pytest.mark.parametrize("arch", spec.TINY_ARCHS)
+@pytest.mark.parametrize("origin", ["torch", "keras"])
+def test_every_export_follows_the_contract(exported, arch, origin):
+    s = spec.get_arch(arch)
+    for kind in KINDS:
+        path = exported[arch, origin, kind]
+        manifest = json.loads(path.with_suffix(".json").read_text())
+        assert (
+            manifest["kind"] == kind
+            and manifest["origin"] == origin
+            and manifest["backbone"] == arch
+        )
+        assert manifest["parity"]["max_error"] <= manifest["parity"]["bound"]
+        assert manifest["parity"]["bound"] == (1e-5 if kind in ("lpips", "dists") else 1e-4)
+        assert manifest["opset"] == 18 and manifest["input_contract"]["layout"] == "NCHW"
+        for field in ("onnx_sha256", "source_weights", "tools", "created_at"):
+            assert manifest[field]
+        graph = onnx.load(str(path)).graph
+        inputs = [i.name for i in graph.input]
+        outputs = [o.name for o in graph.output]
+        expected = {"classifier": ["logits"], "features": list(s.tap_names)}.get(kind, ["distance"])
+        assert sorted(outputs) == sorted(expected)
+        assert inputs == (
+            ["image"] if kind in ("classifier", "features") else ["image_a", "image_b"]
+        )
+        dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+        assert dims[:2] == ["batch", 3]
+        dynamic = not s.contract.fixed_size and not (kind == "classifier" and s.family == "vgg")
+        assert manifest["dynamic_size"] == dynamic
+        assert dims[2:] == (["height", "width"] if dynamic else [s.contract.native_size] * 2)
+
+
+@pytest.mark.parametrize("arch", spec.TINY_ARCHS)
+@pytest.mark.parametrize("kind", ["lpips", "dists", "classifier"])
+def test_torch_and_keras_origins_agree(exported, arch, kind):
+    size = spec.get_arch(arch).contract.native_size
+    rng = np.random.default_rng(1)
+    feed = {"classifier": ["image"]}.get(kind, ["image_a", "image_b"])
+    inputs = {name: rng.uniform(0, 1, (3, 3, size, size)).astype(np.float32) for name in feed}
+    t = open_model(exported[arch, "torch", kind]).run(**inputs)
+    k = open_model(exported[arch, "keras", kind]).run(**inputs)
+    for name in t:
+        bound = 2e-5 if kind != "classifier" else 2e-4 * max(1.0, np.abs(t[name]).max())
+        assert np.abs(t[name] - k[name]).max() <= bound
+
+
+@pytest.mark.parametrize("arch", ["vgg16_tiny", "resnet50_tiny"])
+@pytest.mark.parametrize("kind", ["lpips", "dists"])
+def test_scorer_properties_through_onnx(exported, arch, kind):
+    model = open_model(exported[arch, "keras", kind])
+    rng = np.random.default_rng(2)
+    for h, w in ((32, 32), (48, 80)):  # any size the backbone allows
+        a = rng.uniform(0, 1, (4, 3, h, w)).astype(np.float32)
+        b = rng.uniform(0, 1, (4, 3, h, w)).astype(np.float32)
+        d = model.run(image_a=a, image_b=b)["distance"]
+        assert np.abs(model.run(image_a=a, image_b=a)["distance"]).max() <= 1e-6
+        assert np.allclose(d, model.run(image_a=b, image_b=a)["distance"], atol=1e-6)
+        single = [
+            model.run(image_a=a[i : i + 1], image_b=b[i : i + 1])["distance"][0] for i in range(4)
+        ]
+        assert np.allclose(d, single, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(3)
+    Image.fromarray((rng.uniform(0, 1, (90, 120, 3)) * 255).astype(np.uint8)).save(root / "a.png")
+    Image.fromarray((rng.uniform(0, 1, (70, 60, 3)) * 255).astype(np.uint8)).save(root / "b.jpg")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "tiny.png")
+    return root
+
+
+def test_score_cli_and_api_agree(exported, images, tmp_path):
+    model = exported["vgg16_tiny", "torch", "lpips"]
+    a, b = str(images / "a.png"), str(images / "b.jpg")
+    result = run_module("evaluation.score", str(model), a, b, "--region-a", "10,5,64,48", "--json")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    direct = Scorer(model).score(a, b, box_a="10,5,64,48")
+    assert printed["distance"] == pytest.approx(direct, abs=1e-7)
+    assert printed["provider"] == "CPUExecutionProvider"
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f'image_a,box_a,image_b,box_b,R1\n{a},"10,5,64,48",{b},,3\n{b},,{b},,1\n')
+    out = tmp_path / "scores.csv"
+    result = run_module("evaluation.score", str(model), "--pairs", str(pairs), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = out.read_text().splitlines()
+    assert rows[0] == "id,image_a,box_a,image_b,box_b,lpips"
+    assert float(rows[1].rsplit(",", 1)[1]) == pytest.approx(direct, abs=1e-6)
+    assert abs(float(rows[2].rsplit(",", 1)[1])) <= 1e-6
+
+
+def test_score_bad_input_is_one_line(exported, images, tmp_path):
+    lp = str(exported["vgg16_tiny", "torch", "lpips"])
+    a, tiny = str(images / "a.png"), str(images / "tiny.png")
+    cases = [
+        ([lp, a, a, "--region-a", "100,80,50,50"], "lies outside the 120x90 image"),
+        ([lp, a, a, "--region-b", "0,0,0,10"], "0,0,0,10"),
+        ([lp, a, a, "--size", "16"], "size 16 is too small for vgg16_tiny"),
+        ([str(exported["vgg16_tiny", "keras", "classifier"]), a, a], "is a classifier model"),
+        ([lp, a], "give two images"),
+    ]
+    for args, message in cases:
+        assert_one_line_error(run_module("evaluation.score", *args), message)
+    scorer = Scorer(lp)
+    good = np.full((1, 3, 32, 32), 0.5, np.float32)
+    with pytest.raises(ValueError, match="must have the same"):
+        scorer.score_arrays(good, np.full((1, 3, 32, 40), 0.5, np.float32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        scorer.score_arrays(good, np.full((1, 3, 32, 32), np.nan, np.float32))
+    with pytest.raises(ValueError, match="too small"):
+        scorer.score_arrays(good[:, :, :16, :16], good[:, :, :16, :16])
+    assert scorer.score(tiny, tiny) == pytest.approx(0.0, abs=1e-6)  # small images are fitted up
+
+
+def test_manifest_that_does_not_match_its_onnx_file_is_refused(exported, tmp_path, images):
+    import shutil
+
+    src = exported["vit_b16_tiny", "torch", "lpips"]
+    copy = tmp_path / src.name
+    shutil.copy(src, copy)
+    shutil.copy(src.with_suffix(".json"), copy.with_suffix(".json"))
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        open_model(copy)
+    a = str(images / "a.png")
+    assert_one_line_error(
+        run_module("evaluation.score", str(copy), a, a), "does not match its manifest"
+    )
+    copy.with_suffix(".json").unlink()
+    assert_one_line_error(run_module("evaluation.score", str(copy), a, a), "manifest of")
+
+
+def test_export_cli_from_a_weights_file(tmp_path):
+    weights = write_state_dict(random_state_dict("resnet50_tiny", 3, seed=4), tmp_path / "w.pth")
+    result = run_module(
+        "bridge.export", "--arch", "resnet50_tiny", "--weights", str(weights), "--kind", "dists",
+        "--origin", "torch", "--out", str(tmp_path / "models"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "models" / "resnet50_tiny-dists-torch.json").is_file()
+    bad = run_module(
+        "bridge.export", "--arch", "resnet50_tiny", "--weights", str(weights), "--kind", "ssim"
+    )
+    assert_one_line_error(bad, "unknown kind 'ssim'")
+    assert_one_line_error(
+        run_module("bridge.export", "--arch", "vgg16_tiny"), "--arch needs --weights"
+    )
+
+
+BLOCKER = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "tensorflow", "keras", "torchvision", "timm"):
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+import evaluation
+from evaluation.score import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_scoring_needs_neither_torch_nor_tensorflow(exported, images):
+    model = exported["resnet50_tiny", "keras", "lpips"]
+    a = str(images / "a.png")
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKER, str(model), a, str(images / "b.jpg")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) > 0
