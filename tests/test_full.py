@@ -42,3 +42,61 @@ def test_full_size_round_trips_are_exact(arch):
     tf_models.set_torch_state_dict(keras_model, again)
     for a, b in zip(fresh.weights, keras_model.weights, strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
+
+
+@pytest.fixture(scope="module")
+def vgg16_scorers(tmp_path_factory):
+    """Full-size VGG16 LPIPS / DISTS ONNX from both origins, plus the reference packages,
+    all on one seeded random VGG16 placed in a torch hub cache the test creates."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from bridge.weights import write_state_dict
+
+    root = tmp_path_factory.mktemp("vgg16_onnx")
+    weights = write_state_dict(
+        random_state_dict("vgg16", seed=5), root / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    )
+    files = {}
+    for kind in ("lpips", "dists"):
+        # the CLI uses the pure-python protobuf for tf2onnx (memory; DESIGN.md section 8)
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge.export", "--arch", "vgg16", "--weights", str(weights),
+             "--kind", kind, "--origin", "both", "--out", str(root / "models")],
+            cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        for origin in ("torch", "keras"):
+            files[kind, origin] = root / "models" / f"vgg16-{kind}-{origin}.onnx"
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(root)
+    try:
+        import lpips
+        from DISTS_pytorch import DISTS
+
+        refs = {"lpips": lpips.LPIPS(net="vgg", verbose=False).eval(), "dists": DISTS().eval()}
+    finally:
+        os.environ.pop("TORCH_HOME") if old is None else os.environ.__setitem__("TORCH_HOME", old)
+    return files, refs
+
+
+@pytest.mark.parametrize("size", [(64, 64), (224, 224), (72, 104)])
+@pytest.mark.parametrize("kind", ["lpips", "dists"])
+@pytest.mark.parametrize("origin", ["torch", "keras"])
+def test_onnx_scorers_match_the_reference_packages(vgg16_scorers, size, kind, origin):
+    from bridge.runtime import open_model
+
+    files, refs = vgg16_scorers
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (2, 3, *size)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.15, a.shape), 0, 1).astype(np.float32)
+    with torch.no_grad():
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        expected = (
+            refs[kind](ta, tb, normalize=True) if kind == "lpips" else refs[kind](ta, tb)
+        ).reshape(-1)
+    got = open_model(files[kind, origin]).run(image_a=a, image_b=b)["distance"]
+    assert np.abs(got - expected.numpy()).max() <= 1e-5
