@@ -379,3 +379,34 @@ def test_init_from_a_file_gets_a_new_head_and_is_shared(tmp_path, synthetic):
     assert np.array_equal(init["features.0.weight"], source["features.0.weight"])
     assert init["classifier.6.weight"].shape == (3, 64)
     assert str(weights) in torch_run.init_source
+
+
+def test_export_from_a_training_run(tmp_path, synthetic):
+    config = write_config(tmp_path, synthetic, epochs=1)
+    assert (
+        run_module("tf_models.train", "--config", str(config), "--arch", "resnet50_tiny").returncode
+        == 0
+    )
+    run_dir = tmp_path / "runs" / "t" / "resnet50_tiny-keras"
+    out = tmp_path / "models"
+    result = run_module(
+        "bridge.export",
+        "--run",
+        str(run_dir),
+        "--kind",
+        "classifier,lpips",
+        "--origin",
+        "both",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "t-resnet50_tiny-keras-classifier-torch.json").read_text())
+    assert manifest["synthetic"] is True and manifest["num_classes"] == 3
+    assert "training run" in manifest["source_weights"]["provenance"]
+    assert manifest["heads"] is None
+    scorer = json.loads((out / "t-resnet50_tiny-keras-lpips-keras.json").read_text())
+    assert scorer["heads"]["source"] == "uniform"
+    assert_one_line_error(
+        run_module("bridge.export", "--run", str(tmp_path)), "not a finished training run"
+    )
