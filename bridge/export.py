@@ -8,7 +8,8 @@ the graph, dynamic batch and (convolutional backbones) dynamic height / width:
 
 * `classifier`: input `image` -> output `logits` (N, K);
 * `features`: input `image` -> one NCHW output per tap;
-* `lpips` / `dists`: inputs `image_a`, `image_b` -> output `distance` (N,).
+* `lpips` / `dists`: inputs `image_a`, `image_b` -> output `distance` (N,); `image_a`
+  may also hold a single reference scored against all N images of `image_b`.
 
 torch graphs go through `torch.onnx` (dynamo exporter, opset 18, one file, without
 its graph optimiser, which drops LPIPS's 1e-10 epsilon and turns 0/0 into NaN);
@@ -180,12 +181,14 @@ def export(
         )  # fmt: skip
         _name_dynamic_axes(tmp, dynamic_size(source.spec, kind))
         error, bound = _parity(tmp, native, probes, kind)
+        shared = _shared_reference_works(tmp, probes[-1]) if kind in ("lpips", "dists") else False
         if error > bound:
             raise ValueError(
                 f"{path.name}: ONNX differs from the native {origin} model by {error:.2e} "
                 f"(bound {bound:.1e}); not written"
             )
     manifest = _manifest(source, kind, origin, path, chosen, error, bound, probes)
+    manifest["shared_reference"] = shared
     with atomic_path(manifest_path(path)) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("wrote %s (parity %.2e <= %.1e)", path, error, bound)
@@ -243,15 +246,47 @@ def _parity(onnx_file: Path, native, probes, kind: str) -> tuple[float, float]:
     return worst, bound
 
 
+def _shared_reference_works(onnx_file: Path, probe: tuple[int, int, int]) -> bool:
+    """Whether one reference in `image_a` scores against all of `image_b` as pairs would.
+
+    True for the Keras-origin scorers and the torch-origin CNN scorers; a graph that
+    ties the two batch sizes (the torch ViT's reshapes) cannot, and is scored pairwise.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    _, h, w = probe
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(0, 1, (1, 3, h, w)).astype(np.float32)
+    others = rng.uniform(0, 1, (3, 3, h, w)).astype(np.float32)
+    try:
+        shared = session.run(["distance"], {"image_a": ref, "image_b": others})[0]
+    except Exception:  # onnxruntime's own failure types
+        return False
+    pairs = session.run(["distance"], {"image_a": np.repeat(ref, 3, axis=0), "image_b": others})[0]
+    return shared.shape == (3,) and float(np.abs(shared - pairs).max()) <= SCORE_BOUND
+
+
 def _name_dynamic_axes(onnx_file: Path, dynamic: bool) -> None:
-    """Give the inputs' and outputs' dynamic axes readable names (batch, height, width)."""
+    """Name the inputs' and outputs' dynamic axes; let scorer inputs differ in batch.
+
+    Axes read `batch`, `height`, `width`. A scorer's two inputs get their own batch
+    axes (`batch_a`, `batch_b`), so `image_a` may hold one reference scored against
+    every image of `image_b` (1 + K backbone passes; the distance math broadcasts).
+    Intermediate shape annotations, which would tie the two, are dropped;
+    onnxruntime infers them.
+    """
     import onnx
 
     model = onnx.load(str(onnx_file))
-    axes = ((0, "batch"), (2, "height"), (3, "width")) if dynamic else ((0, "batch"),)
-    for value in model.graph.input:
+    scorer = len(model.graph.input) == 2
+    del model.graph.value_info[:]
+    for k, value in enumerate(model.graph.input):
         dims = value.type.tensor_type.shape.dim
-        for i, label in axes:
+        batch = ("batch_a", "batch_b")[k] if scorer else "batch"
+        for i, label in ((0, batch), (2, "height"), (3, "width")) if dynamic else ((0, batch),):
             dims[i].dim_param = label
     for value in model.graph.output:
         dims = value.type.tensor_type.shape.dim

@@ -102,15 +102,19 @@ class Scorer:
     def score_arrays(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Distances (N,) of two prepared batches (N, 3, H, W) in [0, 1].
 
+        `a` may hold one image, scored against every image of `b`.
+
         Raises:
             ValueError: On mismatched shapes, NaN / inf, or values outside [0, 1].
         """
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        if a.ndim == 3:
-            a, b = a[None], b[None] if b.ndim == 3 else b
-        if a.shape != b.shape or a.ndim != 4 or a.shape[1] != 3:
+        a = a[None] if a.ndim == 3 else a
+        b = b[None] if b.ndim == 3 else b
+        same = a.ndim == 4 and a.shape[1] == 3 and a.shape[1:] == b.shape[1:]
+        if not same or a.shape[0] not in (1, b.shape[0]):
             raise ValueError(
-                f"image batches must have the same (N, 3, H, W) shape; got {a.shape} and {b.shape}"
+                "image batches must have the same (N, 3, H, W) shape, or the first hold one "
+                f"reference; got {a.shape} and {b.shape}"
             )
         if min(a.shape[2:]) < MIN_SIDE:
             raise ValueError(
@@ -128,6 +132,33 @@ class Scorer:
     def score(self, a, b, box_a: Box | str | None = None, box_b: Box | str | None = None) -> float:
         """The distance between two images or regions."""
         return float(self.score_arrays(self.prepare(a, box_a), self.prepare(b, box_b))[0])
+
+    def score_many(
+        self,
+        reference,
+        others: Sequence,
+        box: Box | str | None = None,
+        boxes: Sequence | None = None,
+    ) -> np.ndarray:
+        """Distances of one reference (a lesion region) to K comparison regions.
+
+        Costs 1 + K backbone passes, not 2K, when the scorer supports it (its manifest
+        says `shared_reference`); otherwise the reference is repeated per pair.
+
+        Args:
+            reference: Image path or HWC array.
+            others: Image paths or arrays.
+            box: Region of the reference.
+            boxes: One region (or None) per comparison image.
+        """
+        boxes = list(boxes) if boxes is not None else [None] * len(others)
+        if len(boxes) != len(others):
+            raise ValueError(f"{len(others)} comparison images but {len(boxes)} regions")
+        ref = self.prepare(reference, box)[None]
+        batch = np.stack([self.prepare(image, b) for image, b in zip(others, boxes, strict=True)])
+        if not self.model.manifest.get("shared_reference"):  # this graph scores pairs only
+            ref = np.repeat(ref, len(batch), axis=0)
+        return self.score_arrays(ref, batch)
 
     def score_pairs(self, pairs: Iterable[tuple], batch: int = 16) -> Iterator[float]:
         """Distances of (image_a, box_a, image_b, box_b) pairs, `batch` at a time, in order."""

@@ -57,7 +57,7 @@ def test_every_export_follows_the_contract(exported, arch, origin):
             ["image"] if kind in ("classifier", "features") else ["image_a", "image_b"]
         )
         dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
-        assert dims[:2] == ["batch", 3]
+        assert dims[:2] == ["batch" if kind in ("classifier", "features") else "batch_a", 3]
         dynamic = not s.contract.fixed_size and not (kind == "classifier" and s.family == "vgg")
         assert manifest["dynamic_size"] == dynamic
         assert dims[2:] == (["height", "width"] if dynamic else [s.contract.native_size] * 2)
@@ -94,6 +94,25 @@ def test_scorer_properties_through_onnx(exported, arch, kind):
         assert np.allclose(d, single, atol=1e-6)
 
 
+@pytest.mark.parametrize("arch", spec.TINY_ARCHS)
+@pytest.mark.parametrize("origin", ["torch", "keras"])
+def test_shared_reference_equals_pairwise(exported, arch, origin):
+    """One reference against K images (1 + K passes where the graph allows) = the K pairs."""
+    size = spec.get_arch(arch).contract.native_size
+    rng = np.random.default_rng(5)
+    ref = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
+    others = [rng.uniform(0, 1, (size, size, 3)).astype(np.float32) for _ in range(4)]
+    for kind in ("lpips", "dists"):
+        path = exported[arch, origin, kind]
+        manifest = json.loads(path.with_suffix(".json").read_text())
+        # the torch ViT's reshapes tie both batch sizes; every other scorer broadcasts
+        assert manifest["shared_reference"] == (origin == "keras" or not arch.startswith("vit"))
+        scorer = Scorer(path)
+        shared = scorer.score_many(ref, others)
+        pairs = [scorer.score(ref, other) for other in others]
+        assert np.abs(shared - pairs).max() <= 1e-5  # DESIGN section 9 bound for scores
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
@@ -122,6 +141,11 @@ def test_score_cli_and_api_agree(exported, images, tmp_path):
     assert rows[0] == "id,image_a,box_a,image_b,box_b,lpips"
     assert float(rows[1].rsplit(",", 1)[1]) == pytest.approx(direct, abs=1e-6)
     assert abs(float(rows[2].rsplit(",", 1)[1])) <= 1e-6
+    scorer = Scorer(model)
+    many = scorer.score_many(a, [b, a, b], box="10,5,64,48", boxes=[None, "10,5,64,48", None])
+    assert many[0] == pytest.approx(direct, abs=1e-6) and abs(many[1]) <= 1e-6
+    with pytest.raises(ValueError, match="3 comparison images but 2 regions"):
+        scorer.score_many(a, [b, a, b], boxes=[None, None])
 
 
 def test_score_bad_input_is_one_line(exported, images, tmp_path):
