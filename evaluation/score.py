@@ -70,6 +70,7 @@ class Scorer:
             )
         self.policy = policy
         self.interpolation = contract.get("interpolation", "bilinear")
+        self._recent: dict[str, np.ndarray] = {}
 
     @property
     def metric(self) -> str:
@@ -88,7 +89,7 @@ class Scorer:
         if isinstance(box, str):
             box = parse_box(box)
         pixels = (
-            decode_image(image)
+            self._decode(image)
             if not isinstance(image, np.ndarray)
             else np.asarray(image, np.float32)
         )
@@ -98,6 +99,15 @@ class Scorer:
             raise ValueError("the image holds NaN or infinite pixels")
         region = crop(pixels, box)
         return fit(region, self.size, self.policy, self.interpolation).transpose(2, 0, 1).copy()
+
+    def _decode(self, path: str | os.PathLike) -> np.ndarray:
+        """Decode an image, keeping the last few: pair tables reuse images row after row."""
+        key = os.fspath(path)
+        if key not in self._recent:
+            if len(self._recent) >= 8:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[key] = decode_image(key)
+        return self._recent[key]
 
     def score_arrays(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Distances (N,) of two prepared batches (N, 3, H, W) in [0, 1].
