@@ -34,7 +34,6 @@ from bridge.data.stream import BatchStream, ImageCache, channel_stats
 from bridge.files import atomic_path, sha256_file
 from bridge.spec import FULL_ARCHS, ArchSpec, InputContract, get_arch
 from bridge.weights import (
-    StateDict,
     check_state_dict,
     init_state_dict,
     read_state_dict,
@@ -563,7 +562,6 @@ __all__ = [
     "Run",
     "RunData",
     "RunLog",
-    "StateDict",
     "add_arguments",
     "classification_metrics",
     "finish",

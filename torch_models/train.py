@@ -193,13 +193,10 @@ def train(
         )
         train_metrics["step_loss"] = float(np.mean(losses))
         if ddp.main:
-            val = (
-                training.classification_metrics(
-                    *_swap(predict(model, run.val, ddp.device)), run.data.classes
-                )
-                if run.val
-                else None
-            )
+            val = None
+            if run.val:
+                logits, labels = predict(model, run.val, ddp.device)
+                val = training.classification_metrics(labels, logits, run.data.classes)
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,
@@ -230,11 +227,6 @@ def train(
         )
     ddp.barrier()
     return run.dir
-
-
-def _swap(pair: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    logits, labels = pair
-    return labels, logits
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
