@@ -1,0 +1,291 @@
+"""Cosine distances between backbone taps of an exported ONNX feature extractor.
+
+A `features` export (`python -m bridge.export --kind features`) maps an `image`
+batch (NCHW float32 in [0, 1]) to one NCHW output per tap; a ViT adds a class
+token `<tap>_cls` (N, C) beside each grid tap of patch tokens. Each grid tap is
+compared three ways (`TAP_MODES`), a ViT tap two more (`VIT_TAP_MODES`):
+
+* `flat`: 1 - cos of the flattened maps (layout and content),
+* `gap`: 1 - cos of the channel means over the grid (content, no layout),
+* `position`: 1 - the mean over grid positions of the cos of the channel vectors,
+* `cls`: 1 - cos of the class tokens,
+* `tokens`: 1 - cos of all tokens, class token included, flattened.
+
+Distances lie in [0, 2]; 0 means the same direction. numpy and onnxruntime only.
+
+    extractor = FeatureExtractor("models/resnet50-features-torch.onnx")
+    d = extractor.distances_many("lesion.png", ["a.png", "b.png"], box=Box(10, 20, 64, 64))
+    d["layer3/gap"]  # (2,) distances
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from bridge.data.image import RESIZE_POLICIES, Box, crop, decode_image, fit, parse_box
+from bridge.runtime import Model, open_model
+from evaluation.score import MIN_SIDE
+
+TAP_MODES = ("flat", "gap", "position")
+"""Distances of every grid tap (N, C, h, w)."""
+VIT_TAP_MODES = ("cls", "tokens")
+"""Further distances of a tap with a `<tap>_cls` class-token companion (ViT)."""
+CLS_SUFFIX = "_cls"
+"""Suffix of a ViT tap's class-token output."""
+EPS = 1e-12
+"""Vectors with a smaller norm count as zero in the cosine."""
+
+
+def tap_distances(
+    feats_a: Mapping[str, np.ndarray], feats_b: Mapping[str, np.ndarray], taps: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Cosine distances between two batches of tap outputs, sample by sample.
+
+    A class-token output `<tap>_cls` listed in `taps` beside its grid tap `<tap>`
+    (as a ViT manifest's `taps` lists it) is not a tap of its own: it gives that
+    tap's `cls` and `tokens` distances. The maths is float64; a zero vector is at
+    distance 1 from any non-zero vector and 0 from another zero vector.
+
+    Args:
+        feats_a: {output name: array}; grid taps (Na, C, h, w), class tokens (Na, C).
+            Na is N, or 1 for one reference compared with every sample of `feats_b`.
+        feats_b: {output name: array} with N samples and the same per-sample shapes.
+        taps: The grid taps to compare (a manifest's `taps`).
+
+    Returns:
+        {"<tap>/<mode>": (N,) float64 distances}, tap by tap in `taps` order, modes in
+        `TAP_MODES` (+ `VIT_TAP_MODES`) order.
+
+    Raises:
+        ValueError: On a missing output, a non-grid tap, or mismatched shapes.
+    """
+    names = list(taps)
+    if not names:
+        raise ValueError("no taps to compare; expected at least one tap name")
+    out: dict[str, np.ndarray] = {}
+    for tap in names:
+        if tap.endswith(CLS_SUFFIX) and tap[: -len(CLS_SUFFIX)] in names:
+            continue  # a class token, compared with its grid tap
+        a, b = _pair(feats_a, feats_b, tap)
+        if a.ndim != 4:
+            raise ValueError(f"tap {tap!r}: expected an (N, C, h, w) grid, got shape {a.shape}")
+        n = len(b)
+        dot, norm_a, norm_b = _sums(a.reshape(len(a), -1), b.reshape(n, -1), axis=1)
+        out[f"{tap}/flat"] = 1.0 - _cos(dot, norm_a, norm_b)
+        out[f"{tap}/gap"] = 1.0 - _cos(*_sums(a.mean(axis=(2, 3)), b.mean(axis=(2, 3)), axis=1))
+        per_position = _cos(*_sums(a, b, axis=1))  # (N, h, w)
+        out[f"{tap}/position"] = 1.0 - per_position.reshape(n, -1).mean(axis=1)
+        cls = tap + CLS_SUFFIX
+        if cls in feats_a or cls in feats_b:
+            ca, cb = _pair(feats_a, feats_b, cls)
+            if ca.ndim != 2:
+                raise ValueError(f"class token {cls!r}: expected (N, C), got shape {ca.shape}")
+            cls_dot, cls_a, cls_b = _sums(ca, cb, axis=1)
+            out[f"{tap}/cls"] = 1.0 - _cos(cls_dot, cls_a, cls_b)
+            out[f"{tap}/tokens"] = 1.0 - _cos(dot + cls_dot, norm_a + cls_a, norm_b + cls_b)
+    return out
+
+
+def _pair(
+    feats_a: Mapping[str, np.ndarray], feats_b: Mapping[str, np.ndarray], name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One output of both batches as float64, checked to compare sample by sample."""
+    for label, feats in (("feats_a", feats_a), ("feats_b", feats_b)):
+        if name not in feats:
+            raise ValueError(f"{label} has no output {name!r}; it has {', '.join(feats)}")
+    a = np.asarray(feats_a[name], dtype=np.float64)
+    b = np.asarray(feats_b[name], dtype=np.float64)
+    if a.ndim < 2 or a.shape[1:] != b.shape[1:] or a.shape[0] not in (1, b.shape[0]):
+        raise ValueError(
+            f"output {name!r}: expected the same (N, ...) shapes, or one reference in feats_a; "
+            f"got {a.shape} and {b.shape}"
+        )
+    return a, b
+
+
+def _sums(a: np.ndarray, b: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dot product and squared norms along `axis`, summed alike (so a == b gives cos 1)."""
+    return (a * b).sum(axis=axis), (a * a).sum(axis=axis), (b * b).sum(axis=axis)
+
+
+def _cos(dot: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray) -> np.ndarray:
+    """Cosine from a . b and the squared norms; 0 against one zero vector, 1 for two."""
+    dot, sq_a, sq_b = np.broadcast_arrays(dot, sq_a, sq_b)
+    zero_a, zero_b = sq_a <= EPS * EPS, sq_b <= EPS * EPS
+    both = ~(zero_a | zero_b)
+    cos = np.where(zero_a & zero_b, 1.0, 0.0)
+    # sqrt(x * x) == x exactly in binary floating point: identical vectors give cos 1
+    cos[both] = dot[both] / np.sqrt(sq_a[both] * sq_b[both])
+    return np.clip(cos, -1.0, 1.0)
+
+
+class FeatureExtractor:
+    """A `features` ONNX export: images or regions in, tap outputs and distances out.
+
+    Args:
+        model: Path of the `.onnx` file (its manifest lies beside it), or an open `Model`.
+        size: Side the regions are fitted to (default: the model's native size).
+        policy: Resize policy: `shorter_center_crop` (default), `stretch` or `pad`.
+        prefer_gpu: Use the CUDA provider when it loads (when `model` is a path).
+
+    Raises:
+        ValueError: If the model is not a feature extractor, or the size does not suit it.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Model,
+        size: int | None = None,
+        policy: str = "shorter_center_crop",
+        prefer_gpu: bool = True,
+    ):
+        self.model: Model = (
+            model if isinstance(model, Model) else open_model(model, prefer_gpu=prefer_gpu)
+        )
+        manifest = self.model.manifest
+        if manifest["kind"] != "features":
+            raise ValueError(
+                f"{self.model.path}: is a {manifest['kind']} model; feature distances need a "
+                "features export (python -m bridge.export --kind features)"
+            )
+        contract = manifest["input_contract"]
+        native = int(contract["native_size"])
+        self.size = size or native
+        if not manifest["dynamic_size"] and self.size != native:
+            raise ValueError(
+                f"{self.model.path}: takes {native}x{native} inputs only, not {self.size}"
+            )
+        if self.size < MIN_SIDE:
+            raise ValueError(
+                f"size {self.size} is too small for {manifest['backbone']}; expected >= {MIN_SIDE}"
+            )
+        if policy not in RESIZE_POLICIES:
+            raise ValueError(
+                f"unknown resize policy {policy!r}; expected one of {', '.join(RESIZE_POLICIES)}"
+            )
+        self.policy = policy
+        self.interpolation = contract.get("interpolation", "bilinear")
+        self.taps: list[str] = list(manifest["taps"])
+        self._recent: dict[str, np.ndarray] = {}
+
+    @property
+    def backbone(self) -> str:
+        """The backbone's registry name (`resnet50`, `vit_b16`, ...)."""
+        return self.model.manifest["backbone"]
+
+    @property
+    def provider(self) -> str:
+        """The onnxruntime execution provider in use."""
+        return self.model.provider
+
+    def prepare(
+        self, image: str | os.PathLike | np.ndarray, box: Box | str | None = None
+    ) -> np.ndarray:
+        """Decode (or take) an HWC [0, 1] image, crop its region, fit it: (3, S, S) float32.
+
+        Bicubic resampling (the ViT contract) over- and undershoots a little at edges;
+        the fitted pixels are clipped back to [0, 1], the range the model takes.
+        """
+        if isinstance(box, str):
+            box = parse_box(box)
+        pixels = (
+            self._decode(image)
+            if not isinstance(image, np.ndarray)
+            else np.asarray(image, np.float32)
+        )
+        if pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"expected an H x W x 3 image, got shape {pixels.shape}")
+        if not np.isfinite(pixels).all():
+            raise ValueError("the image holds NaN or infinite pixels")
+        fitted = fit(crop(pixels, box), self.size, self.policy, self.interpolation)
+        return np.clip(fitted, 0.0, 1.0).transpose(2, 0, 1).copy()
+
+    def _decode(self, path: str | os.PathLike) -> np.ndarray:
+        """Decode an image, keeping the last few: comparison tables reuse images."""
+        key = os.fspath(path)
+        if key not in self._recent:
+            if len(self._recent) >= 8:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[key] = decode_image(key)
+        return self._recent[key]
+
+    def features(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the model for a prepared batch (N, 3, H, W) in [0, 1].
+
+        A single (3, H, W) image is taken as a batch of one.
+
+        Raises:
+            ValueError: On a wrong shape (a fixed-size model takes its native size
+                only), NaN / inf, or values outside [0, 1].
+        """
+        x = np.asarray(batch, np.float32)
+        x = x[None] if x.ndim == 3 else x
+        if x.ndim != 4 or x.shape[1] != 3 or len(x) == 0:
+            raise ValueError(f"expected a prepared (N, 3, H, W) batch, got shape {x.shape}")
+        native = int(self.model.manifest["input_contract"]["native_size"])
+        if not self.model.manifest["dynamic_size"] and x.shape[2:] != (native, native):
+            raise ValueError(
+                f"{self.model.path.name}: takes {native}x{native} inputs only, "
+                f"not {x.shape[2]}x{x.shape[3]}"
+            )
+        if min(x.shape[2:]) < MIN_SIDE:
+            raise ValueError(
+                f"images of {x.shape[2]}x{x.shape[3]} are too small; expected >= {MIN_SIDE}"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError("the batch holds NaN or infinite pixels")
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError(
+                f"the batch has values outside [0, 1] ({x.min():.3g} .. {x.max():.3g})"
+            )
+        return self.model.run(image=np.ascontiguousarray(x))
+
+    def distances(self, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+        """Tap distances (`tap_distances`) of two prepared batches (N, 3, H, W).
+
+        `a` may hold one image, compared with every image of `b`.
+
+        Raises:
+            ValueError: On mismatched shapes, or as `features`.
+        """
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        a = a[None] if a.ndim == 3 else a
+        b = b[None] if b.ndim == 3 else b
+        if a.shape[1:] != b.shape[1:] or a.shape[0] not in (1, b.shape[0]):
+            raise ValueError(
+                "image batches must have the same (N, 3, H, W) shape, or the first hold one "
+                f"reference; got {a.shape} and {b.shape}"
+            )
+        return tap_distances(self.features(a), self.features(b), self.taps)
+
+    def distances_many(
+        self,
+        reference,
+        others: Sequence,
+        box: Box | str | None = None,
+        boxes: Sequence | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Tap distances of one reference (a lesion region) to K comparison regions.
+
+        Costs 1 + K backbone passes: the reference's features are computed once.
+
+        Args:
+            reference: Image path or HWC array.
+            others: Image paths or arrays.
+            box: Region of the reference.
+            boxes: One region (or None) per comparison image.
+
+        Returns:
+            {"<tap>/<mode>": (K,) float64 distances}.
+        """
+        boxes = list(boxes) if boxes is not None else [None] * len(others)
+        if len(boxes) != len(others):
+            raise ValueError(f"{len(others)} comparison images but {len(boxes)} regions")
+        if not len(others):
+            raise ValueError("no comparison images; expected at least one")
+        ref = self.prepare(reference, box)[None]
+        batch = np.stack([self.prepare(image, b) for image, b in zip(others, boxes, strict=True)])
+        return self.distances(ref, batch)
