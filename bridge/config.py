@@ -175,6 +175,17 @@ def load_config(
     return config
 
 
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """A checked config from plain data (e.g. the `config` recorded in a run's run.json).
+
+    Raises:
+        ValueError: An unknown key, a value of the wrong type or out of range.
+    """
+    config = _build(Config, raw, prefix="")
+    validate(config)
+    return config
+
+
 def validate(config: Config) -> None:
     """Check value ranges and choices.
 

@@ -2,6 +2,7 @@
 
     python -m bridge.export --arch vgg16 --weights W.pth --kind lpips --origin keras --out models/
     python -m bridge.export --run runs/demo/vgg16-torch --kind all --out models/
+    python -m bridge.export --run runs/demo --kind all --out models/demo   # every run in it
 
 Kinds (DESIGN.md section 3), all float32 NCHW RGB in [0, 1] with normalisation inside
 the graph, dynamic batch and (convolutional backbones) dynamic height / width:
@@ -9,7 +10,10 @@ the graph, dynamic batch and (convolutional backbones) dynamic height / width:
 * `classifier`: input `image` -> output `logits` (N, K);
 * `features`: input `image` -> one NCHW output per tap;
 * `lpips` / `dists`: inputs `image_a`, `image_b` -> output `distance` (N,); `image_a`
-  may also hold a single reference scored against all N images of `image_b`.
+  may also hold a single reference scored against all N images of `image_b`. LPIPS
+  scorers also output `distance_map` (N, 1, H, W), the LPIPS spatial map at the input
+  size (its mean over H, W is close to `distance`, not equal: the taps' maps are
+  upsampled before averaging).
 
 torch graphs go through `torch.onnx` (dynamo exporter, opset 18, one file, without
 its graph optimiser, which drops LPIPS's 1e-10 epsilon and turns 0/0 into NaN);
@@ -48,7 +52,7 @@ log = logging.getLogger(__name__)
 KINDS = ("classifier", "features", "lpips", "dists")
 ORIGINS = ("torch", "keras")
 OPSET = 18
-SCORE_BOUND = 1e-5  # absolute, on distances
+SCORE_BOUND = 1e-5  # absolute on distances; relative to max(1, max |ref|) on LPIPS maps
 FEATURE_BOUND = 1e-4  # relative to max(1, max |ref|), on logits and taps
 MANIFEST_FORMAT = "dermsim-onnx/1"
 
@@ -65,6 +69,8 @@ class Source:
         provenance: Where the weights come from, in words.
         contract: Input contract (normalisation put inside the graph).
         synthetic: Trained on the synthetic data set.
+        run: For a training run: its folder, classes, image size, resize policy,
+            splits file, best epoch and training time (copied into the manifest).
     """
 
     name: str
@@ -74,6 +80,7 @@ class Source:
     provenance: str
     contract: InputContract
     synthetic: bool = False
+    run: dict | None = None
 
     def state_dict(self) -> StateDict:
         """The weights as a checked torch-layout state dict (Keras files are ported)."""
@@ -108,6 +115,19 @@ def source_from_weights(
     )
 
 
+def run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Training run folders: each path is one, or a folder of runs (all its runs, sorted)."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir() and not (path / "run.json").exists():
+            inner = sorted(p.parent for p in path.glob("*/run.json"))
+            if inner:
+                found.extend(inner)
+                continue
+        found.append(path)
+    return found
+
+
 def source_from_run(run_dir: str | os.PathLike) -> Source:
     """A source from a training run folder (its best checkpoint and run.json)."""
     run_dir = Path(run_dir)
@@ -130,8 +150,20 @@ def source_from_run(run_dir: str | os.PathLike) -> Source:
         f"training run {run_dir} ({info['framework']}, best epoch {info['best_epoch']}, "
         f"sha256 {sha256_file(best)})"
     )
+    run = {
+        "dir": str(run_dir),
+        "framework": info["framework"],
+        "classes": list(info["classes"]),
+        "image_size": info["image_size"],
+        "resize_policy": info["resize_policy"],
+        "splits_file": info["data"].get("splits_file"),
+        "data": info["data"].get("name"),
+        "best_epoch": info["best_epoch"],
+        "train_seconds": info.get("train_seconds"),
+        "seed": info.get("config", {}).get("seed"),
+    }
     return Source(
-        name, spec, info["num_classes"], best, provenance, contract, info["data"]["synthetic"]
+        name, spec, info["num_classes"], best, provenance, contract, info["data"]["synthetic"], run
     )
 
 
@@ -169,7 +201,7 @@ def export(
     chosen = default_heads(kind, source.spec, heads)
     state = source.state_dict()
     path = Path(out_dir) / f"{source.name}-{kind}-{origin}.onnx"
-    probes = _probes(source.spec, kind)
+    probes = _probes(source.spec, kind, source.contract.native_size)
     with atomic_path(path) as tmp:
         if origin == "torch":
             from torch_models import onnx as exporter
@@ -209,9 +241,11 @@ def manifest_path(onnx_path: str | os.PathLike) -> Path:
     return Path(onnx_path).with_suffix(".json")
 
 
-def _probes(spec: ArchSpec, kind: str) -> list[tuple[int, int, int]]:
-    """Probe batch shapes (N, H, W): the native size, plus a non-square size if dynamic."""
-    n = spec.contract.native_size
+def _probes(spec: ArchSpec, kind: str, n: int) -> list[tuple[int, int, int]]:
+    """Probe batch shapes (N, H, W): `n` x `n`, plus a non-square size if dynamic.
+
+    `n` is the source's native size (a training run's image size).
+    """
     shapes = [(2, n, n)]
     if dynamic_size(spec, kind):
         shapes.append((3, max(32, n // 2 + 16), max(48, n // 2 + 48)))
@@ -219,7 +253,13 @@ def _probes(spec: ArchSpec, kind: str) -> list[tuple[int, int, int]]:
 
 
 def _parity(onnx_file: Path, native, probes, kind: str) -> tuple[float, float]:
-    """Max error of the ONNX file against `native` over the probes, and its bound."""
+    """Max error of the ONNX file against `native` over the probes, and its bound.
+
+    Distances are compared in absolute terms. Every other output is compared relative
+    to its scale, max(1, max |native|): logits and taps against `FEATURE_BOUND`, and
+    LPIPS's `distance_map` against `SCORE_BOUND`. A map is not averaged like a
+    distance, so float32 rounding shows pixel by pixel, in proportion to its values.
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
@@ -233,40 +273,47 @@ def _parity(onnx_file: Path, native, probes, kind: str) -> tuple[float, float]:
         expected = native(*inputs)
         if sorted(expected) != sorted(outputs):
             raise ValueError(f"{onnx_file.name}: outputs {outputs} != native {sorted(expected)}")
-        for g, e in zip(got, (expected[name] for name in outputs), strict=True):
+        for name, g in zip(outputs, got, strict=True):
+            e = expected[name]
             if g.shape != e.shape:
                 raise ValueError(f"{onnx_file.name}: output shape {g.shape} != native {e.shape}")
             err = float(np.abs(g - e).max())
-            if kind in ("lpips", "dists"):
-                worst = max(worst, err)
-            else:  # compare relative to scale, as a fraction of the bound
-                scale = max(1.0, float(np.abs(e).max()))
-                worst = max(worst, err / scale)
+            if kind not in ("lpips", "dists"):
                 bound = FEATURE_BOUND
+            if kind in ("lpips", "dists") and name == "distance":
+                worst = max(worst, err)
+            else:  # relative to scale
+                worst = max(worst, err / max(1.0, float(np.abs(e).max())))
     return worst, bound
 
 
 def _shared_reference_works(onnx_file: Path, probe: tuple[int, int, int]) -> bool:
     """Whether one reference in `image_a` scores against all of `image_b` as pairs would.
 
-    True for the Keras-origin scorers and the torch-origin CNN scorers; a graph that
-    ties the two batch sizes (the torch ViT's reshapes) cannot, and is scored pairwise.
+    Every output is compared (`distance`, and `distance_map` on LPIPS). True for the
+    Keras-origin scorers and the torch-origin CNN scorers; a graph that ties the two
+    batch sizes (the torch ViT's reshapes) cannot, and is scored pairwise.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
     session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
     _, h, w = probe
     rng = np.random.default_rng(1)
     ref = rng.uniform(0, 1, (1, 3, h, w)).astype(np.float32)
     others = rng.uniform(0, 1, (3, 3, h, w)).astype(np.float32)
     try:
-        shared = session.run(["distance"], {"image_a": ref, "image_b": others})[0]
+        shared = session.run(outputs, {"image_a": ref, "image_b": others})
     except Exception:  # onnxruntime's own failure types
         return False
-    pairs = session.run(["distance"], {"image_a": np.repeat(ref, 3, axis=0), "image_b": others})[0]
-    return shared.shape == (3,) and float(np.abs(shared - pairs).max()) <= SCORE_BOUND
+    pairs = session.run(outputs, {"image_a": np.repeat(ref, 3, axis=0), "image_b": others})
+    for name, s, p in zip(outputs, shared, pairs, strict=True):
+        scale = 1.0 if name == "distance" else max(1.0, float(np.abs(p).max()))
+        if s.shape != p.shape or float(np.abs(s - p).max()) > SCORE_BOUND * scale:
+            return False
+    return True
 
 
 def _name_dynamic_axes(onnx_file: Path, dynamic: bool) -> None:
@@ -275,8 +322,9 @@ def _name_dynamic_axes(onnx_file: Path, dynamic: bool) -> None:
     Axes read `batch`, `height`, `width`. A scorer's two inputs get their own batch
     axes (`batch_a`, `batch_b`), so `image_a` may hold one reference scored against
     every image of `image_b` (1 + K backbone passes; the distance math broadcasts).
-    Intermediate shape annotations, which would tie the two, are dropped;
-    onnxruntime infers them.
+    Its outputs have one row per pair (`batch`); LPIPS's `distance_map` reads
+    (`batch`, 1, `height`, `width`), the inputs' size. Intermediate shape annotations,
+    which would tie the two batches, are dropped; onnxruntime infers them.
     """
     import onnx
 
@@ -292,6 +340,13 @@ def _name_dynamic_axes(onnx_file: Path, dynamic: bool) -> None:
         dims = value.type.tensor_type.shape.dim
         if len(dims) and (dims[0].dim_param or not dims[0].dim_value):
             dims[0].dim_param = "batch"
+        if scorer and value.name == "distance_map" and len(dims) == 4:
+            dims[1].dim_value = 1
+            if dynamic:
+                dims[2].dim_param, dims[3].dim_param = "height", "width"
+            else:  # the inputs' fixed size
+                size = model.graph.input[0].type.tensor_type.shape.dim
+                dims[2].dim_value, dims[3].dim_value = size[2].dim_value, size[3].dim_value
     onnx.save(model, str(onnx_file))
 
 
@@ -336,6 +391,7 @@ def _manifest(source, kind, origin, path, heads, error, bound, probes) -> dict:
         },
         "heads": None if heads is None else {"source": heads.source, "fitted": False},
         "synthetic": source.synthetic,
+        "training_run": source.run,
         "input_contract": contract,
         "inputs": [i.name for i in model.graph.input],
         "outputs": [o.name for o in model.graph.output],
@@ -346,9 +402,10 @@ def _manifest(source, kind, origin, path, heads, error, bound, probes) -> dict:
         "parity": {
             "max_error": error,
             "bound": bound,
-            "measure": "absolute"
-            if kind in ("lpips", "dists")
-            else "relative to max(1, max |native|)",
+            "measure": {
+                "lpips": "absolute on distance, relative to max(1, max |native|) on distance_map",
+                "dists": "absolute",
+            }.get(kind, "relative to max(1, max |native|)"),
             "probes": [list(p) for p in probes],
             "native": origin,
         },
@@ -366,7 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bridge.export", description=__doc__.split("\n\n")[0]
     )
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="a training run folder (runs/<name>/<arch>-<framework>)")
+    src.add_argument(
+        "--run",
+        nargs="+",
+        help="training run folders (runs/<name>/<arch>-<framework>), or runs/<name> for all",
+    )
     src.add_argument("--arch", help="vgg16, resnet50, vit_b16 or a *_tiny variant (with --weights)")
     parser.add_argument(
         "--weights", help="torch .safetensors/.pth or Keras .weights.h5 (with --arch)"
@@ -378,7 +439,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--image-size", type=int, default=None, help="ViT input size (default: native)"
     )
     parser.add_argument("--kind", default="all", help="classifier, features, lpips, dists or all")
-    parser.add_argument("--origin", default="both", help="torch, keras or both")
+    parser.add_argument(
+        "--origin",
+        default="both",
+        help="torch, keras, both, or native (the framework that trained the run)",
+    )
     parser.add_argument(
         "--heads", default=None, help="published, uniform or a heads file (scorers)"
     )
@@ -388,16 +453,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(
             "--arch needs --weights (a weights file); or export a training run with --run"
         )
-    source = (
-        source_from_run(args.run)
+    sources = (
+        [source_from_run(run) for run in run_folders(args.run)]
         if args.run
-        else source_from_weights(args.arch, args.weights, args.num_classes, args.image_size)
+        else [source_from_weights(args.arch, args.weights, args.num_classes, args.image_size)]
     )
     kinds = KINDS if args.kind == "all" else args.kind.split(",")
-    origins = ORIGINS if args.origin == "both" else args.origin.split(",")
-    for kind in kinds:
-        for origin in origins:
-            print(export(source, kind, origin, args.out, args.heads))  # the path, for scripts
+    if args.origin == "native" and not args.run:
+        raise ValueError("--origin native (the framework that trained it) needs --run")
+    for source in sources:
+        if args.origin == "native":
+            origins = [source.run["framework"]]
+        else:
+            origins = list(ORIGINS) if args.origin == "both" else args.origin.split(",")
+        for kind in kinds:
+            for origin in origins:
+                print(export(source, kind, origin, args.out, args.heads))  # the path, for scripts
     return 0
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,31 @@ class Model:
         """`classifier`, `features`, `lpips` or `dists`."""
         return self.manifest["kind"]
 
-    def run(self, **inputs) -> dict[str, Any]:
-        """Run the model; returns {output name: array}."""
-        names = [o.name for o in self.session.get_outputs()]
+    @property
+    def outputs(self) -> list[str]:
+        """The graph's output names, in order."""
+        return [o.name for o in self.session.get_outputs()]
+
+    def run(self, *, outputs: Sequence[str] | None = None, **inputs) -> dict[str, Any]:
+        """Run the model; returns {output name: array}.
+
+        Args:
+            outputs: The outputs to return (default: all). Only these are copied out;
+                onnxruntime's inference builds still run the whole graph.
+            **inputs: One array per graph input, by name.
+
+        Raises:
+            ValueError: If an output name is not one of the graph's.
+        """
+        names = self.outputs
+        if outputs is not None:
+            unknown = [name for name in outputs if name not in names]
+            if unknown:
+                raise ValueError(
+                    f"{self.path.name}: no output {', '.join(map(repr, unknown))}; "
+                    f"expected one of {', '.join(names)}"
+                )
+            names = list(outputs)
         return dict(zip(names, self.session.run(names, inputs), strict=True))
 
 

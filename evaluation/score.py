@@ -117,6 +117,34 @@ class Scorer:
         Raises:
             ValueError: On mismatched shapes, NaN / inf, or values outside [0, 1].
         """
+        a, b = self._batches(a, b)
+        return self.model.run(outputs=["distance"], image_a=a, image_b=b)["distance"]
+
+    def distance_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """LPIPS distance maps (N, 1, H, W) of two prepared batches (N, 3, H, W) in [0, 1].
+
+        The LPIPS spatial map at the input size: every tap's map upsampled bilinearly
+        and summed. Its mean over H, W is close to the distance, not equal to it.
+
+        Raises:
+            ValueError: If the scorer is not LPIPS or predates the map output, or on
+                the same bad batches as `score_arrays`.
+        """
+        if self.metric != "lpips":
+            raise ValueError(
+                f"{self.model.path.name}: a {self.metric} scorer has no distance map; "
+                "expected an lpips scorer"
+            )
+        if "distance_map" not in self.model.outputs:
+            raise ValueError(
+                f"{self.model.path.name}: has no distance_map output; re-export it "
+                "(python -m bridge.export ... --kind lpips)"
+            )
+        a, b = self._batches(a, b)
+        return self.model.run(outputs=["distance_map"], image_a=a, image_b=b)["distance_map"]
+
+    def _batches(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Check two prepared batches; return them as float32 (N, 3, H, W)."""
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         a = a[None] if a.ndim == 3 else a
         b = b[None] if b.ndim == 3 else b
@@ -137,7 +165,7 @@ class Scorer:
                 raise ValueError(
                     f"{name} has values outside [0, 1] ({x.min():.3g} .. {x.max():.3g})"
                 )
-        return self.model.run(image_a=a, image_b=b)["distance"]
+        return a, b
 
     def score(self, a, b, box_a: Box | str | None = None, box_b: Box | str | None = None) -> float:
         """The distance between two images or regions."""

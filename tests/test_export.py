@@ -51,8 +51,12 @@ def test_every_export_follows_the_contract(exported, arch, origin):
         graph = onnx.load(str(path)).graph
         inputs = [i.name for i in graph.input]
         outputs = [o.name for o in graph.output]
-        expected = {"classifier": ["logits"], "features": list(s.tap_names)}.get(kind, ["distance"])
-        assert sorted(outputs) == sorted(expected)
+        expected = {
+            "classifier": ["logits"],
+            "features": list(s.tap_names),
+            "lpips": ["distance", "distance_map"],
+        }.get(kind, ["distance"])
+        assert sorted(outputs) == sorted(expected) == sorted(manifest["outputs"])
         assert inputs == (
             ["image"] if kind in ("classifier", "features") else ["image_a", "image_b"]
         )
@@ -61,6 +65,62 @@ def test_every_export_follows_the_contract(exported, arch, origin):
         dynamic = not s.contract.fixed_size and not (kind == "classifier" and s.family == "vgg")
         assert manifest["dynamic_size"] == dynamic
         assert dims[2:] == (["height", "width"] if dynamic else [s.contract.native_size] * 2)
+        out_dims = {
+            o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
+            for o in graph.output
+        }
+        if kind in ("lpips", "dists"):
+            assert out_dims["distance"] == ["batch"]
+        if kind == "lpips":  # the spatial map at the input size
+            assert out_dims["distance_map"] == ["batch", 1, *dims[2:]]
+
+
+@pytest.mark.parametrize("arch", spec.TINY_ARCHS)
+@pytest.mark.parametrize("origin", ["torch", "keras"])
+def test_lpips_distance_map_is_the_native_spatial_map(exported, arch, origin):
+    """`distance_map` = `LPIPS.spatial` of the native module, in pairs and shared-reference."""
+    from bridge.export import default_heads
+
+    s = spec.get_arch(arch)
+    n = s.contract.native_size
+    sizes = [(n, n)] if s.contract.fixed_size else [(n, n), (48, 80)]
+    heads = default_heads("lpips", s, None).weights
+    state = random_state_dict(arch, 4, seed=2)  # what the fixture exported
+    rng = np.random.default_rng(4)
+    model = open_model(exported[arch, origin, "lpips"])
+    for h, w in sizes:
+        a = rng.uniform(0, 1, (2, 3, h, w)).astype(np.float32)
+        b = rng.uniform(0, 1, (2, 3, h, w)).astype(np.float32)
+        if origin == "torch":
+            import torch
+
+            import torch_models
+            from torch_models.metrics import LPIPS
+
+            backbone = torch_models.create_model(arch, 4)
+            backbone.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+            with torch.no_grad():
+                native = LPIPS(backbone, heads).spatial(torch.from_numpy(a), torch.from_numpy(b))
+            native = native.numpy()
+        else:
+            import tf_models
+            from tf_models.metrics import LPIPS
+
+            backbone = tf_models.create_model(arch, 4)
+            tf_models.set_torch_state_dict(backbone, state)
+            nhwc = (a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
+            native = np.asarray(LPIPS(backbone, heads).spatial(*nhwc)).transpose(0, 3, 1, 2)
+        out = model.run(image_a=a, image_b=b)
+        assert out["distance_map"].shape == (2, 1, h, w)
+        assert np.abs(out["distance_map"] - native).max() <= 1e-5 * max(1, np.abs(native).max())
+        # close to, not equal to, the distance: the maps are upsampled before averaging
+        assert np.allclose(out["distance_map"].mean(axis=(1, 2, 3)), out["distance"], rtol=0.2)
+        only = model.run(outputs=["distance"], image_a=a, image_b=b)
+        assert list(only) == ["distance"] and np.array_equal(only["distance"], out["distance"])
+        if model.manifest["shared_reference"]:
+            shared = model.run(image_a=a[:1], image_b=b)["distance_map"]
+            pairs = model.run(image_a=a[[0, 0]], image_b=b)["distance_map"]
+            assert np.abs(shared - pairs).max() <= 1e-5 * max(1, np.abs(pairs).max())
 
 
 @pytest.mark.parametrize("arch", spec.TINY_ARCHS)
@@ -72,9 +132,11 @@ def test_torch_and_keras_origins_agree(exported, arch, kind):
     inputs = {name: rng.uniform(0, 1, (3, 3, size, size)).astype(np.float32) for name in feed}
     t = open_model(exported[arch, "torch", kind]).run(**inputs)
     k = open_model(exported[arch, "keras", kind]).run(**inputs)
+    assert sorted(t) == sorted(k)
     for name in t:
-        bound = 2e-5 if kind != "classifier" else 2e-4 * max(1.0, np.abs(t[name]).max())
-        assert np.abs(t[name] - k[name]).max() <= bound
+        scale = 1.0 if name == "distance" else max(1.0, np.abs(t[name]).max())
+        bound = (2e-4 if kind == "classifier" else 2e-5) * scale  # twice each one's bound
+        assert np.abs(t[name] - k[name]).max() <= bound, name
 
 
 @pytest.mark.parametrize("arch", ["vgg16_tiny", "resnet50_tiny"])

@@ -392,7 +392,7 @@ def test_export_from_a_training_run(tmp_path, synthetic):
     result = run_module(
         "bridge.export",
         "--run",
-        str(run_dir),
+        str(run_dir.parent),  # a folder of runs: every run in it
         "--kind",
         "classifier,lpips",
         "--origin",
@@ -404,6 +404,9 @@ def test_export_from_a_training_run(tmp_path, synthetic):
     manifest = json.loads((out / "t-resnet50_tiny-keras-classifier-torch.json").read_text())
     assert manifest["synthetic"] is True and manifest["num_classes"] == 3
     assert "training run" in manifest["source_weights"]["provenance"]
+    run = manifest["training_run"]
+    assert run["classes"] == ["MEL", "NV", "BCC"] and run["framework"] == "keras"
+    assert run["dir"] == str(run_dir) and run["train_seconds"] > 0
     assert manifest["heads"] is None
     scorer = json.loads((out / "t-resnet50_tiny-keras-lpips-keras.json").read_text())
     assert scorer["heads"]["source"] == "uniform"

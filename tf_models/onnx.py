@@ -17,7 +17,26 @@ from bridge.metrics import Heads
 from bridge.spec import ArchSpec, InputContract
 from bridge.weights import StateDict
 from tf_models.backbones import create_model, features_model, set_torch_state_dict
-from tf_models.metrics import DISTS, LPIPS
+from tf_models.metrics import DISTS, LPIPS, lpips_distance, lpips_maps
+
+
+def lpips_outputs(metric: LPIPS, a, b) -> dict:
+    """LPIPS `distance` (N,) and `distance_map` (N, 1, H, W) of NHWC batches in [0, 1].
+
+    The map is `LPIPS.spatial` (every tap's map upsampled bilinearly to the input size,
+    summed), written with the input's dynamic size, which `keras.ops.image.resize`
+    does not take; both outputs come from one backbone pass per batch. The twin of
+    torch_models/onnx.py's `LPIPSScorer`.
+    """
+    fa, fb = metric.features(a), metric.features(b)
+    size = tf.shape(a)[1:3]
+    total = 0
+    for m in lpips_maps(fa, fb, metric.heads):
+        total = total + tf.image.resize(m, size, method="bilinear", antialias=False)
+    return {
+        "distance": lpips_distance(fa, fb, metric.heads),
+        "distance_map": tf.transpose(total, (0, 3, 1, 2)),
+    }
 
 
 def graph(
@@ -52,7 +71,13 @@ def graph(
             }
 
         return features, ["image"]
-    metric = LPIPS(model, heads.weights) if kind == "lpips" else DISTS(model, *heads.weights)
+    if kind == "lpips":
+        metric = LPIPS(model, heads.weights)
+        return (lambda image_a, image_b: lpips_outputs(metric, nhwc(image_a), nhwc(image_b))), [
+            "image_a",
+            "image_b",
+        ]
+    metric = DISTS(model, *heads.weights)
     return (lambda image_a, image_b: {"distance": metric((nhwc(image_a), nhwc(image_b)))}), [
         "image_a",
         "image_b",

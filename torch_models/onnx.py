@@ -18,7 +18,7 @@ from bridge.metrics import Heads
 from bridge.spec import ArchSpec, InputContract
 from bridge.weights import StateDict
 from torch_models.backbones import create_model
-from torch_models.metrics import DISTS, LPIPS
+from torch_models.metrics import DISTS, LPIPS, lpips_distance, lpips_spatial
 
 
 class Classifier(nn.Module):
@@ -43,6 +43,25 @@ class Features(Classifier):
         return tuple(taps[name] for name in self.model.spec.tap_names)
 
 
+class LPIPSScorer(nn.Module):
+    """Two image batches in [0, 1] -> LPIPS `distance` (N,) and `distance_map` (N, 1, H, W).
+
+    The map is `LPIPS.spatial` (every tap's map upsampled bilinearly to the input size,
+    summed); both outputs come from one backbone pass per batch. The twin of
+    tf_models/onnx.py's `lpips_outputs`.
+    """
+
+    def __init__(self, metric: LPIPS):
+        super().__init__()
+        self.metric = metric
+
+    def forward(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        fa, fb = self.metric.features(a), self.metric.features(b)
+        heads = self.metric.heads
+        size = (a.shape[2], a.shape[3])
+        return lpips_distance(fa, fb, heads), lpips_spatial(fa, fb, heads, size)
+
+
 def graph(
     spec: ArchSpec,
     num_classes: int,
@@ -62,7 +81,8 @@ def graph(
     if kind == "features":
         return Features(model, contract).eval(), ["image"], list(spec.tap_names)
     if kind == "lpips":
-        return LPIPS(model, heads.weights).eval(), ["image_a", "image_b"], ["distance"]
+        scorer = LPIPSScorer(LPIPS(model, heads.weights)).eval()
+        return scorer, ["image_a", "image_b"], ["distance", "distance_map"]
     return DISTS(model, *heads.weights).eval(), ["image_a", "image_b"], ["distance"]
 
 
@@ -79,7 +99,11 @@ def export(
 ) -> Callable[..., dict[str, np.ndarray]]:
     """Write the ONNX file; return the native model as numpy in, {output: array} out."""
     module, inputs, outputs = graph(spec, num_classes, state, kind, contract, heads)
-    n = contract.native_size
+    # A dynamic graph is traced where no tap is 1 x 1 and declared from 33 px: upsampling
+    # a 1 x 1 map (LPIPS's distance_map on a 32 px ResNet) is a special case that
+    # torch.export would otherwise bake in as a fixed size. The ONNX graph has no such
+    # branch and runs at 32 px too (the parity probes check the native size).
+    n = max(contract.native_size, 64) if dynamic else contract.native_size
     example = tuple(torch.rand(2, 3, n, n) for _ in inputs)
     batch = torch.export.Dim("batch", min=1)
     if not dynamic:
@@ -87,8 +111,8 @@ def export(
     else:
         axes = {
             0: batch,
-            2: torch.export.Dim("height", min=32),
-            3: torch.export.Dim("width", min=32),
+            2: torch.export.Dim("height", min=33),
+            3: torch.export.Dim("width", min=33),
         }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
