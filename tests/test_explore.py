@@ -1,0 +1,504 @@
+"""evaluation.explore: the region explorer's server, its CLI, and its page in a real browser."""
+
+import csv
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from conftest import ROOT, assert_one_line_error, run_module
+from PIL import Image
+
+from bridge.data.image import decode_image
+from bridge.data.readers import read_region_pairs
+from bridge.data.synth import SynthConfig, generate
+from bridge.export import export, source_from_weights
+from bridge.weights import random_state_dict, write_state_dict
+from evaluation.explore import Explorer, find_scorers, load_scorers, make_server
+from evaluation.score import Scorer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; .ci/run installs it
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SCREENSHOT = ROOT / "docs" / "explorer.png"
+UPLOAD_CAP = 400_000  # bytes, small so that the oversize case is cheap
+PIXEL_CAP = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny VGG16 LPIPS and DISTS scorers from both origins, plus files to be ignored."""
+    root = tmp_path_factory.mktemp("explore-models")
+    weights = write_state_dict(random_state_dict("vgg16_tiny", 4, seed=3), root / "w.safetensors")
+    source = source_from_weights("vgg16_tiny", weights)
+    out = root / "models"
+    paths = [
+        export(source, kind, origin, out)
+        for kind in ("lpips", "dists")
+        for origin in ("torch", "keras")
+    ]
+    # a classifier manifest and a file without one: both left out of the explorer
+    shutil.copy(paths[0], out / "x-classifier-torch.onnx")
+    manifest = json.loads(paths[0].with_suffix(".json").read_text())
+    (out / "x-classifier-torch.json").write_text(json.dumps({**manifest, "kind": "classifier"}))
+    shutil.copy(paths[0], out / "orphan.onnx")
+    return out, sorted(paths)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A folder of images: a synthetic lesion, rated cases, an EXIF-rotated JPEG, traps."""
+    root = tmp_path_factory.mktemp("explore-images")
+    synth = generate(
+        root / "synthetic", SynthConfig(per_class=1, cases=1, size=192, views_per_lesion=1)
+    )
+    folder = root / "images"
+    shutil.copytree(synth / "rated" / "CASE001", folder / "cases" / "CASE001")
+    truth = (synth / "isic2019" / "ISIC_2019_Training_GroundTruth.csv").read_text().splitlines()
+    melanoma = next(row.split(",")[0] for row in truth[1:] if row.split(",")[1] == "1.0")
+    lesion = synth / "isic2019" / "ISIC_2019_Training_Input" / f"{melanoma}.jpg"
+    shutil.copy(lesion, folder / "lesion.jpg")
+    # stored 192 wide x 128 high, shown (and scored) 128 wide x 192 high: EXIF orientation 6
+    stored = np.asarray(Image.open(lesion))[32:160]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(folder / "rotated.jpg", quality=95, exif=exif)
+    (folder / "fake.jpg").write_text("not an image, whatever its name says\n")
+    Image.fromarray(stored).save(folder / ".hidden.png")
+    (root / "secret.png").write_bytes(b"SECRET-CONTENT")
+    (folder / "link.png").symlink_to(root / "secret.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(models, images, tmp_path_factory):
+    """The explorer on 127.0.0.1, a free port, in a thread."""
+    scorers = load_scorers(find_scorers(models[0]), prefer_gpu=False)
+    uploads = tmp_path_factory.mktemp("explore-uploads")
+    app = Explorer(scorers, images, uploads, UPLOAD_CAP, PIXEL_CAP, synthetic_images=True)
+    httpd = make_server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def call(server, method, path, body=None, headers=None):
+    """One raw HTTP request (no client-side path normalisation); (status, headers, body)."""
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def post_json(server, path, payload):
+    data = json.dumps(payload).encode()
+    status, _, body = call(server, "POST", path, data, {"Content-Type": "application/json"})
+    return status, json.loads(body)
+
+
+def cli_distance(model, image, other, box_a, box_b):
+    args = [str(model), str(image), str(other), "--json", "--cpu"]
+    args += ["--region-a", box_a] if box_a else []
+    args += ["--region-b", box_b] if box_b else []
+    result = run_module("evaluation.score", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["distance"]
+
+
+# ------------------------------------------------------------------ server
+
+
+def test_scorers_found_and_listing(server, models, images):
+    assert find_scorers(models[0]) == models[1]  # the classifier and the orphan are left out
+    status, _, body = call(server, "GET", "/api/info")
+    info = json.loads(body)
+    assert status == 200 and len(info["scorers"]) == 4
+    assert {(s["metric"], s["origin"]) for s in info["scorers"]} == {
+        (m, o) for m in ("lpips", "dists") for o in ("torch", "keras")
+    }
+    assert info["synthetic_images"] is True and info["max_upload_bytes"] == UPLOAD_CAP
+    names = [i["name"] for i in json.loads(call(server, "GET", "/api/images")[2])["images"]]
+    assert names == [
+        "cases/CASE001/0.jpg", "cases/CASE001/1.jpg", "cases/CASE001/2.jpg",
+        "fake.jpg", "lesion.jpg", "rotated.jpg",
+    ]  # fmt: skip
+    status, headers, page = call(server, "GET", "/")
+    assert status == 200 and b"dermsim region explorer" in page
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    for name in ("explore.js", "explore.css"):
+        assert call(server, "GET", f"/static/{name}")[0] == 200
+    static = b"".join(call(server, "GET", f"/static/{n}")[2] for n in ("explore.js", "explore.css"))
+    assert b"http://" not in static + page and b"https://" not in static + page  # offline
+
+
+def test_page_numbers_equal_the_score_cli(server, models, images):
+    lesion = images / "lesion.jpg"
+    box_a, box_b = "60,50,64,60", "12,70,48,52"
+    status, result = post_json(
+        server,
+        "/api/compare",
+        {"image_a": "lesion.jpg", "box_a": box_a, "image_b": "lesion.jpg", "box_b": box_b},
+    )
+    assert status == 200, result
+    assert [r["metric"] for r in result["results"]] == ["dists"] * 2 + ["lpips"] * 2
+    for row, path in zip(result["results"], models[1], strict=True):
+        assert row["scorer"] == path.stem and row["error"] is None
+        expected = cli_distance(path, lesion, lesion, box_a, box_b)
+        assert row["distance"] == pytest.approx(expected, abs=1e-6)
+    # crops as fed (one pair per input size) and one heat map per LPIPS scorer
+    assert [c["size"] for c in result["crops"]] == [32]
+    crop = Image.open(io.BytesIO(_data(result["crops"][0]["a"])))
+    assert crop.size == (32, 32)
+    assert len(result["maps"]) == 2 and all(m["max"] > 0 for m in result["maps"])
+    assert Image.open(io.BytesIO(_data(result["maps"][0]["image"]))).size == (32, 32)
+
+
+def _data(url):
+    import base64
+
+    assert url.startswith("data:image/png;base64,")
+    return base64.b64decode(url.split(",", 1)[1])
+
+
+def test_exif_orientation_is_respected(server, models, images):
+    status, headers, png = call(server, "GET", "/api/image/rotated.jpg")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    shown = np.asarray(Image.open(io.BytesIO(png)))
+    decoded = decode_image(images / "rotated.jpg")
+    assert shown.shape == decoded.shape == (192, 128, 3)  # turned upright
+    assert np.array_equal(shown, np.rint(decoded * 255).astype(np.uint8))
+    # a region that fits only the upright image (y + h = 180 > 128 stored rows)
+    box = "20,120,100,60"
+    status, result = post_json(
+        server,
+        "/api/compare",
+        {"image_a": "rotated.jpg", "box_a": box, "image_b": "cases/CASE001/1.jpg", "box_b": ""},
+    )
+    assert status == 200, result
+    rotated, case = images / "rotated.jpg", images / "cases" / "CASE001" / "1.jpg"
+    lpips_torch = next(p for p in models[1] if p.stem.endswith("lpips-torch"))
+    by_id = {r["scorer"]: r["distance"] for r in result["results"]}
+    assert by_id[lpips_torch.stem] == pytest.approx(
+        cli_distance(lpips_torch, rotated, case, box, None), abs=1e-6
+    )
+    for path in models[1]:
+        direct = Scorer(path, prefer_gpu=False).score(rotated, case, box_a=box)
+        assert by_id[path.stem] == pytest.approx(direct, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "request_, status, message",
+    [
+        ({"box_a": "150,100,50,30"}, 400, "lies outside the 192x192 image"),
+        ({"box_a": "0,0,0,10"}, 400, "w and h must be >= 1"),
+        ({"box_b": "10,10,4,30"}, 400, "draw at least 8x8"),
+        ({"box_a": [1, 2, 3]}, 400, "expected 'x,y,w,h'"),
+        ({"image_b": ""}, 400, "image_b: expected the name"),
+        ({"image_a": "nope.jpg"}, 404, "no image 'nope.jpg'"),
+        ({"image_a": "fake.jpg"}, 400, "unreadable image"),
+    ],
+)
+def test_bad_comparisons_get_a_message(server, request_, status, message):
+    payload = {"image_a": "lesion.jpg", "box_a": "", "image_b": "lesion.jpg", "box_b": ""}
+    got, body = post_json(server, "/api/compare", {**payload, **request_})
+    assert got == status and message in body["error"], body
+
+
+def test_nothing_outside_the_given_folders_is_served(server, images):
+    secret = images.parent / "secret.png"
+    paths = [
+        "/api/image/../secret.png",
+        "/api/image/..%2Fsecret.png",
+        "/api/image/%2e%2e%2fsecret.png",
+        "/api/image/cases%2F..%2F..%2Fsecret.png",
+        "/api/image/" + quote(str(secret), safe=""),
+        "/api/image/" + quote(str(secret)),
+        "/api/image//etc/passwd",
+        "/api/image/link.png",  # a symlink out of the folder is not listed
+        "/api/image/.hidden.png",
+        "/static/../explore.py",
+        "/static/%2e%2e/explore.py",
+        "/static/..%2Fscore.py",
+        "/static/" + quote(str(Path(__file__).resolve()), safe=""),
+        "/../../etc/passwd",
+    ]
+    for path in paths:
+        status, _, body = call(server, "GET", path)
+        assert status in (400, 404), path
+        assert b"SECRET" not in body and b"import" not in body, path
+    status, body = post_json(
+        server, "/api/compare", {"image_a": "../secret.png", "box_a": "", "image_b": "lesion.jpg"}
+    )
+    assert status == 404 and "no image" in body["error"]
+    # a page on another host name (DNS rebinding) and a cross-origin POST are refused
+    assert call(server, "GET", "/api/info", headers={"Host": "evil.example"})[0] == 403
+    status, _, _ = call(
+        server, "POST", "/api/history/clear", b"{}",
+        {"Origin": "http://evil.example", "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 403
+
+
+def test_uploads_are_capped_and_checked(server):
+    def upload(data, name):
+        path = f"/api/upload?name={quote(name)}"
+        status, _, body = call(server, "POST", path, data, {"Content-Type": "image/jpeg"})
+        return status, json.loads(body)
+
+    status, body = upload(b"hello, I am a text file\n", "notes.jpg")
+    assert status == 400 and "notes.jpg: unreadable image" in body["error"]
+    status, body = upload(os.urandom(UPLOAD_CAP + 1), "big.jpg")
+    assert status == 413 and f"exceeds the upload limit of {UPLOAD_CAP} bytes" in body["error"]
+    out = io.BytesIO()
+    Image.new("RGB", (1250, 1000), (200, 150, 120)).save(out, "PNG")  # small file, many pixels
+    status, body = upload(out.getvalue(), "huge.png")
+    assert status == 400 and f"exceeds the limit of {PIXEL_CAP}" in body["error"]
+    assert upload(b"", "empty.png")[0] == 400
+
+    rng = np.random.default_rng(0)
+    out = io.BytesIO()
+    Image.fromarray((rng.uniform(0, 1, (60, 90, 3)) * 255).astype(np.uint8)).save(out, "PNG")
+    status, body = upload(out.getvalue(), "../../my photo.png")
+    assert status == 200, body
+    assert body["name"].startswith("upload:") and (body["width"], body["height"]) == (90, 60)
+    assert body["label"] == "my photo.png (upload)"  # the client's path is dropped
+    listed = json.loads(call(server, "GET", "/api/images")[2])["images"]
+    assert body["name"] in [i["name"] for i in listed]
+    status, result = post_json(
+        server,
+        "/api/compare",
+        {"image_a": body["name"], "box_a": "", "image_b": body["name"], "box_b": ""},
+    )
+    assert status == 200 and all(abs(r["distance"]) <= 1e-6 for r in result["results"])
+
+
+def test_history_csv_round_trips_through_score_pairs(server, models, images, tmp_path):
+    assert call(server, "POST", "/api/history/clear", b"{}")[0] == 200
+    requests = [
+        ("lesion.jpg", "60,50,64,60", "lesion.jpg", "12,70,48,52"),
+        ("cases/CASE001/0.jpg", "", "rotated.jpg", "20,120,100,60"),
+    ]
+    for a, box_a, b, box_b in requests:
+        request = {"image_a": a, "box_a": box_a, "image_b": b, "box_b": box_b}
+        assert post_json(server, "/api/compare", request)[0] == 200
+    history = json.loads(call(server, "GET", "/api/history")[2])["history"]
+    assert [h["id"] for h in history] == ["cmp1", "cmp2"]
+    status, headers, body = call(server, "GET", "/api/history.csv")
+    assert status == 200 and "attachment" in headers["Content-Disposition"]
+    table = tmp_path / "explorer-history.csv"
+    table.write_bytes(body)
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert rows[0]["box_a"] == "60,50,64,60" and rows[1]["box_a"] == ""
+    assert '"60,50,64,60"' in body.decode()  # boxes quoted
+    pairs = read_region_pairs(table)  # the project's reader takes it as it is
+    assert [p.id for p in pairs.pairs] == ["cmp1", "cmp2"]
+    assert pairs.pairs[1].image_b == (images / "rotated.jpg").resolve()
+    lpips_torch = next(p for p in models[1] if p.stem.endswith("lpips-torch"))
+    out = tmp_path / "scores.csv"
+    result = run_module(
+        "evaluation.score", str(lpips_torch), "--pairs", str(table), "--out", str(out), "--cpu"
+    )
+    assert result.returncode == 0, result.stderr
+    rescored = list(csv.DictReader(out.open()))
+    for row, again in zip(rows, rescored, strict=True):
+        assert again["id"] == row["id"]
+        assert float(again["lpips"]) == pytest.approx(float(row[lpips_torch.stem]), abs=1e-6)
+    assert post_json(server, "/api/history/clear", {})[1] == {"history": []}
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_without_scorers_says_what_to_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_module("evaluation.explore", "--models", str(tmp_path / "empty"))
+    assert_one_line_error(result, "no LPIPS or DISTS scorers", "python -m bridge.export")
+    result = run_module("evaluation.explore", "--models", str(tmp_path / "nowhere"))
+    assert_one_line_error(result, "no such models folder", "--kind lpips,dists")
+
+
+def test_cli_serves_on_a_free_loopback_port(models, images, caplog):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "evaluation.explore", "--models", str(models[0]),
+         "--images", str(images), "--port", "0", "--cpu"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = process.stdout.readline()
+        assert "http://127.0.0.1:" in line, process.stderr.read() if process.poll() else line
+        url = line.split()[3]
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request("GET", "/api/info")
+        assert len(json.loads(conn.getresponse().read())["scorers"]) == 4
+        conn.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=30)
+    assert process.returncode == 0, log
+    uploads = Path(log.split("uploads go to ", 1)[1].split(" (removed on exit)")[0])
+    assert uploads.name.startswith("dermsim-uploads-") and not uploads.exists()
+    # binding elsewhere is allowed, with a warning
+    scorers = load_scorers(find_scorers(models[0])[:1], prefer_gpu=False)
+    app = Explorer(scorers, images, images.parent / "uploads-warn")
+    with caplog.at_level("WARNING", logger="evaluation.explore"):
+        make_server(app, "0.0.0.0", 0).server_close()
+    assert "reachable from other machines" in caplog.text
+
+
+def test_explorer_imports_neither_torch_nor_tensorflow():
+    code = (
+        "import sys, evaluation.explore\n"
+        "loaded = sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# ------------------------------------------------------------------ browser
+
+
+def _browser():
+    """Playwright and Debian's chromium, or a skip (a failure under CI) naming what is missing."""
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "playwright is not installed (pip install -c constraints.txt playwright)"
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        missing = f"{CHROMIUM} is missing (apt-get install chromium)"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test must run in CI: {missing}")
+        pytest.skip(f"{missing}; set CI=1 to make this a failure")
+    return sync_playwright
+
+
+def _save_screenshot(page, tmp_path):
+    """Always take the screenshot; write docs/explorer.png when DERMSIM_UPDATE_SCREENSHOTS=1."""
+    raw = tmp_path / "explorer.png"
+    page.screenshot(path=str(raw), full_page=True)
+    assert raw.stat().st_size > 0
+    if os.environ.get("DERMSIM_UPDATE_SCREENSHOTS") == "1":
+        image = Image.open(raw).convert("RGB")
+        image = image.quantize(
+            colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        image.save(SCREENSHOT, optimize=True)
+        assert SCREENSHOT.stat().st_size < 300_000
+
+
+def test_page_in_a_real_browser(server, models, images, tmp_path):
+    sync_playwright = _browser()
+    assert call(server, "POST", "/api/history/clear", b"{}")[0] == 200
+    started = time.perf_counter()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 860})
+        problems = []
+        page.on("pageerror", lambda err: problems.append(str(err)))
+        page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
+        page.on("request", lambda r: r.url.startswith(server.url) or problems.append(r.url))
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready='true']")
+        assert "4 scorers loaded" in page.inner_text("#summary")
+
+        page.select_option("#image-a", "lesion.jpg")
+        page.wait_for_selector("#img-a[data-loaded='lesion.jpg']")
+        canvas = page.locator("#canvas-a").bounding_box()
+        scale = canvas["width"] / 192  # screen pixels per source pixel at "fit"
+        assert scale > 1.5
+
+        def drag(x0, y0, x1, y1):  # source pixels -> a mouse drag on the canvas
+            page.mouse.move(canvas["x"] + x0 * scale, canvas["y"] + y0 * scale)
+            page.mouse.down()
+            page.mouse.move(canvas["x"] + x1 * scale, canvas["y"] + y1 * scale, steps=5)
+            page.mouse.up()
+
+        drag(58, 46, 130, 118)  # A over the lesion
+        drag(8, 84, 52, 140)  # B on normal skin
+
+        def boxes():
+            values = {
+                k: int(page.input_value(f"#{k}"))
+                for s in "ab"
+                for k in (f"{s}-x", f"{s}-y", f"{s}-w", f"{s}-h")
+            }
+            return tuple(",".join(str(values[f"{s}-{k}"]) for k in "xywh") for s in "ab")
+
+        box_a, box_b = boxes()
+        for box, expected in ((box_a, (58, 46, 72, 72)), (box_b, (8, 84, 44, 56))):
+            assert np.abs(np.array(box.split(","), int) - expected).max() <= 1, box
+        # zoom 200%: the numbers stay in source pixels; a drag of 20 screen px moves B by 10
+        page.select_option("#zoom", "2")
+        canvas = page.locator("#canvas-a").bounding_box()
+        assert canvas["width"] == pytest.approx(384, abs=1)
+        scale = 2
+        drag(30, 112, 40, 112)
+        assert boxes()[0] == box_a
+        moved = np.array(boxes()[1].split(","), int) - np.array(box_b.split(","), int)
+        assert list(moved) == [10, 0, 0, 0]
+        box_b = boxes()[1]
+        page.select_option("#zoom", "fit")
+
+        page.click("#compare")
+        page.wait_for_selector("[data-testid=result-row] >> nth=3")
+        lesion = images / "lesion.jpg"
+        rows = page.locator("[data-testid=result-row]")
+        assert rows.count() == 4
+        for i in range(4):
+            row = rows.nth(i)
+            path = next(p for p in models[1] if p.stem == row.get_attribute("data-scorer"))
+            expected = Scorer(path, prefer_gpu=False).score(lesion, lesion, box_a, box_b)
+            cell = row.locator("[data-testid=distance]")
+            assert float(cell.get_attribute("data-value")) == pytest.approx(expected, abs=1e-6)
+            assert float(cell.inner_text()) == pytest.approx(expected, abs=6e-7)  # as shown
+        assert page.locator("[data-testid=heat-map]").count() == 2
+        assert page.locator("[data-testid=crop-a]").count() == 1
+        assert page.locator("[data-testid=history-row]").count() == 1
+        page.wait_for_timeout(100)
+        _save_screenshot(page, tmp_path)
+
+        # two images, whole: the same numbers as the API
+        page.check("#mode-two")
+        page.select_option("#image-b", "cases/CASE001/2.jpg")
+        page.wait_for_selector("#img-b[data-loaded='cases/CASE001/2.jpg']")
+        page.check("#whole-a")
+        page.check("#whole-b")
+        page.click("#compare")
+        page.wait_for_selector("[data-testid=history-row] >> nth=1")
+        shown = float(page.locator("[data-testid=distance]").first.get_attribute("data-value"))
+        first = models[1][0]
+        expected = Scorer(first, prefer_gpu=False).score(lesion, images / "cases/CASE001/2.jpg")
+        assert shown == pytest.approx(expected, abs=1e-6)
+
+        # a text file named .jpg: the page shows the decoder's message
+        fake = tmp_path / "notes.jpg"
+        fake.write_text("these are notes, not a photograph\n")
+        assert page.locator("#error").is_hidden()
+        page.set_input_files("#upload-a", str(fake))
+        page.wait_for_selector("#error:not([hidden])")
+        message = page.inner_text("#error-text")
+        assert "Upload failed" in message and "notes.jpg: unreadable image" in message
+        browser.close()
+    assert not problems, problems  # no script error, nothing requested from elsewhere
+    print(f"browser test: {time.perf_counter() - started:.1f} s")
