@@ -98,7 +98,9 @@ class Scorer:
         if not np.isfinite(pixels).all():
             raise ValueError("the image holds NaN or infinite pixels")
         region = crop(pixels, box)
-        return fit(region, self.size, self.policy, self.interpolation).transpose(2, 0, 1).copy()
+        fitted = fit(region, self.size, self.policy, self.interpolation)
+        # bicubic resampling overshoots [0, 1] a little at sharp edges
+        return np.clip(fitted, 0.0, 1.0).transpose(2, 0, 1).copy()
 
     def _decode(self, path: str | os.PathLike) -> np.ndarray:
         """Decode an image, keeping the last few: pair tables reuse images row after row."""

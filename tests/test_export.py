@@ -156,6 +156,16 @@ def test_scorer_properties_through_onnx(exported, arch, kind):
         assert np.allclose(d, single, atol=1e-6)
 
 
+def test_bicubic_overshoot_is_clipped_before_scoring(exported):
+    """A ViT scorer resizes bicubically; sharp noise overshoots [0, 1] and must still score."""
+    scorer = Scorer(exported["vit_b16_tiny", "torch", "lpips"])
+    assert scorer.interpolation == "bicubic"
+    noise = np.random.default_rng(3).integers(0, 2, (50, 70, 3)).astype(np.float32)
+    prepared = scorer.prepare(noise)
+    assert prepared.min() >= 0 and prepared.max() <= 1
+    assert scorer.score(noise, noise[::-1]) > 0
+
+
 @pytest.mark.parametrize("arch", spec.TINY_ARCHS)
 @pytest.mark.parametrize("origin", ["torch", "keras"])
 def test_shared_reference_equals_pairwise(exported, arch, origin):
