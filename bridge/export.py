@@ -170,8 +170,12 @@ def source_from_run(run_dir: str | os.PathLike) -> Source:
 def default_heads(kind: str, spec: ArchSpec, choice: str | None) -> Heads | None:
     """Heads for a scorer: `published` (ImageNet VGG16 only), `uniform` or a file path.
 
-    Default: published heads on `vgg16`, uniform heads on every other backbone.
+    Default: published heads on `vgg16`, uniform heads on every other backbone. A file
+    is either fitted heads (`bridge.finetune_metric`, any backbone whose taps they fit;
+    they carry their fit record) or the reference packages' heads (vgg16 only).
     """
+    from bridge.metrics import is_fitted_heads, read_fitted_heads
+
     if kind not in ("lpips", "dists"):
         return None
     choice = choice or ("published" if spec.name == "vgg16" else "uniform")
@@ -179,6 +183,8 @@ def default_heads(kind: str, spec: ArchSpec, choice: str | None) -> Heads | None
         return uniform_heads(kind, spec)
     if choice == "published":
         return reference_heads(kind, spec)
+    if is_fitted_heads(choice) or spec.name != "vgg16":
+        return read_fitted_heads(choice, kind, spec)
     return reference_heads(kind, spec, path=choice)
 
 
@@ -389,7 +395,7 @@ def _manifest(source, kind, origin, path, heads, error, bound, probes) -> dict:
             "sha256": sha256_file(source.weights),
             "provenance": source.provenance,
         },
-        "heads": None if heads is None else {"source": heads.source, "fitted": False},
+        "heads": None if heads is None else heads.manifest_entry(),
         "synthetic": source.synthetic,
         "training_run": source.run,
         "input_contract": contract,
