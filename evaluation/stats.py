@@ -595,6 +595,7 @@ def agreement(
     level: float = 0.95,
     seed: int = 0,
     fit: str = "logistic4",
+    plcc_resamples: int | None = None,
 ) -> dict[str, Interval]:
     """SRCC, KRCC and PLCC of scores against ratings, each with a bootstrap CI over cases.
 
@@ -608,6 +609,8 @@ def agreement(
         level: Confidence level.
         seed: Seed of the resampling.
         fit: Curve fitted before PLCC (see `plcc`).
+        plcc_resamples: Resamples of the PLCC interval (default `n_resamples`); each one
+            refits the curve, which costs far more than the rank statistics.
 
     Returns:
         `{"srcc", "krcc", "plcc"}` -> Interval.
@@ -624,7 +627,7 @@ def agreement(
         out[name], _ = _bootstrap(
             _statistic_function(name, fit),
             [s, r],
-            n_resamples=n_resamples,
+            n_resamples=plcc_resamples or n_resamples if name == "plcc" else n_resamples,
             level=level,
             method="BCa",
             seed=seed,

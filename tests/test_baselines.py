@@ -32,7 +32,7 @@ CATEGORIES = tuple(range(1, 8))
 
 @pytest.fixture
 def small_forest(monkeypatch):
-    """The random forest with 30 trees instead of 200: same grid, a fraction of the time."""
+    """The random forest with 30 trees instead of 100: same grid, a fraction of the time."""
     _, grid = CLASSIFIERS["random_forest"]
 
     def factory(seed: int) -> Pipeline:
@@ -96,7 +96,7 @@ def test_registries_are_seeded_pipelines_with_small_grids() -> None:
             for key, values in grid.items():
                 clone(estimator).set_params(**{key: values[0]})  # the grid addresses the model
     forest = CLASSIFIERS["random_forest"][0](0).steps[-1][1]
-    assert isinstance(forest, RandomForestClassifier) and forest.n_estimators == 200
+    assert isinstance(forest, RandomForestClassifier) and forest.n_estimators == 100
 
 
 # ---------------------------------------------------------------------------------------------
