@@ -73,3 +73,20 @@ def test_tampered_file_is_refused(scorer, tmp_path):
         "evaluation.score", str(scorer), str(tmp_path / "a.png"), str(tmp_path / "a.png")
     )
     assert_one_line_error(result, "does not match its manifest")
+
+
+def test_compare_runs_on_onnxruntime_alone(scorer, tmp_path):
+    """The comparison report from a scorer and a rated set, with no framework installed
+    (in `tox -e eval`) or importable."""
+    from bridge.data.synth import SynthConfig, generate
+
+    data = generate(tmp_path / "synthetic", SynthConfig(per_class=3, size=40, cases=15, raters=3))
+    result = run_module(
+        "evaluation.compare", "--models", str(scorer.parent), "--rated", str(data / "rated"),
+        "--out", str(tmp_path / "report"), "--bootstrap", "200", "--cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    rows = {r["metric"] for r in results["agreement"]["aspects"]["overall"]["rows"]}
+    assert "lpips test hand-built" in rows and "true deviation (synthetic oracle)" in rows
+    assert "SYNTHETIC DATA" in (tmp_path / "report" / "report.html").read_text()

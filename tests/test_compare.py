@@ -1,0 +1,254 @@
+"""`python -m bridge.demo` and `python -m evaluation.compare` end to end on tiny models.
+
+One module fixture runs the demo pipeline on a small synthetic set with the tiny
+variants (both trainers, export, comparison); the tests read its report and run the
+comparison again on altered inputs.
+"""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_module
+
+from bridge.data.synth import SynthConfig, generate
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    data = root / "synthetic"
+    generate(data, SynthConfig(seed=0, per_class=24, size=40, cases=24, raters=4))
+    config = root / "tiny.toml"
+    config.write_text(
+        "\n".join([
+            'name = "tiny"', f'output = "{root / "runs"}"', "seed = 0", "[data]",
+            'source = "synthetic"', f'path = "{data}"', "image_size = 32",
+            "val_fraction = 0.2", "test_fraction = 0.25", "[train]",
+            'archs = ["vgg16_tiny", "resnet50_tiny"]', "epochs = 1", "batch_size = 16",
+            "warmup_epochs = 0",
+        ]) + "\n"
+    )  # fmt: skip
+    args = [
+        "--config", str(config), "--models", str(root / "models"), "--out",
+        str(root / "report"), "--bootstrap", "300", "--origin", "native",
+    ]  # fmt: skip
+    result = run_module("bridge.demo", *args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip().endswith("report.html")
+    return root, args, result
+
+
+def results_of(report_dir):
+    return json.loads((report_dir / "results.json").read_text())
+
+
+def compare_args(root, out, *extra):
+    return [
+        "--models", str(root / "models"), "--rated", str(root / "synthetic" / "rated"),
+        "--out", str(out), "--bootstrap", "200", "--cpu", *extra,
+    ]  # fmt: skip
+
+
+def test_the_demo_writes_a_complete_report(demo):
+    root, _, _ = demo
+    report = root / "report"
+    for name in ("report.html", "report.md", "results.json", "agreement.csv", "frameworks.csv",
+                 "classification.csv", "inter_rater.csv", "layers.csv", "item_scores.csv",
+                 "per_rater_srcc.csv", "classification_torch_vs_keras.csv"):  # fmt: skip
+        assert (report / name).is_file(), name
+    page = (report / "report.html").read_text()
+    assert "SYNTHETIC DATA" in page and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+    assert (report / "report.md").read_text().count("SYNTHETIC DATA") >= 2
+    figures = {p.stem for p in (report / "figures").glob("*.png")}
+    assert {"srcc_overall", "scatter", "severity", "layers", "confusion", "examples"} <= figures
+    results = results_of(report)
+    assert results["synthetic"] is True
+    # every backbone x framework, scored through the file exported from its own framework
+    models = results["provenance"]["models"]
+    assert {(m["backbone"], m["framework"], m["kind"]) for m in models} == {
+        (b, f, k) for b in ("vgg16_tiny", "resnet50_tiny") for f in ("torch", "keras")
+        for k in ("classifier", "features", "lpips", "dists")
+    }  # fmt: skip
+    assert all(m["origin"] == m["framework"] for m in models)
+
+
+def test_true_signal_ranks_above_noise_with_the_human_ceiling_beside_them(demo):
+    results = results_of(demo[0] / "report")
+    for aspect in ("color", "texture", "overall"):
+        a = results["agreement"]["aspects"][aspect]
+        rows = {r["metric"]: r for r in a["rows"]}
+        truth = rows["true deviation (synthetic oracle)"]["srcc"]
+        noise = rows["noise baseline"]["srcc"]
+        assert truth["estimate"] > 0.6 and truth["estimate"] > noise["estimate"], aspect
+        assert truth["low"] > 0.4 and noise["low"] < 0.2, aspect
+        ceiling = a["raters"]["ceiling"]
+        assert 0.3 < ceiling["estimate"] <= 1 and ceiling["low"] <= ceiling["estimate"]
+        assert a["raters"]["icc_2_1"] > 0.3
+    header, *lines = [
+        line for line in (demo[0] / "report" / "report.md").read_text().splitlines()
+        if line.startswith("| ")
+    ][:60]  # fmt: skip
+    assert "SRCC overall" in header
+    names = [line.split(" | ")[0][2:] for line in lines]
+    assert names.index("true deviation (synthetic oracle)") < names.index("noise baseline")
+    assert "human ceiling (leave one rater out)" in names
+
+
+def test_classification_and_framework_tables(demo):
+    results = results_of(demo[0] / "report")
+    rows = results["classification"]["rows"]
+    assert len(rows) == 4 and all(0 <= r["balanced_accuracy"]["estimate"] <= 1 for r in rows)
+    assert all(np.sum(r["confusion"]) == r["n"] for r in rows)
+    pairs = results["classification"]["pairs"]
+    assert {p["backbone"] for p in pairs} == {"vgg16_tiny", "resnet50_tiny"}
+    assert all(0 <= p["mcnemar_p"] <= 1 for p in pairs)
+    for row in results["frameworks"]:
+        assert row["torch"]["train_seconds"] > 0 and row["keras"]["train_seconds"] > 0
+        assert row["lpips_between"]["max_abs_difference"] >= 0
+    # scikit-learn baselines on the exported features, on the same test split
+    learned = results["learned"]["classification"]
+    assert {(r["backbone"], r["framework"], r["method"]) for r in learned} == {
+        (b, f, m) for b in ("vgg16_tiny", "resnet50_tiny") for f in ("torch", "keras")
+        for m in ("logistic_regression", "linear_svm", "random_forest", "knn")
+    }  # fmt: skip
+    assert all(r["balanced_accuracy"]["estimate"] is not None for r in learned)
+    rating = results["learned"]["rating"]["overall"]
+    assert {r["method"] for r in rating["regression"]} == {"ridge", "svr"}
+    assert len(rating["ordinal"]["chosen"]) == 5 and -1 <= rating["ordinal"]["qwk"] <= 1
+    assert set(rating["raters"]) == {"R1", "R2", "R3", "R4", "mean"}
+    page = (demo[0] / "report" / "report.md").read_text()
+    assert "Classification baselines on pooled deep features" in page
+    assert "Predicting the overall rating (nested cross-validation)" in page
+    # metrics fitted to these ratings: held-out results only, never in the agreement tables
+    fitted = results["fitted"]
+    assert {(f["metric"], f["framework"]) for f in fitted} == {
+        (m, f) for m in ("lpips", "dists") for f in ("torch", "keras")
+    }
+    assert all(f["pooled"]["fitted"]["low"] <= f["pooled"]["fitted"]["srcc"] for f in fitted)
+    assert len(results["notes"]) == 4 and all("fitted" in n for n in results["notes"])
+    metrics = {r["metric"] for r in results["agreement"]["aspects"]["overall"]["rows"]}
+    assert not any("fitted" in m for m in metrics)
+    assert "Metrics fitted to ratings (held-out folds)" in page
+    # layer choices are made inside cross-validation
+    layers = results["agreement"]["aspects"]["overall"]["layers"]
+    assert len(layers) == 4 and all(len(layer["cv"]["chosen"]) == 5 for layer in layers)
+
+
+def test_the_agreement_table_matches_scipy_on_the_item_scores(demo):
+    from scipy import stats
+
+    report = demo[0] / "report"
+    with open(report / "item_scores.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    results = results_of(report)
+    for row in results["agreement"]["aspects"]["overall"]["rows"]:
+        if row["family"] in ("oracle", "baseline"):
+            continue
+        x = np.array([float(r[row["metric"]]) for r in table])
+        y = np.array([float(r["mean_overall"]) for r in table])
+        assert abs(stats.spearmanr(x, y).statistic - row["srcc"]["estimate"]) <= 1e-9
+
+
+def test_a_second_run_keeps_finished_work(demo):
+    _, args, _ = demo
+    result = run_module("bridge.demo", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [line for line in result.stderr.splitlines() if line.startswith("== ")]
+    assert len(steps) == 1 and steps[0].startswith("== compare"), steps
+
+
+def test_compare_never_imports_a_framework(demo, tmp_path):
+    root = demo[0]
+    code = (
+        "import sys\n"
+        "class Block:  # any import of a framework now fails\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'tensorflow', 'keras'):\n"
+        "            raise ImportError(f'{name} is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from evaluation.compare import main\n"
+        f"code = main({compare_args(root, tmp_path / 'r')!r})\n"
+        "assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules)\n"
+        "sys.exit(code)\n"
+    )
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_missing_ratings_and_a_rater_subset(demo, tmp_path):
+    root = demo[0]
+    rated = tmp_path / "rated"
+    shutil.copytree(root / "synthetic" / "rated", rated)
+    (rated / "SYNTHETIC").write_text("")
+    with open(rated / "ratings.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    for row in rows[1:6]:
+        row[1] = row[2] = ""  # R1 did not rate five cases
+    with open(rated / "ratings.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    args = compare_args(root, tmp_path / "r", "--raters", "R1,R2,R3")
+    args[args.index("--rated") + 1] = str(rated)
+    result = run_module("evaluation.compare", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = results_of(tmp_path / "r")
+    assert results["rated"]["raters"] == ["R1", "R2", "R3"]
+    overall = results["agreement"]["aspects"]["overall"]["raters"]
+    assert overall["n_missing_cells"] >= 5 and overall["n_items"] == 24
+
+
+def test_bad_inputs_get_one_line_errors(demo, tmp_path):
+    root = demo[0]
+    assert_one_line_error(
+        run_module("evaluation.compare", *compare_args(root, tmp_path / "r", "--raters", "R9")),
+        "unknown rater 'R9'",
+    )
+    assert_one_line_error(
+        run_module("evaluation.compare", "--models", str(tmp_path / "none")), "tox -e demo"
+    )
+    rated = tmp_path / "rated"
+    shutil.copytree(root / "synthetic" / "rated", rated)
+    text = (rated / "ratings.csv").read_text().splitlines()
+    cells = text[3].split(",")
+    cells[1] = "severe"
+    text[3] = ",".join(cells)
+    (rated / "ratings.csv").write_text("\n".join(text) + "\n")
+    args = compare_args(root, tmp_path / "r")
+    args[args.index("--rated") + 1] = str(rated)
+    assert_one_line_error(run_module("evaluation.compare", *args), "ratings.csv", "line 4")
+    (rated / "ratings.csv").write_text("\n".join(text[:3]) + "\n")  # fine again, fewer cases
+    case = sorted(p for p in rated.iterdir() if p.is_dir())[0]
+    for image in case.glob("[1-9].jpg"):
+        image.unlink()  # a case with its reference but no comparison image
+    assert_one_line_error(run_module("evaluation.compare", *args), case.name, "no comparison")
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_a_model_whose_manifest_does_not_match_is_left_out_or_stops(demo, tmp_path):
+    root = demo[0]
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    victim = next(models.glob("*-lpips-torch.onnx"))
+    with open(victim, "ab") as f:
+        f.write(b"\0")
+    args = compare_args(root, tmp_path / "r")
+    args[args.index("--models") + 1] = str(models)
+    result = run_module("evaluation.compare", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    problems = results_of(tmp_path / "r")["problems"]
+    assert len(problems) == 1 and victim.name in problems[0]
+    assert victim.name in (tmp_path / "r" / "report.html").read_text()
+    assert_one_line_error(
+        run_module("evaluation.compare", *args, "--strict"), victim.name, "--strict"
+    )
