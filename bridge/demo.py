@@ -1,0 +1,170 @@
+"""The whole pipeline offline on the built-in synthetic data set (`tox -e demo`).
+
+    python -m bridge.demo [--config configs/demo.toml] [--fresh]
+
+1. both trainers on the demo config (synthetic data generated on first use);
+2. export of every trained model's classifier, feature extractor, LPIPS and DISTS
+   scorer to ONNX (`models/<name>/`), parity-gated. By default every model goes
+   through torch.onnx (Keras-trained weights are ported first, exactly): tf2onnx on
+   the full-size Keras graphs takes minutes per file on 2 cores. `--origin native`
+   exports each model from the framework that trained it, `--origin both` both;
+3. LPIPS and DISTS fitted to the synthetic ratings on VGG16 (`FINETUNE`), the torch-
+   trained model in torch and the Keras-trained one in Keras, in cross-validation
+   (`python -m bridge.finetune_metric`), and their fitted scorers exported;
+4. `python -m evaluation.compare` on them -> `reports/<name>/report.html`.
+
+Each step runs in its own process (the frameworks never share one). Work already done
+is kept: finished runs are not retrained and up-to-date exports not redone, so a second
+`tox -e demo` only re-runs the comparison; `--fresh` starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.config import load_config
+from bridge.files import sha256_file
+
+log = logging.getLogger(__name__)
+
+TRAINERS = {"torch": "torch_models.train", "keras": "tf_models.train"}
+KINDS = ("classifier", "features", "lpips", "dists")
+FINETUNE = ("vgg16",)  # backbones whose metric heads the demo fits to ratings
+
+
+def _step(title: str, argv: Sequence[str], timings: list[tuple[str, float]]) -> None:
+    log.info("== %s: %s", title, " ".join(argv))
+    started = time.time()
+    result = subprocess.run([sys.executable, *argv], check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{title} failed (exit {result.returncode}): python {' '.join(argv)}")
+    timings.append((title, time.time() - started))
+
+
+def _missing_archs(run_root: Path, archs: Sequence[str], framework: str) -> list[str]:
+    """Archs without a finished run (run.json) for this framework."""
+    return [a for a in archs if not (run_root / f"{a}-{framework}" / "run.json").is_file()]
+
+
+def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
+    """Finished runs whose exports are missing or come from another checkpoint."""
+    stale = []
+    for run_json in sorted(run_root.glob("*/run.json")):
+        run = run_json.parent
+        info = json.loads(run_json.read_text())
+        suffix = ".safetensors" if info["framework"] == "torch" else ".weights.h5"
+        sha = sha256_file(run / f"best{suffix}")
+        origins = {"native": [info["framework"]], "both": ["torch", "keras"]}.get(origin, [origin])
+        manifests = [
+            models / f"{run_root.name}-{run.name}-{kind}-{o}.json"
+            for kind in KINDS
+            for o in origins
+        ]
+        if not all(
+            m.is_file() and json.loads(m.read_text())["source_weights"]["sha256"] == sha
+            for m in manifests
+        ):
+            stale.append(run)
+    return stale
+
+
+def _fitted(run: Path, name: str, models: Path) -> bool:
+    """Whether both metrics were fitted on this run's current best checkpoint."""
+    info = json.loads((run / "run.json").read_text())
+    suffix = ".safetensors" if info["framework"] == "torch" else ".weights.h5"
+    sha = sha256_file(run / f"best{suffix}")
+    records = [models / f"{name}-{run.name}-fitted-{m}.cv.json" for m in ("lpips", "dists")]
+    return all(
+        r.is_file() and json.loads(r.read_text())["fit"]["source"]["sha256"] == sha for r in records
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train, export and compare; print the report's path."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.demo", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--config", default="configs/demo.toml", help="shared training config")
+    parser.add_argument("--fresh", action="store_true", help="retrain and re-export everything")
+    parser.add_argument(
+        "--origin",
+        default="torch",
+        choices=("torch", "native", "both"),
+        help="exporter: torch.onnx for all (default, fastest), native or both",
+    )
+    parser.add_argument("--models", default=None, help="ONNX output folder (models/<name>)")
+    parser.add_argument("--out", default=None, help="report folder (reports/<name>)")
+    parser.add_argument(
+        "--bootstrap", type=int, default=2000, help="bootstrap resamples of the comparison"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = load_config(args.config)
+    run_root = config.run_dir
+    models = Path(args.models) if args.models else Path("models") / config.name
+    out = Path(args.out) if args.out else Path("reports") / config.name
+    if args.fresh:
+        for folder in (run_root, models):
+            if folder.exists():
+                log.info("--fresh: removing %s", folder)
+                shutil.rmtree(folder)
+    timings: list[tuple[str, float]] = []
+    for framework, module in TRAINERS.items():
+        missing = _missing_archs(run_root, config.train.archs, framework)
+        stopped = [
+            a
+            for a in missing
+            if (run_root / f"{a}-{framework}" / "resume" / "state.json").is_file()
+        ]
+        new = [a for a in missing if a not in stopped]
+        base = ["-m", module, "--config", args.config, "--arch"]
+        if new:
+            _step(f"train {','.join(new)} ({framework})", [*base, ",".join(new)], timings)
+        for arch in stopped:  # an interrupted earlier run: continue it
+            _step(f"resume {arch} ({framework})", [*base, arch, "--resume"], timings)
+    stale = _stale_runs(run_root, models, args.origin)
+    if stale:
+        _step(
+            f"export {len(stale)} runs",
+            ["-m", "bridge.export", "--run", *map(str, stale), "--kind", ",".join(KINDS),
+             "--origin", args.origin, "--out", str(models)],
+            timings,
+        )  # fmt: skip
+    rated = ["--rated", str(Path(config.data.path) / "rated")]
+    if config.data.source != "synthetic":
+        rated = []
+    for run_json in sorted(run_root.glob("*/run.json")):
+        info = json.loads(run_json.read_text())
+        if info["arch"].removesuffix("_tiny") not in FINETUNE or _fitted(
+            run_json.parent, run_root.name, models
+        ):
+            continue
+        _step(
+            f"fit metrics {run_json.parent.name}",
+            ["-m", "bridge.finetune_metric", "--run", str(run_json.parent), "--metric", "both",
+             "--bootstrap", str(args.bootstrap), "--out", str(models), *rated],
+            timings,
+        )  # fmt: skip
+    compare = ["-m", "evaluation.compare", "--models", str(models), "--name", config.name,
+               "--out", str(out), "--bootstrap", str(args.bootstrap)]  # fmt: skip
+    compare += rated  # the rated cases of the same synthetic set
+    _step("compare", compare, timings)
+    width = max(len(t) for t, _ in timings)
+    log.info("\n%s", "\n".join(f"{t:<{width}}  {s:7.1f} s" for t, s in timings))
+    log.info("total %.1f s", sum(s for _, s in timings))
+    print(out / "report.html")
+    return 0
+
+
+if __name__ == "__main__":
+    from bridge.cli import run
+
+    run(main)
