@@ -170,7 +170,9 @@ def source_from_run(run_dir: str | os.PathLike) -> Source:
 def default_heads(kind: str, spec: ArchSpec, choice: str | None) -> Heads | None:
     """Heads for a scorer: `published` (ImageNet VGG16 only), `uniform` or a file path.
 
-    Default: published heads on `vgg16`, uniform heads on every other backbone. A file
+    Default: published heads on `vgg16` when the lpips / DISTS_pytorch packages that
+    hold them are installed (else uniform, with a warning), uniform heads on every
+    other backbone. A file
     is either fitted heads (`bridge.finetune_metric`, any backbone whose taps they fit;
     they carry their fit record) or the reference packages' heads (vgg16 only).
     """
@@ -178,7 +180,13 @@ def default_heads(kind: str, spec: ArchSpec, choice: str | None) -> Heads | None
 
     if kind not in ("lpips", "dists"):
         return None
-    choice = choice or ("published" if spec.name == "vgg16" else "uniform")
+    if choice is None and spec.name == "vgg16":
+        try:
+            return reference_heads(kind, spec)
+        except FileNotFoundError as err:  # the packages holding them are not installed
+            log.warning("%s; using uniform %s heads", err, kind)
+            return uniform_heads(kind, spec)
+    choice = choice or "uniform"
     if choice == "uniform":
         return uniform_heads(kind, spec)
     if choice == "published":

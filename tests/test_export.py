@@ -302,3 +302,20 @@ def test_scoring_needs_neither_torch_nor_tensorflow(exported, images):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) > 0
+
+
+def test_vgg16_heads_fall_back_to_uniform_without_the_reference_packages(monkeypatch):
+    """`tox -e demo` has no lpips / DISTS_pytorch: its VGG16 scorers get uniform heads."""
+    import bridge.metrics
+    from bridge.export import default_heads
+
+    vgg16 = spec.get_arch("vgg16")
+    assert default_heads("lpips", vgg16, None).source.startswith("lpips package")
+
+    def missing(package, relative):
+        raise FileNotFoundError(f"the {package} package is not installed")
+
+    monkeypatch.setattr(bridge.metrics, "_package_file", missing)
+    assert default_heads("lpips", vgg16, None).source == "uniform"
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        default_heads("lpips", vgg16, "published")  # asked for by name: no silent fallback
