@@ -413,10 +413,10 @@ def case_terms(
     """
     from tqdm import tqdm
 
-    from bridge.data.image import decode_image, fit
+    from bridge.data.image import decode_image, model_input
 
     def load(path: Path) -> np.ndarray:
-        return fit(decode_image(path), size, policy, interpolation).transpose(2, 0, 1)
+        return model_input(decode_image(path), size, policy, interpolation).transpose(2, 0, 1)
 
     chunks: list[list[RatedCase]] = [[]]
     for case in cases:

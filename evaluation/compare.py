@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.data.image import decode_image, fit
+from bridge.data.image import decode_image, model_input
 from bridge.runtime import open_model, read_manifest, verify
 
 log = logging.getLogger(__name__)
@@ -357,8 +357,7 @@ class _Images:
         key = (name, size, policy, interpolation)
         if key not in self._cache:
             self._cache[key] = np.stack([
-                np.clip(fit(decode_image(s.path), size, policy, interpolation), 0, 1)
-                .transpose(2, 0, 1)
+                model_input(decode_image(s.path), size, policy, interpolation).transpose(2, 0, 1)
                 for s in tqdm(samples, desc=f"{name} images at {size}px", unit="img", leave=False)
             ])  # fmt: skip
         return self._cache[key]

@@ -50,7 +50,7 @@ from bridge.data.image import (
     MAX_PIXELS,
     RESIZE_POLICIES,
     Box,
-    decode_image,
+    RecentImages,
     decode_image_bytes,
     parse_box,
 )
@@ -307,7 +307,7 @@ class Explorer:
         )
         self.uploads: dict[str, tuple[Path, str]] = {}  # name -> (file, original name)
         self.history: list[Comparison] = []
-        self._decoded: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._decoded = RecentImages(keep=6, max_pixels=max_pixels)
         self._pngs: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()  # state, caches, and one comparison at a time
 
@@ -369,20 +369,10 @@ class Explorer:
     def pixels(self, name: str) -> np.ndarray:
         """The decoded (EXIF-oriented, RGB [0, 1]) image, the few most recent kept."""
         path = self.path(name)
-        key = f"{path}:{path.stat().st_mtime_ns}"
-        with self._lock:
-            if key in self._decoded:
-                self._decoded.move_to_end(key)
-                return self._decoded[key]
         try:
-            pixels = decode_image(path, self.max_pixels)
+            return self._decoded.get(path)
         except ValueError as err:  # name the image as the page knows it, not its path
             raise ValueError(str(err).replace(str(path), name, 1)) from None
-        with self._lock:
-            self._decoded[key] = pixels
-            while len(self._decoded) > 6:
-                self._decoded.popitem(last=False)
-        return pixels
 
     def image_png(self, name: str) -> bytes:
         """The image as the page shows it: the decoded, EXIF-oriented pixels as PNG.

@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bridge.data.image import RESIZE_POLICIES, Box, crop, decode_image, fit, parse_box
-from bridge.runtime import Model, open_model
-from evaluation.score import MIN_SIDE
+from bridge.data.image import Box
+from bridge.runtime import Model
+from evaluation.inputs import ImageModel
 
 TAP_MODES = ("flat", "gap", "position")
 """Distances of every grid tap (N, C, h, w)."""
@@ -122,7 +122,7 @@ def _cos(dot: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray) -> np.ndarray:
     return np.clip(cos, -1.0, 1.0)
 
 
-class FeatureExtractor:
+class FeatureExtractor(ImageModel):
     """A `features` ONNX export: images or regions in, tap outputs and distances out.
 
     Args:
@@ -135,6 +135,9 @@ class FeatureExtractor:
         ValueError: If the model is not a feature extractor, or the size does not suit it.
     """
 
+    KINDS = ("features",)
+    NEEDS = "feature distances need a features export (python -m bridge.export --kind features)"
+
     def __init__(
         self,
         model: str | os.PathLike | Model,
@@ -142,75 +145,8 @@ class FeatureExtractor:
         policy: str = "shorter_center_crop",
         prefer_gpu: bool = True,
     ):
-        self.model: Model = (
-            model if isinstance(model, Model) else open_model(model, prefer_gpu=prefer_gpu)
-        )
-        manifest = self.model.manifest
-        if manifest["kind"] != "features":
-            raise ValueError(
-                f"{self.model.path}: is a {manifest['kind']} model; feature distances need a "
-                "features export (python -m bridge.export --kind features)"
-            )
-        contract = manifest["input_contract"]
-        native = int(contract["native_size"])
-        self.size = size or native
-        if not manifest["dynamic_size"] and self.size != native:
-            raise ValueError(
-                f"{self.model.path}: takes {native}x{native} inputs only, not {self.size}"
-            )
-        if self.size < MIN_SIDE:
-            raise ValueError(
-                f"size {self.size} is too small for {manifest['backbone']}; expected >= {MIN_SIDE}"
-            )
-        if policy not in RESIZE_POLICIES:
-            raise ValueError(
-                f"unknown resize policy {policy!r}; expected one of {', '.join(RESIZE_POLICIES)}"
-            )
-        self.policy = policy
-        self.interpolation = contract.get("interpolation", "bilinear")
-        self.taps: list[str] = list(manifest["taps"])
-        self._recent: dict[str, np.ndarray] = {}
-
-    @property
-    def backbone(self) -> str:
-        """The backbone's registry name (`resnet50`, `vit_b16`, ...)."""
-        return self.model.manifest["backbone"]
-
-    @property
-    def provider(self) -> str:
-        """The onnxruntime execution provider in use."""
-        return self.model.provider
-
-    def prepare(
-        self, image: str | os.PathLike | np.ndarray, box: Box | str | None = None
-    ) -> np.ndarray:
-        """Decode (or take) an HWC [0, 1] image, crop its region, fit it: (3, S, S) float32.
-
-        Bicubic resampling (the ViT contract) over- and undershoots a little at edges;
-        the fitted pixels are clipped back to [0, 1], the range the model takes.
-        """
-        if isinstance(box, str):
-            box = parse_box(box)
-        pixels = (
-            self._decode(image)
-            if not isinstance(image, np.ndarray)
-            else np.asarray(image, np.float32)
-        )
-        if pixels.ndim != 3 or pixels.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 image, got shape {pixels.shape}")
-        if not np.isfinite(pixels).all():
-            raise ValueError("the image holds NaN or infinite pixels")
-        fitted = fit(crop(pixels, box), self.size, self.policy, self.interpolation)
-        return np.clip(fitted, 0.0, 1.0).transpose(2, 0, 1).copy()
-
-    def _decode(self, path: str | os.PathLike) -> np.ndarray:
-        """Decode an image, keeping the last few: comparison tables reuse images."""
-        key = os.fspath(path)
-        if key not in self._recent:
-            if len(self._recent) >= 8:
-                self._recent.pop(next(iter(self._recent)))
-            self._recent[key] = decode_image(key)
-        return self._recent[key]
+        super().__init__(model, size, policy, prefer_gpu)
+        self.taps: list[str] = list(self.model.manifest["taps"])
 
     def features(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the model for a prepared batch (N, 3, H, W) in [0, 1].
@@ -221,27 +157,7 @@ class FeatureExtractor:
             ValueError: On a wrong shape (a fixed-size model takes its native size
                 only), NaN / inf, or values outside [0, 1].
         """
-        x = np.asarray(batch, np.float32)
-        x = x[None] if x.ndim == 3 else x
-        if x.ndim != 4 or x.shape[1] != 3 or len(x) == 0:
-            raise ValueError(f"expected a prepared (N, 3, H, W) batch, got shape {x.shape}")
-        native = int(self.model.manifest["input_contract"]["native_size"])
-        if not self.model.manifest["dynamic_size"] and x.shape[2:] != (native, native):
-            raise ValueError(
-                f"{self.model.path.name}: takes {native}x{native} inputs only, "
-                f"not {x.shape[2]}x{x.shape[3]}"
-            )
-        if min(x.shape[2:]) < MIN_SIDE:
-            raise ValueError(
-                f"images of {x.shape[2]}x{x.shape[3]} are too small; expected >= {MIN_SIDE}"
-            )
-        if not np.isfinite(x).all():
-            raise ValueError("the batch holds NaN or infinite pixels")
-        if x.min() < 0 or x.max() > 1:
-            raise ValueError(
-                f"the batch has values outside [0, 1] ({x.min():.3g} .. {x.max():.3g})"
-            )
-        return self.model.run(image=np.ascontiguousarray(x))
+        return self.model.run(image=self.check_batch(batch))
 
     def distances(self, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
         """Tap distances (`tap_distances`) of two prepared batches (N, 3, H, W).
@@ -251,14 +167,7 @@ class FeatureExtractor:
         Raises:
             ValueError: On mismatched shapes, or as `features`.
         """
-        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        a = a[None] if a.ndim == 3 else a
-        b = b[None] if b.ndim == 3 else b
-        if a.shape[1:] != b.shape[1:] or a.shape[0] not in (1, b.shape[0]):
-            raise ValueError(
-                "image batches must have the same (N, 3, H, W) shape, or the first hold one "
-                f"reference; got {a.shape} and {b.shape}"
-            )
+        a, b = self.check_pair(a, b)
         return tap_distances(self.features(a), self.features(b), self.taps)
 
     def distances_many(

@@ -14,102 +14,38 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from bridge.data.image import RESIZE_POLICIES, Box, crop, decode_image, fit, parse_box
+from bridge.data.image import Box, parse_box
 from bridge.files import atomic_path
-from bridge.runtime import Model, open_model
+from evaluation.inputs import ImageModel
 
 SCORER_KINDS = ("lpips", "dists")
-MIN_SIDE = 32  # five 2x poolings (VGG) / the ResNet stem need at least this
 
 
-class Scorer:
+class Scorer(ImageModel):
     """An LPIPS / DISTS ONNX scorer: images or regions in, distances out.
 
     Args:
-        model: Path of the `.onnx` file (its manifest lies beside it).
+        model: Path of the `.onnx` file (its manifest lies beside it), or an open `Model`.
         size: Side the regions are fitted to (default: the scorer's native size).
         policy: Resize policy: `shorter_center_crop` (default), `stretch` or `pad`.
-        prefer_gpu: Use the CUDA provider when it loads.
+        prefer_gpu: Use the CUDA provider when it loads (when `model` is a path).
 
     Raises:
         ValueError: If the model is not a scorer, or the size does not suit it.
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike,
-        size: int | None = None,
-        policy: str = "shorter_center_crop",
-        prefer_gpu: bool = True,
-    ):
-        self.model: Model = open_model(model, prefer_gpu=prefer_gpu)
-        manifest = self.model.manifest
-        if manifest["kind"] not in SCORER_KINDS:
-            raise ValueError(
-                f"{model}: is a {manifest['kind']} model; scoring needs an lpips or dists scorer "
-                "(python -m bridge.export --kind lpips|dists)"
-            )
-        contract = manifest["input_contract"]
-        native = int(contract["native_size"])
-        self.size = size or native
-        if not manifest["dynamic_size"] and self.size != native:
-            raise ValueError(f"{model}: takes {native}x{native} inputs only, not {self.size}")
-        if self.size < MIN_SIDE:
-            raise ValueError(
-                f"size {self.size} is too small for {manifest['backbone']}; expected >= {MIN_SIDE}"
-            )
-        if policy not in RESIZE_POLICIES:
-            raise ValueError(
-                f"unknown resize policy {policy!r}; expected one of {', '.join(RESIZE_POLICIES)}"
-            )
-        self.policy = policy
-        self.interpolation = contract.get("interpolation", "bilinear")
-        self._recent: dict[str, np.ndarray] = {}
+    KINDS = SCORER_KINDS
+    NEEDS = "scoring needs an lpips or dists scorer (python -m bridge.export --kind lpips|dists)"
 
     @property
     def metric(self) -> str:
         """`lpips` or `dists`."""
         return self.model.manifest["kind"]
-
-    @property
-    def provider(self) -> str:
-        """The onnxruntime execution provider in use."""
-        return self.model.provider
-
-    def prepare(
-        self, image: str | os.PathLike | np.ndarray, box: Box | str | None = None
-    ) -> np.ndarray:
-        """Decode (or take) an HWC [0, 1] image, crop its region, fit it: (3, S, S) float32."""
-        if isinstance(box, str):
-            box = parse_box(box)
-        pixels = (
-            self._decode(image)
-            if not isinstance(image, np.ndarray)
-            else np.asarray(image, np.float32)
-        )
-        if pixels.ndim != 3 or pixels.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 image, got shape {pixels.shape}")
-        if not np.isfinite(pixels).all():
-            raise ValueError("the image holds NaN or infinite pixels")
-        region = crop(pixels, box)
-        fitted = fit(region, self.size, self.policy, self.interpolation)
-        # bicubic resampling overshoots [0, 1] a little at sharp edges
-        return np.clip(fitted, 0.0, 1.0).transpose(2, 0, 1).copy()
-
-    def _decode(self, path: str | os.PathLike) -> np.ndarray:
-        """Decode an image, keeping the last few: pair tables reuse images row after row."""
-        key = os.fspath(path)
-        if key not in self._recent:
-            if len(self._recent) >= 8:
-                self._recent.pop(next(iter(self._recent)))
-            self._recent[key] = decode_image(key)
-        return self._recent[key]
 
     def score_arrays(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Distances (N,) of two prepared batches (N, 3, H, W) in [0, 1].
@@ -119,7 +55,7 @@ class Scorer:
         Raises:
             ValueError: On mismatched shapes, NaN / inf, or values outside [0, 1].
         """
-        a, b = self._batches(a, b)
+        a, b = self.check_pair(a, b)
         return self.model.run(outputs=["distance"], image_a=a, image_b=b)["distance"]
 
     def distance_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -142,32 +78,8 @@ class Scorer:
                 f"{self.model.path.name}: has no distance_map output; re-export it "
                 "(python -m bridge.export ... --kind lpips)"
             )
-        a, b = self._batches(a, b)
+        a, b = self.check_pair(a, b)
         return self.model.run(outputs=["distance_map"], image_a=a, image_b=b)["distance_map"]
-
-    def _batches(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Check two prepared batches; return them as float32 (N, 3, H, W)."""
-        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        a = a[None] if a.ndim == 3 else a
-        b = b[None] if b.ndim == 3 else b
-        same = a.ndim == 4 and a.shape[1] == 3 and a.shape[1:] == b.shape[1:]
-        if not same or a.shape[0] not in (1, b.shape[0]):
-            raise ValueError(
-                "image batches must have the same (N, 3, H, W) shape, or the first hold one "
-                f"reference; got {a.shape} and {b.shape}"
-            )
-        if min(a.shape[2:]) < MIN_SIDE:
-            raise ValueError(
-                f"images of {a.shape[2]}x{a.shape[3]} are too small; expected >= {MIN_SIDE}"
-            )
-        for name, x in (("image_a", a), ("image_b", b)):
-            if not np.isfinite(x).all():
-                raise ValueError(f"{name} holds NaN or infinite pixels")
-            if x.min() < 0 or x.max() > 1:
-                raise ValueError(
-                    f"{name} has values outside [0, 1] ({x.min():.3g} .. {x.max():.3g})"
-                )
-        return a, b
 
     def score(self, a, b, box_a: Box | str | None = None, box_b: Box | str | None = None) -> float:
         """The distance between two images or regions."""

@@ -194,7 +194,7 @@ def test_prepare_keeps_the_last_eight_paths(vgg, tmp_path):
     for k in range(10):
         Image.fromarray(np.full((36, 36, 3), 20 * k, np.uint8)).save(tmp_path / f"{k}.png")
         vgg.prepare(tmp_path / f"{k}.png")
-    assert list(vgg._recent) == [str(tmp_path / f"{k}.png") for k in range(2, 10)]
+    assert vgg._recent.paths == [str(tmp_path / f"{k}.png") for k in range(2, 10)]
 
 
 def test_vit_extractor_has_class_token_distances(vit):

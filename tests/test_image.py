@@ -19,6 +19,7 @@ from bridge.data.image import (
     decode_image,
     decode_image_bytes,
     fit,
+    model_input,
     parse_box,
     resize,
 )
@@ -354,3 +355,43 @@ def test_fit_policies() -> None:
 def test_fit_rejects_unknown_policy() -> None:
     with pytest.raises(ValueError, match="unknown resize policy 'squash'"):
         fit(np.zeros((4, 4, 3), np.float32), 2, "squash")
+
+
+def test_model_input_crops_fits_and_clips_bicubic_overshoot() -> None:
+    image = np.zeros((40, 60, 3), np.float32)
+    image[:, 30:] = 1.0  # a sharp edge: bicubic over- and undershoots beside it
+    raw = fit(crop(image, Box(10, 0, 40, 40)), 64, "stretch", "bicubic")
+    assert raw.min() < 0.0 and raw.max() > 1.0
+    out = model_input(image, 64, "stretch", "bicubic", Box(10, 0, 40, 40))
+    assert out.shape == (64, 64, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.clip(raw, 0.0, 1.0))
+    np.testing.assert_array_equal(
+        model_input(image, 32), fit(image, 32)
+    )  # bilinear stays inside [0, 1]: nothing to clip
+    with pytest.raises(ValueError, match="lies outside the 60x40 image"):
+        model_input(image, 32, box=Box(50, 0, 20, 20))
+
+
+def test_recent_images_keeps_the_last_few_and_sees_rewrites(tmp_path: Path) -> None:
+    import os
+
+    from bridge.data.image import RecentImages
+
+    paths = []
+    for k in range(4):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(np.full((8, 8, 3), 50 * k, np.uint8)).save(paths[-1])
+    recent = RecentImages(keep=2)
+    first = recent.get(paths[0])
+    assert recent.get(paths[0]) is first  # kept, not decoded again
+    recent.get(paths[1])
+    recent.get(paths[0])  # now the most recent
+    recent.get(paths[2])
+    assert recent.paths == [str(paths[0]), str(paths[2])]
+    Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(paths[0])
+    os.utime(paths[0], ns=(10**18, 10**18))  # a rewrite, whatever the clock's resolution
+    assert recent.get(paths[0]).min() == 1.0
+    with pytest.raises(FileNotFoundError, match=r"missing\.png: no such image file"):
+        recent.get(tmp_path / "missing.png")
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        RecentImages(keep=0)

@@ -5,7 +5,9 @@ HxWx3 float32 RGB array in [0, 1], EXIF orientation applied. Regions are cut wit
 `crop` in source pixels of that decoded array, and brought to a network's size with
 `resize` / `fit`, which wrap one resampling implementation (Pillow, per channel, in
 float mode "F") so that both frameworks and the evaluation harness see identical
-pixels.
+pixels. `model_input` is the whole chain a model's input goes through (crop, fit,
+clip to [0, 1]); `RecentImages` keeps the last few decoded images for callers that
+reuse them row after row.
 
 Decoding rules:
 
@@ -31,6 +33,7 @@ import io
 import logging
 import os
 import threading
+from collections import OrderedDict
 from typing import BinaryIO, NamedTuple
 
 import cv2
@@ -421,6 +424,74 @@ def fit(
     return out
 
 
+def model_input(
+    image: np.ndarray,
+    size: int,
+    policy: str = "shorter_center_crop",
+    interpolation: str = "bilinear",
+    box: Box | None = None,
+) -> np.ndarray:
+    """Crop a region, fit it to `size`, clip it to [0, 1]: what every model is fed.
+
+    Bicubic resampling (the ViT contract) over- and undershoots a little at sharp
+    edges; the clip brings those pixels back into the [0, 1] range the trainers and
+    the exported models take.
+
+    Returns:
+        (size, size, C) float32.
+
+    Raises:
+        ValueError: As `crop` and `fit`.
+    """
+    return np.clip(fit(crop(image, box), size, policy, interpolation), 0.0, 1.0)
+
+
 def _scale_half_up(length: int, size: int, reference: int) -> int:
     """`round(length * size / reference)` with halves rounded up, in exact integers."""
     return (2 * length * size + reference) // (2 * reference)
+
+
+# ------------------------------------------------------------------- caching
+
+
+class RecentImages:
+    """The last few decoded images, keyed by path and modification time (thread-safe).
+
+    Pair tables, comparison cases and the explorer reuse the same images row after
+    row; a file rewritten in place is decoded again.
+
+    Args:
+        keep: How many images to keep (least recently used goes first).
+        max_pixels: Pixel-count guard passed to `decode_image`.
+    """
+
+    def __init__(self, keep: int = 8, max_pixels: int = MAX_PIXELS):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.keep, self.max_pixels = keep, max_pixels
+        self._images: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def paths(self) -> list[str]:
+        """The kept images' paths, least recently used first."""
+        with self._lock:
+            return [path for path, _ in self._images]
+
+    def get(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """The decoded image (as `decode_image`); do not write to it in place."""
+        name = os.fspath(path)
+        try:
+            key = (name, os.stat(name).st_mtime_ns)
+        except OSError:  # decode_image says what is wrong with it
+            key = (name, -1)
+        with self._lock:
+            if key in self._images:
+                self._images.move_to_end(key)
+                return self._images[key]
+        pixels = decode_image(name, self.max_pixels)
+        with self._lock:
+            self._images[key] = pixels
+            while len(self._images) > self.keep:
+                self._images.popitem(last=False)
+        return pixels

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from bridge.config import AugmentConfig
-from bridge.data.image import Box, crop, decode_image, fit, resize
+from bridge.data.image import Box, crop, decode_image, model_input, resize
 from bridge.data.readers import Sample
 
 
@@ -53,7 +53,9 @@ class ImageCache:
         """Return the sample's image, size x size x 3 float32 RGB in [0, 1]."""
         image = self._images.get(sample.id)
         if image is None:
-            image = fit(decode_image(sample.path), self.size, self.policy, self.interpolation)
+            image = model_input(
+                decode_image(sample.path), self.size, self.policy, self.interpolation
+            )
             if self.keep:
                 self._images[sample.id] = image
         return image

@@ -1,0 +1,145 @@
+"""What the ONNX evaluators share: opening a model, preparing its inputs, checking batches.
+
+`Scorer` (LPIPS / DISTS) and `FeatureExtractor` (backbone taps) both take RGB images
+or regions fitted to one size; this base class holds the manifest checks, the
+decode → crop → fit → clip chain (`bridge.data.image.model_input`) and the batch
+checks, so that every evaluator feeds its model the same pixels. numpy, Pillow /
+OpenCV and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from bridge.data.image import RESIZE_POLICIES, Box, RecentImages, model_input, parse_box
+from bridge.runtime import Model, open_model
+
+MIN_SIDE = 32
+"""Smallest input side: five 2x poolings (VGG) / the ResNet stem need at least this."""
+
+
+class ImageModel:
+    """An exported ONNX model fed RGB images in [0, 1] fitted to one size.
+
+    Subclasses set `KINDS` (the manifest kinds they accept) and `NEEDS` (what the
+    user should pass instead, for the error message).
+
+    Args:
+        model: Path of the `.onnx` file (its manifest lies beside it), or an open `Model`.
+        size: Side the regions are fitted to (default: the model's native size).
+        policy: Resize policy: `shorter_center_crop` (default), `stretch` or `pad`.
+        prefer_gpu: Use the CUDA provider when it loads (when `model` is a path).
+
+    Raises:
+        ValueError: If the model is of another kind, or the size does not suit it.
+    """
+
+    KINDS: tuple[str, ...] = ()
+    NEEDS = ""
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Model,
+        size: int | None = None,
+        policy: str = "shorter_center_crop",
+        prefer_gpu: bool = True,
+    ):
+        self.model: Model = (
+            model if isinstance(model, Model) else open_model(model, prefer_gpu=prefer_gpu)
+        )
+        manifest = self.model.manifest
+        if manifest["kind"] not in self.KINDS:
+            raise ValueError(f"{self.model.path}: is a {manifest['kind']} model; {self.NEEDS}")
+        contract = manifest["input_contract"]
+        self.native_size = int(contract["native_size"])
+        self.size = size or self.native_size
+        if not manifest["dynamic_size"] and self.size != self.native_size:
+            raise ValueError(
+                f"{self.model.path}: takes {self.native_size}x{self.native_size} inputs only, "
+                f"not {self.size}"
+            )
+        if self.size < MIN_SIDE:
+            raise ValueError(
+                f"size {self.size} is too small for {manifest['backbone']}; expected >= {MIN_SIDE}"
+            )
+        if policy not in RESIZE_POLICIES:
+            raise ValueError(
+                f"unknown resize policy {policy!r}; expected one of {', '.join(RESIZE_POLICIES)}"
+            )
+        self.policy = policy
+        self.interpolation = contract.get("interpolation", "bilinear")
+        self._recent = RecentImages(keep=8)
+
+    @property
+    def backbone(self) -> str:
+        """The backbone's registry name (`resnet50`, `vit_b16`, ...)."""
+        return self.model.manifest["backbone"]
+
+    @property
+    def provider(self) -> str:
+        """The onnxruntime execution provider in use."""
+        return self.model.provider
+
+    def prepare(
+        self, image: str | os.PathLike | np.ndarray, box: Box | str | None = None
+    ) -> np.ndarray:
+        """Decode (or take) an HWC [0, 1] image, crop its region, fit it: (3, S, S) float32.
+
+        Decoded files are kept (the last eight): tables reuse images row after row.
+        """
+        if isinstance(box, str):
+            box = parse_box(box)
+        pixels = (
+            np.asarray(image, np.float32)
+            if isinstance(image, np.ndarray)
+            else self._recent.get(image)
+        )
+        if pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"expected an H x W x 3 image, got shape {pixels.shape}")
+        if not np.isfinite(pixels).all():
+            raise ValueError("the image holds NaN or infinite pixels")
+        fitted = model_input(pixels, self.size, self.policy, self.interpolation, box)
+        return fitted.transpose(2, 0, 1).copy()
+
+    def check_batch(self, batch: np.ndarray, name: str = "the batch") -> np.ndarray:
+        """A prepared batch (N, 3, H, W) in [0, 1] as float32; one (3, H, W) image is N = 1.
+
+        Raises:
+            ValueError: On a wrong shape (a fixed-size model takes its native size
+                only), a side below `MIN_SIDE`, NaN / inf, or values outside [0, 1].
+        """
+        x = np.asarray(batch, np.float32)
+        x = x[None] if x.ndim == 3 else x
+        if x.ndim != 4 or x.shape[1] != 3 or len(x) == 0:
+            raise ValueError(f"expected a prepared (N, 3, H, W) batch, got shape {x.shape}")
+        native = self.native_size
+        if not self.model.manifest["dynamic_size"] and x.shape[2:] != (native, native):
+            raise ValueError(
+                f"{self.model.path.name}: takes {native}x{native} inputs only, "
+                f"not {x.shape[2]}x{x.shape[3]}"
+            )
+        if min(x.shape[2:]) < MIN_SIDE:
+            raise ValueError(
+                f"images of {x.shape[2]}x{x.shape[3]} are too small; expected >= {MIN_SIDE}"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} holds NaN or infinite pixels")
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError(f"{name} has values outside [0, 1] ({x.min():.3g} .. {x.max():.3g})")
+        return np.ascontiguousarray(x)
+
+    def check_pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two prepared batches of the same shape, or one reference and a batch.
+
+        Raises:
+            ValueError: On mismatched shapes, or as `check_batch`.
+        """
+        a, b = self.check_batch(a, "image_a"), self.check_batch(b, "image_b")
+        if a.shape[1:] != b.shape[1:] or a.shape[0] not in (1, b.shape[0]):
+            raise ValueError(
+                "image batches must have the same (N, 3, H, W) shape, or the first hold one "
+                f"reference; got {a.shape} and {b.shape}"
+            )
+        return a, b
