@@ -72,8 +72,13 @@ def _logistic_regression(seed: int) -> Pipeline:
 
 
 def _linear_svm(seed: int) -> Pipeline:
-    """Standardised features, one-vs-rest linear SVM with balanced class weights."""
-    model = LinearSVC(class_weight="balanced", max_iter=20000, random_state=seed)
+    """Standardised features, one-vs-rest linear SVM with balanced class weights.
+
+    The primal solver: on wide, nearly separable features (a ViT's 1536 pooled channels
+    for a few hundred images) liblinear's dual solver ran for minutes without converging,
+    while the primal one converges in about a second to the same balanced accuracy.
+    """
+    model = LinearSVC(class_weight="balanced", dual=False, max_iter=20000, random_state=seed)
     return Pipeline([("scale", StandardScaler()), (_MODEL, model)])
 
 
@@ -399,15 +404,7 @@ def classification_baselines(
     results = []
     for name in chosen:
         factory, grid = CLASSIFIERS[name]
-        search = GridSearchCV(
-            factory(seed),
-            {key: list(values) for key, values in grid.items()},
-            scoring="balanced_accuracy",
-            cv=cv,
-            refit=True,
-            error_score="raise",
-            n_jobs=n_jobs,
-        )
+        search = _grid_search(factory(seed), grid, "balanced_accuracy", cv, n_jobs)
         search.fit(X_train, y, groups=groups)
         predictions = search.predict(X_test).astype(np.int64)
         proba = None
@@ -521,14 +518,7 @@ def rating_baselines(
         held_out, normalised = np.full(len(yk), np.nan), np.full(len(yk), np.nan)
         params = []
         for train, test in splits:
-            search = GridSearchCV(
-                factory(seed),
-                {key: list(values) for key, values in grid.items()},
-                scoring="neg_mean_absolute_error",
-                cv=inner_cv,
-                refit=True,
-                error_score="raise",
-            )
+            search = _grid_search(factory(seed), grid, "neg_mean_absolute_error", inner_cv)
             search.fit(Xk[train], yk[train], groups=None if gk is None else gk[train])
             held_out[test] = search.predict(Xk[test])
             normalised[test] = (sps.rankdata(held_out[test]) - 0.5) / len(test)
@@ -797,3 +787,16 @@ def rater_agreement(
             for key in ("accuracy", "mae", "qwk")
         }
     return out
+
+
+def _grid_search(estimator, grid: dict, scoring: str, cv, n_jobs: int | None = None):
+    """The tuning every baseline gets: a full grid, refit on the best, errors raised."""
+    return GridSearchCV(
+        estimator,
+        {key: list(values) for key, values in grid.items()},
+        scoring=scoring,
+        cv=cv,
+        refit=True,
+        error_score="raise",
+        n_jobs=n_jobs,
+    )
