@@ -13,9 +13,12 @@
    (`python -m bridge.finetune_metric`), and their fitted scorers exported;
 4. `python -m evaluation.compare` on them -> `reports/<name>/report.html`.
 
-Each step runs in its own process (the frameworks never share one). Work already done
-is kept: finished runs are not retrained and up-to-date exports not redone, so a second
-`tox -e demo` only re-runs the comparison; `--fresh` starts over.
+Each step runs in its own process (the frameworks never share one). The exports and
+the metric fits run `--jobs` processes side by side (default 2: on 2 cores the
+single-threaded ONNX tracing nearly halves), each logging to `<runs>/logs/`; a failed
+one is named with the tail of its log. Work already done is kept: finished runs are not
+retrained and up-to-date exports not redone, so a second `tox -e demo` only re-runs the
+comparison; `--fresh` starts over.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +52,51 @@ def _step(title: str, argv: Sequence[str], timings: list[tuple[str, float]]) -> 
     if result.returncode != 0:
         raise RuntimeError(f"{title} failed (exit {result.returncode}): python {' '.join(argv)}")
     timings.append((title, time.time() - started))
+
+
+def _side_by_side(
+    title: str, steps: Sequence[tuple[str, list[str]]], logs: Path, timings: list
+) -> None:
+    """Run steps as concurrent processes, each logging to `logs/<step>.log`.
+
+    Every process is waited for (finished work is kept); then a failure is raised,
+    naming the step and its log, with the log's tail in the error output.
+    """
+    if len(steps) <= 1:
+        for step in steps:
+            _step(*step, timings)
+        return
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    # two OpenMP pools spinning on the same cores slow each other down: split the cores
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(steps))))
+    started = time.time()
+    running = []
+    for name, argv in steps:
+        path = logs / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.log"
+        log.info("== %s: %s (log: %s)", name, " ".join(argv), path)
+        with open(path, "w") as out:
+            process = subprocess.Popen(
+                [sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        running.append((name, argv, path, process, time.time()))
+    failed = []
+    while running:
+        time.sleep(0.5)
+        for entry in [e for e in running if e[3].poll() is not None]:
+            running.remove(entry)
+            name, argv, path, process, begun = entry
+            code = process.returncode
+            outcome = "done" if code == 0 else f"failed (exit {code})"
+            log.info("   %s: %s in %.0f s", name, outcome, time.time() - begun)
+            if code != 0:
+                tail = path.read_text(errors="replace").splitlines()[-15:]
+                log.error("   last lines of %s:\n%s", path, "\n".join(tail))
+                failed.append((name, code, path, argv))
+    if failed:
+        name, code, path, argv = failed[0]
+        raise RuntimeError(f"{name} failed (exit {code}; log {path}): python {' '.join(argv)}")
+    timings.append((f"{title} ({len(steps)} side by side)", time.time() - started))
 
 
 def _missing_archs(run_root: Path, archs: Sequence[str], framework: str) -> list[str]:
@@ -105,7 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bootstrap", type=int, default=2000, help="bootstrap resamples of the comparison"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="exports and metric fits run this many processes side by side (default 2)",
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = load_config(args.config)
     run_root = config.run_dir
@@ -130,29 +188,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             _step(f"train {','.join(new)} ({framework})", [*base, ",".join(new)], timings)
         for arch in stopped:  # an interrupted earlier run: continue it
             _step(f"resume {arch} ({framework})", [*base, arch, "--resume"], timings)
+    logs = run_root / "logs"
     stale = _stale_runs(run_root, models, args.origin)
-    if stale:
-        _step(
-            f"export {len(stale)} runs",
-            ["-m", "bridge.export", "--run", *map(str, stale), "--kind", ",".join(KINDS),
-             "--origin", args.origin, "--out", str(models)],
-            timings,
-        )  # fmt: skip
+    groups = [stale[k :: args.jobs] for k in range(min(args.jobs, len(stale)))]
+    _side_by_side(
+        f"export {len(stale)} runs",
+        [
+            (f"export {', '.join(r.name for r in group)}",
+             ["-m", "bridge.export", "--run", *map(str, group), "--kind", ",".join(KINDS),
+              "--origin", args.origin, "--out", str(models)])
+            for group in groups
+        ],
+        logs,
+        timings,
+    )  # fmt: skip
     rated = ["--rated", str(Path(config.data.path) / "rated")]
     if config.data.source != "synthetic":
         rated = []
+    fits = []
     for run_json in sorted(run_root.glob("*/run.json")):
         info = json.loads(run_json.read_text())
         if info["arch"].removesuffix("_tiny") not in FINETUNE or _fitted(
             run_json.parent, run_root.name, models
         ):
             continue
-        _step(
+        fits.append((
             f"fit metrics {run_json.parent.name}",
             ["-m", "bridge.finetune_metric", "--run", str(run_json.parent), "--metric", "both",
              "--bootstrap", str(args.bootstrap), "--out", str(models), *rated],
-            timings,
-        )  # fmt: skip
+        ))  # fmt: skip
+    for start in range(0, len(fits), args.jobs):
+        batch = fits[start : start + args.jobs]
+        _side_by_side(f"fit metrics on {len(batch)} runs", batch, logs, timings)
     compare = ["-m", "evaluation.compare", "--models", str(models), "--name", config.name,
                "--out", str(out), "--bootstrap", str(args.bootstrap)]  # fmt: skip
     compare += rated  # the rated cases of the same synthetic set

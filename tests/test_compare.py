@@ -252,3 +252,24 @@ def test_a_model_whose_manifest_does_not_match_is_left_out_or_stops(demo, tmp_pa
     assert_one_line_error(
         run_module("evaluation.compare", *args, "--strict"), victim.name, "--strict"
     )
+
+
+def test_side_by_side_steps_wait_for_all_and_name_the_failed_log(tmp_path):
+    from bridge.demo import _side_by_side
+
+    marker = tmp_path / "slow-finished"
+    slow = f"import time, pathlib; time.sleep(1); pathlib.Path({str(marker)!r}).touch()"
+    steps = [
+        ("quick failure", ["-c", "import sys; print('boom at line 1'); sys.exit(3)"]),
+        ("slow success", ["-c", slow]),
+    ]
+    timings = []
+    failure = r"quick failure failed \(exit 3; log .*quick_failure\.log"
+    with pytest.raises(RuntimeError, match=failure):
+        _side_by_side("two steps", steps, tmp_path / "logs", timings)
+    assert marker.is_file()  # the other step was not cut short
+    assert "boom at line 1" in (tmp_path / "logs" / "quick_failure.log").read_text()
+    assert timings == []
+    _side_by_side("one step", steps[1:], tmp_path / "logs", timings)
+    _side_by_side("two again", [steps[1], ("another", ["-c", "pass"])], tmp_path / "logs", timings)
+    assert [t for t, _ in timings] == ["slow success", "two again (2 side by side)"]
