@@ -254,11 +254,17 @@ def test_a_model_whose_manifest_does_not_match_is_left_out_or_stops(demo, tmp_pa
     )
 
 
-def test_side_by_side_steps_wait_for_all_and_name_the_failed_log(tmp_path):
+def test_side_by_side_steps_wait_for_all_and_name_the_failed_log(tmp_path, monkeypatch, caplog):
+    from bridge import demo
     from bridge.demo import _side_by_side
 
+    monkeypatch.setattr(demo, "HEARTBEAT_S", 0.3)
+    caplog.set_level("INFO", logger="bridge.demo")
     marker = tmp_path / "slow-finished"
-    slow = f"import time, pathlib; time.sleep(1); pathlib.Path({str(marker)!r}).touch()"
+    slow = (
+        "import time, pathlib; print('halfway', flush=True); time.sleep(1.5); "
+        f"pathlib.Path({str(marker)!r}).touch()"
+    )
     steps = [
         ("quick failure", ["-c", "import sys; print('boom at line 1'); sys.exit(3)"]),
         ("slow success", ["-c", slow]),
@@ -269,6 +275,7 @@ def test_side_by_side_steps_wait_for_all_and_name_the_failed_log(tmp_path):
         _side_by_side("two steps", steps, tmp_path / "logs", timings)
     assert marker.is_file()  # the other step was not cut short
     assert "boom at line 1" in (tmp_path / "logs" / "quick_failure.log").read_text()
+    assert "slow success" in caplog.text and "halfway" in caplog.text  # the heartbeat
     assert timings == []
     _side_by_side("one step", steps[1:], tmp_path / "logs", timings)
     _side_by_side("two again", [steps[1], ("another", ["-c", "pass"])], tmp_path / "logs", timings)
