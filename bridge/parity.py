@@ -80,13 +80,13 @@ class ParityRow:
 
 def reference_model(arch: str | ArchSpec, num_classes: int | None = None):
     """Build the reference library's own model for `arch` (torch, eval mode)."""
+    import torch_models  # noqa: F401, I001  (makes torchvision importable: must come first)
+
     import timm
     import torchvision
     from torch import nn
     from torchvision.models.resnet import Bottleneck
     from torchvision.models.vgg import make_layers
-
-    import torch_models  # noqa: F401  (makes torchvision importable first)
 
     spec = get_arch(arch)
     k = spec.resolve_num_classes(num_classes)
