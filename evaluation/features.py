@@ -20,13 +20,11 @@ Distances lie in [0, 2]; 0 means the same direction. numpy and onnxruntime only.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from bridge.data.image import Box
-from bridge.runtime import Model
 from evaluation.inputs import ImageModel
 
 TAP_MODES = ("flat", "gap", "position")
@@ -125,11 +123,7 @@ def _cos(dot: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray) -> np.ndarray:
 class FeatureExtractor(ImageModel):
     """A `features` ONNX export: images or regions in, tap outputs and distances out.
 
-    Args:
-        model: Path of the `.onnx` file (its manifest lies beside it), or an open `Model`.
-        size: Side the regions are fitted to (default: the model's native size).
-        policy: Resize policy: `shorter_center_crop` (default), `stretch` or `pad`.
-        prefer_gpu: Use the CUDA provider when it loads (when `model` is a path).
+    Opened, sized and checked as `evaluation.inputs.ImageModel` (same arguments).
 
     Raises:
         ValueError: If the model is not a feature extractor, or the size does not suit it.
@@ -138,15 +132,10 @@ class FeatureExtractor(ImageModel):
     KINDS = ("features",)
     NEEDS = "feature distances need a features export (python -m bridge.export --kind features)"
 
-    def __init__(
-        self,
-        model: str | os.PathLike | Model,
-        size: int | None = None,
-        policy: str = "shorter_center_crop",
-        prefer_gpu: bool = True,
-    ):
-        super().__init__(model, size, policy, prefer_gpu)
-        self.taps: list[str] = list(self.model.manifest["taps"])
+    @property
+    def taps(self) -> list[str]:
+        """The manifest's taps: grid outputs, and a ViT's `<tap>_cls` class tokens."""
+        return list(self.model.manifest["taps"])
 
     def features(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the model for a prepared batch (N, 3, H, W) in [0, 1].

@@ -29,11 +29,7 @@ SCORER_KINDS = ("lpips", "dists")
 class Scorer(ImageModel):
     """An LPIPS / DISTS ONNX scorer: images or regions in, distances out.
 
-    Args:
-        model: Path of the `.onnx` file (its manifest lies beside it), or an open `Model`.
-        size: Side the regions are fitted to (default: the scorer's native size).
-        policy: Resize policy: `shorter_center_crop` (default), `stretch` or `pad`.
-        prefer_gpu: Use the CUDA provider when it loads (when `model` is a path).
+    Opened, sized and checked as `evaluation.inputs.ImageModel` (same arguments).
 
     Raises:
         ValueError: If the model is not a scorer, or the size does not suit it.
