@@ -31,10 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch_models  # noqa: F401  (torchvision importable on the CPU torch)
+from bridge.core.runtime import open_model
+from bridge.core.spec import get_arch, vgg_features_layout
+from bridge.core.weights import random_state_dict, write_state_dict
 from bridge.export import export, source_from_weights
-from bridge.runtime import open_model
-from bridge.spec import get_arch, vgg_features_layout
-from bridge.weights import random_state_dict, write_state_dict
 
 
 def vgg16_backbone_flops(size: int) -> float:

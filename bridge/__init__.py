@@ -1,6 +1,6 @@
 """dermsim bridge: the framework-neutral core and everything that crosses frameworks.
 
-`bridge.spec` (architectures, taps, input contracts) and `bridge.weights` (weight
+`bridge.core.spec` (architectures, taps, input contracts) and `bridge.core.weights` (weight
 files) import neither torch nor tensorflow. `bridge.port` and the command-line tools
 import a framework only when a call needs it.
 """

@@ -36,13 +36,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.config import load_config
-from bridge.files import sha256_file
+from bridge.core.config import load_config
+from bridge.core.files import sha256_file
+from bridge.core.fitting import CV_SUFFIX, METRIC_NAMES, fitted_name
+from bridge.core.runtime import KINDS, manifest_path, model_filename
+from bridge.core.training import best_checkpoint, run_folder
 
 log = logging.getLogger(__name__)
 
 TRAINERS = {"torch": "torch_models.train", "keras": "tf_models.train"}
-KINDS = ("classifier", "features", "lpips", "dists")
 FINETUNE = ("vgg16",)  # backbones whose metric heads the demo fits to ratings
 HEARTBEAT_S = 60.0  # how often steps running side by side report their last log line
 
@@ -117,7 +119,7 @@ def _last_line(path: Path, width: int = 100) -> str:
 
 def _missing_archs(run_root: Path, archs: Sequence[str], framework: str) -> list[str]:
     """Archs without a finished run (run.json) for this framework."""
-    return [a for a in archs if not (run_root / f"{a}-{framework}" / "run.json").is_file()]
+    return [a for a in archs if not (run_folder(run_root, a, framework) / "run.json").is_file()]
 
 
 def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
@@ -126,11 +128,10 @@ def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
     for run_json in sorted(run_root.glob("*/run.json")):
         run = run_json.parent
         info = json.loads(run_json.read_text())
-        suffix = ".safetensors" if info["framework"] == "torch" else ".weights.h5"
-        sha = sha256_file(run / f"best{suffix}")
+        sha = sha256_file(best_checkpoint(run, info["framework"]))
         origins = {"native": [info["framework"]], "both": ["torch", "keras"]}.get(origin, [origin])
         manifests = [
-            models / f"{run_root.name}-{run.name}-{kind}-{o}.json"
+            manifest_path(models / model_filename(f"{run_root.name}-{run.name}", kind, o))
             for kind in KINDS
             for o in origins
         ]
@@ -145,9 +146,8 @@ def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
 def _fitted(run: Path, name: str, models: Path) -> bool:
     """Whether both metrics were fitted on this run's current best checkpoint."""
     info = json.loads((run / "run.json").read_text())
-    suffix = ".safetensors" if info["framework"] == "torch" else ".weights.h5"
-    sha = sha256_file(run / f"best{suffix}")
-    records = [models / f"{name}-{run.name}-fitted-{m}.cv.json" for m in ("lpips", "dists")]
+    sha = sha256_file(best_checkpoint(run, info["framework"]))
+    records = [models / (fitted_name(f"{name}-{run.name}", m) + CV_SUFFIX) for m in METRIC_NAMES]
     return all(
         r.is_file() and json.loads(r.read_text())["fit"]["source"]["sha256"] == sha for r in records
     )
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopped = [
             a
             for a in missing
-            if (run_root / f"{a}-{framework}" / "resume" / "state.json").is_file()
+            if (run_folder(run_root, a, framework) / "resume" / "state.json").is_file()
         ]
         new = [a for a in missing if a not in stopped]
         base = ["-m", module, "--config", args.config, "--arch"]
@@ -254,6 +254,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)

@@ -42,19 +42,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.files import atomic_path, sha256_file
-from bridge.metrics import Heads, reference_heads, uniform_heads
-from bridge.spec import ArchSpec, InputContract, get_arch
-from bridge.weights import KERAS_SUFFIX, StateDict, check_state_dict, read_state_dict
+from bridge.core.files import atomic_path, sha256_file
+from bridge.core.metrics import Heads, reference_heads, uniform_heads
+from bridge.core.runtime import KINDS, MANIFEST_FORMAT, manifest_path, model_filename
+from bridge.core.spec import FRAMEWORKS, ArchSpec, InputContract, get_arch
+from bridge.core.training import best_checkpoint
+from bridge.core.weights import KERAS_SUFFIX, StateDict, check_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
 
-KINDS = ("classifier", "features", "lpips", "dists")
-ORIGINS = ("torch", "keras")
 OPSET = 18
 SCORE_BOUND = 1e-5  # absolute on distances; relative to max(1, max |ref|) on LPIPS maps
 FEATURE_BOUND = 1e-4  # relative to max(1, max |ref|), on logits and taps
-MANIFEST_FORMAT = "dermsim-onnx/1"
 
 
 @dataclass(frozen=True)
@@ -135,8 +134,7 @@ def source_from_run(run_dir: str | os.PathLike) -> Source:
     if not info_path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a finished training run (no run.json)")
     info = json.loads(info_path.read_text())
-    suffix = ".safetensors" if info["framework"] == "torch" else KERAS_SUFFIX
-    best = run_dir / f"best{suffix}"
+    best = best_checkpoint(run_dir, info["framework"])
     if not best.is_file():
         raise FileNotFoundError(f"{best}: the run's best checkpoint is missing")
     spec = get_arch(info["arch"]).at_size(info["image_size"])
@@ -176,7 +174,7 @@ def default_heads(kind: str, spec: ArchSpec, choice: str | None) -> Heads | None
     is either fitted heads (`bridge.finetune_metric`, any backbone whose taps they fit;
     they carry their fit record) or the reference packages' heads (vgg16 only).
     """
-    from bridge.metrics import is_fitted_heads, read_fitted_heads
+    from bridge.core.metrics import is_fitted_heads, read_fitted_heads
 
     if kind not in ("lpips", "dists"):
         return None
@@ -210,11 +208,11 @@ def export(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)} or all")
-    if origin not in ORIGINS:
+    if origin not in FRAMEWORKS:
         raise ValueError(f"unknown origin {origin!r}; expected torch or keras")
     chosen = default_heads(kind, source.spec, heads)
     state = source.state_dict()
-    path = Path(out_dir) / f"{source.name}-{kind}-{origin}.onnx"
+    path = Path(out_dir) / model_filename(source.name, kind, origin)
     probes = _probes(source.spec, kind, source.contract.native_size)
     with atomic_path(path) as tmp:
         if origin == "torch":
@@ -248,11 +246,6 @@ def dynamic_size(spec: ArchSpec, kind: str) -> bool:
     so its 7 x 7 pooling is fixed to the native size when exported.
     """
     return not spec.contract.fixed_size and not (kind == "classifier" and spec.family == "vgg")
-
-
-def manifest_path(onnx_path: str | os.PathLike) -> Path:
-    """The manifest beside an ONNX file: `model.onnx` -> `model.json`."""
-    return Path(onnx_path).with_suffix(".json")
 
 
 def _probes(spec: ArchSpec, kind: str, n: int) -> list[tuple[int, int, int]]:
@@ -479,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.origin == "native":
             origins = [source.run["framework"]]
         else:
-            origins = list(ORIGINS) if args.origin == "both" else args.origin.split(",")
+            origins = list(FRAMEWORKS) if args.origin == "both" else args.origin.split(",")
         for kind in kinds:
             for origin in origins:
                 print(export(source, kind, origin, args.out, args.heads))  # the path, for scripts
@@ -487,6 +480,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)

@@ -1,7 +1,7 @@
 """Parity report: are the torch and Keras twins the same networks as the references?
 
 For each architecture, one seeded random state dict in which every tensor matters
-(`bridge.weights.random_state_dict`) is loaded into three models:
+(`bridge.core.weights.random_state_dict`) is loaded into three models:
 
 * the reference (torchvision `vgg16` / `resnet50`, timm `vit_base_patch16_224`);
 * the dermsim torch model, compared with the reference: logits, and every tap
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.spec import FULL_ARCHS, TINY_ARCHS, ArchSpec, get_arch, param_count
-from bridge.weights import random_state_dict
+from bridge.core.spec import FULL_ARCHS, TINY_ARCHS, ArchSpec, get_arch, param_count
+from bridge.core.weights import random_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = format_table(rows, args.detail)
     print(table)
     if args.out:
-        from bridge.files import atomic_path
+        from bridge.core.files import atomic_path
 
         with atomic_path(args.out) as tmp:
             tmp.write_text(table + "\n")
@@ -343,6 +343,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)

@@ -1,21 +1,7 @@
-"""Move weights between the torch and Keras twins of an architecture.
+"""`python -m bridge.port`: convert a weights file between the torch and Keras twins.
 
-The conversions are pure numpy, driven by the spec's layer layout:
-
-| kind    | torch (state dict)                        | Keras (layer weights)              |
-| ------- | ----------------------------------------- | ---------------------------------- |
-| conv    | weight (out, in, kh, kw), bias            | kernel (kh, kw, in, out), bias     |
-| linear  | weight (out, in), bias                    | kernel (in, out), bias             |
-| linear after a flatten of (C, H, W)       | rows in C, H, W order   | rows in H, W, C order |
-| bn      | weight, bias, running_mean, running_var   | gamma, beta, moving_mean, moving_variance |
-| ln      | weight, bias                              | gamma, beta                        |
-| tokens  | cls_token (1, 1, D), pos_embed (1, T, D)  | the same arrays                    |
-
-Every value is moved, never recomputed, so a round trip reproduces it bit for bit.
-torch's `num_batches_tracked` counter has no Keras counterpart; it comes back as 0
-(it only matters for batch norm with `momentum=None`, which these models don't use).
-
-Command line::
+The conversion itself is pure numpy (`bridge.core.porting`); this command builds the
+target framework's model, loads the moved weights and saves them in its own format::
 
     python -m bridge.port --arch vgg16 --from torch --weights in.pth --out out.weights.h5
     python -m bridge.port --arch vgg16 --from keras --weights in.weights.h5 --out out.safetensors
@@ -25,88 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import numpy as np
-
-from bridge.spec import ArchSpec, LayerSpec, get_arch, layer_specs
+from bridge.core.spec import get_arch
+from bridge.core.weights import check_state_dict, head_size, read_state_dict
 
 log = logging.getLogger(__name__)
-
-
-def torch_to_keras(
-    state_dict: Mapping[str, np.ndarray], arch: str | ArchSpec, num_classes: int | None = None
-) -> dict[str, list[np.ndarray]]:
-    """Convert a checked torch-layout state dict to Keras weights per layer name."""
-    return {
-        layer.name: _to_keras(layer, [np.asarray(state_dict[key]) for key, _ in layer.entries])
-        for layer in layer_specs(arch, num_classes)
-    }
-
-
-def keras_to_torch(
-    layer_weights: Mapping[str, Sequence[np.ndarray]],
-    arch: str | ArchSpec,
-    num_classes: int | None = None,
-) -> dict[str, np.ndarray]:
-    """Convert Keras weights per layer name to a torch-layout state dict.
-
-    Raises:
-        ValueError: If a layer of the architecture is missing or has the wrong
-            number of weights.
-    """
-    spec = get_arch(arch)
-    state = {}
-    for layer in layer_specs(spec, num_classes):
-        if layer.name not in layer_weights:
-            raise ValueError(f"Keras weights lack layer '{layer.name}' of {spec.name}")
-        arrays = _to_torch(layer, [np.asarray(w) for w in layer_weights[layer.name]])
-        keys = [key for key, _ in layer.entries]
-        if len(arrays) != len(keys):
-            raise ValueError(
-                f"Keras layer '{layer.name}' has {len(arrays)} weights, expected {len(keys)}"
-            )
-        state.update(zip(keys, arrays, strict=True))
-    return state
-
-
-def _to_keras(layer: LayerSpec, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    if layer.kind == "conv":
-        return [arrays[0].transpose(2, 3, 1, 0), *arrays[1:]]
-    if layer.kind == "linear":
-        weight = arrays[0]
-        if layer.flatten_chw is not None:
-            c, h, w = layer.flatten_chw
-            kernel = weight.reshape(-1, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, -1)
-        else:
-            kernel = weight.T
-        return [kernel, arrays[1]]
-    if layer.kind == "bn":
-        return arrays[:4]  # num_batches_tracked has no Keras counterpart
-    if layer.kind in ("ln", "tokens"):
-        return arrays
-    raise ValueError(f"unknown layer kind {layer.kind!r}")
-
-
-def _to_torch(layer: LayerSpec, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    if layer.kind == "conv":
-        return [arrays[0].transpose(3, 2, 0, 1), *arrays[1:]]
-    if layer.kind == "linear":
-        kernel = arrays[0]
-        if layer.flatten_chw is not None:
-            c, h, w = layer.flatten_chw
-            weight = kernel.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(-1, c * h * w)
-        else:
-            weight = kernel.T
-        return [weight, arrays[1]]
-    if layer.kind == "bn":
-        return [*arrays, np.zeros((), dtype=np.int64)]
-    if layer.kind in ("ln", "tokens"):
-        return arrays
-    raise ValueError(f"unknown layer kind {layer.kind!r}")
-
-
-# ----------------------------------------------------------------------- CLI
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,7 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = get_arch(args.arch)
 
     import tf_models
-    from bridge.weights import check_state_dict, head_size, read_state_dict, write_state_dict
 
     if args.origin == "torch":
         if not args.out.endswith(".weights.h5"):
@@ -157,8 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"{args.weights}: Keras weights must end with .weights.h5")
         _, tagged = tf_models.keras_file_info(args.weights)
         k = args.num_classes or tagged
-        model = tf_models.create_model(spec, k, weights=args.weights)
-        write_state_dict(tf_models.torch_state_dict(model), args.out)
+        keras_model = tf_models.create_model(spec, k, weights=args.weights)
+        import torch_models
+
+        model = torch_models.create_model(spec, keras_model.spec.resolve_num_classes(k))
+        torch_models.set_torch_state_dict(model, tf_models.torch_state_dict(keras_model))
+        torch_models.save_weights(model, args.out)
     log.info(
         "wrote %s (%s, %d classes, from %s)",
         args.out,
@@ -170,6 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)

@@ -57,6 +57,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
+from bridge.core.data.splits import kfold
 from evaluation import stats
 
 logger = logging.getLogger(__name__)
@@ -254,10 +255,8 @@ def _folds(name: str, folds: int) -> int:
 
 
 def _splitter(folds: int, seed: int, grouped: bool) -> KFold | GroupKFold:
-    """Shuffled (group) k-fold; groups are never split across folds."""
-    if grouped:
-        return GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return KFold(n_splits=folds, shuffle=True, random_state=seed)
+    """Shuffled (group) k-fold (`bridge.core.data.splits.kfold`); no group is split."""
+    return kfold(folds, seed, grouped)
 
 
 def _outer_splits(n: int, folds: int, seed: int, groups: np.ndarray | None):

@@ -1,8 +1,8 @@
 """Classical (non-learned) baselines between two image regions: SSIM, PSNR, colour, texture.
 
-Regions are HxWx3 float32 RGB in [0, 1], as `bridge.data.image.decode_image` and
+Regions are HxWx3 float32 RGB in [0, 1], as `bridge.core.data.image.decode_image` and
 `crop` give them. Every metric except `delta_e` first brings both regions to a
-common `size` x `size` with the project's one resize (`bridge.data.image.fit`);
+common `size` x `size` with the project's one resize (`bridge.core.data.image.fit`);
 `delta_e` compares mean colours and takes the regions as given. scikit-image,
 OpenCV and numpy compute the statistics; the maths is float64.
 
@@ -25,7 +25,7 @@ from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.feature import graycomatrix, graycoprops
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bridge.data.image import INTERPOLATIONS, RESIZE_POLICIES, fit
+from bridge.core.data.image import INTERPOLATIONS, RESIZE_POLICIES, fit
 
 PSNR_CAP = 100.0
 """PSNR (dB) reported for identical regions, whose true PSNR is infinite."""
@@ -145,7 +145,7 @@ def classical_scores(
         a: First region, HxWx3 RGB in [0, 1].
         b: Second region, HxWx3 RGB in [0, 1]; its size may differ from `a`'s.
         size: Common side both regions are fitted to (all metrics but `delta_e`).
-        policy: Resize policy of `bridge.data.image.fit`.
+        policy: Resize policy of `bridge.core.data.image.fit`.
         metrics: Names from `CLASSICAL` (default: all of them).
         interpolation: Resampling filter of the fit.
 
@@ -180,7 +180,7 @@ def classical_many(
         reference: Reference region, HxWx3 RGB in [0, 1].
         others: The K regions compared with it (any sizes).
         size: Common side the regions are fitted to (all metrics but `delta_e`).
-        policy: Resize policy of `bridge.data.image.fit`.
+        policy: Resize policy of `bridge.core.data.image.fit`.
         metrics: Names from `CLASSICAL` (default: all of them).
         interpolation: Resampling filter of the fit.
 

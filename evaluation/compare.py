@@ -42,25 +42,16 @@ from typing import Any
 
 import numpy as np
 
-from bridge.data.image import decode_image, model_input
-from bridge.runtime import open_model, read_manifest, verify
+from bridge.core.data import synth
+from bridge.core.data.image import decode_image, model_input
+from bridge.core.runtime import find_models, model_name, open_model
+from evaluation.report import INPUT_RULES, write_report
 
 log = logging.getLogger(__name__)
 
 RULES = ("mean", "median", "max", "min")
 DEFAULT_MODELS = Path("models/demo")
-DEFAULT_DATA = Path("data/synthetic")
 DEMO_COMMAND = "tox -e demo"
-INPUT_RULES = (
-    "A model whose manifest does not match its ONNX file (or is missing) is left out and "
-    "listed under 'Problems found'; --strict stops instead.",
-    "A missing rating (empty cell) is left out: an item's mean rating averages the raters "
-    "who scored it; items nobody rated for an aspect are left out of that aspect.",
-    "--raters picks raters by name; an unknown name stops with the list of known ones.",
-    "Malformed tables (a non-numeric score, an unknown column, a case folder without its "
-    "images) stop with the file and the line, from the readers.",
-    "Scores are oriented as distances (PSNR is negated): larger means more different.",
-)
 
 
 @dataclass(frozen=True)
@@ -161,23 +152,12 @@ def discover(folder: Path, strict: bool = False) -> tuple[list[Entry], list[str]
             "--run runs/<name> --kind all --out models/<name>) first"
         )
     found: dict[tuple[str, str], list[Entry]] = {}
-    problems = []
-    for path in sorted(folder.glob("*.onnx")):
-        try:
-            manifest = read_manifest(path)
-            verify(path, manifest)
-        except (FileNotFoundError, ValueError) as err:
-            if strict:
-                raise ValueError(f"{err} (--strict)") from None
-            problems.append(f"{path.name}: left out: {err}")
-            log.warning("%s: left out: %s", path.name, err)
-            continue
-        kind, origin = manifest["kind"], manifest["origin"]
-        suffix = f"-{kind}-{origin}.onnx"
-        model = path.name[: -len(suffix)] if path.name.endswith(suffix) else path.stem
+    models, problems = find_models(folder, strict=strict)
+    for path, manifest in models:
+        model = model_name(path, manifest)
         run = manifest.get("training_run") or {}
-        entry = Entry(path, manifest, model, run.get("framework") or origin)
-        found.setdefault((model, kind), []).append(entry)
+        entry = Entry(path, manifest, model, run.get("framework") or manifest["origin"])
+        found.setdefault((model, manifest["kind"]), []).append(entry)
     entries = []
     for group in found.values():
         native = [e for e in group if e.manifest["origin"] == e.framework] or group
@@ -217,7 +197,7 @@ class RatedItems:
 
 def load_rated(options: Options) -> RatedItems:
     """Read the rated cases (or region pairs) the options name, or the synthetic set's."""
-    from bridge.data import readers
+    from bridge.core.data import readers
 
     if options.pairs is not None:
         table = readers.read_region_pairs(options.pairs, options.images)
@@ -229,7 +209,7 @@ def load_rated(options: Options) -> RatedItems:
             ids, refs, comps, tables, table.raters, table.synthetic, f"region pairs {options.pairs}"
         )
     else:
-        rated = options.rated or _synthetic_root() / "rated"
+        rated = options.rated or synth.default_root() / "rated"
         ratings = options.ratings or rated / "ratings.csv"
         table = readers.read_rated_cases(rated, ratings)
         ids = tuple(c.id for c in table.cases)
@@ -241,15 +221,6 @@ def load_rated(options: Options) -> RatedItems:
             f"rated cases {rated} (ratings {ratings})", _truth(rated, ids),
         )  # fmt: skip
     return _pick_raters(items, options.raters)
-
-
-def _synthetic_root() -> Path:
-    """The built-in synthetic set (generated on first use, as the trainers do)."""
-    from bridge.data.synth import ensure_synthetic
-
-    if (DEFAULT_DATA / "manifest.json").is_file():
-        return DEFAULT_DATA
-    return ensure_synthetic(DEFAULT_DATA)
 
 
 def _rating_tables(ratings, ids: Sequence[str], raters: Sequence[str]) -> dict[str, np.ndarray]:
@@ -315,9 +286,9 @@ class SplitData:
 
 def split_data(entries: Sequence[Entry], options: Options) -> SplitData | None:
     """The data set and splits of the models' training runs (or the options'), if any."""
-    from bridge.config import config_from_dict, load_config
-    from bridge.data.splits import read_splits, select
-    from bridge.training import load_dataset
+    from bridge.core.config import config_from_dict, load_config
+    from bridge.core.data.sources import load_dataset
+    from bridge.core.data.splits import read_splits, select
 
     runs = [e.manifest["training_run"] for e in entries if e.manifest.get("training_run")]
     run = runs[0] if runs else {}
@@ -555,7 +526,7 @@ def score_items(entries: Sequence[Entry], items: RatedItems, options: Options) -
     classical: dict[str, np.ndarray] = {}
     for i in tqdm(range(n), desc="classical baselines", unit="item", leave=False):
         (ref, box), comps = items.references[i], items.comparisons[i]
-        from bridge.data.image import crop
+        from bridge.core.data.image import crop
 
         reference = crop(decode_image(ref), box)
         others = [crop(decode_image(p), b) for p, b in comps]
@@ -838,8 +809,6 @@ def frameworks(
 
 def compare(options: Options) -> Path:
     """Run the whole comparison and write the report folder; return report.html's path."""
-    from evaluation.report import write_report
-
     started = time.time()
     if options.rule not in RULES:
         raise ValueError(f"unknown --rule {options.rule!r}; expected one of {', '.join(RULES)}")
@@ -887,7 +856,7 @@ def _provenance(entries: Sequence[Entry], options: Options, started: float) -> d
     import scipy
     import sklearn
 
-    from bridge.runtime import providers
+    from bridge.core.runtime import providers
 
     return {
         "command": "python -m evaluation.compare",
@@ -974,6 +943,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)

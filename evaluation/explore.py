@@ -46,22 +46,23 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 from PIL import Image
 
-from bridge.data.image import (
+from bridge.core.data.image import (
+    IMAGE_SUFFIXES,
     MAX_PIXELS,
     RESIZE_POLICIES,
     Box,
     RecentImages,
+    box_text,
     decode_image_bytes,
     parse_box,
 )
-from bridge.runtime import read_manifest
-from evaluation.score import SCORER_KINDS, Scorer
+from bridge.core.runtime import SCORER_KINDS, find_models
+from evaluation.score import Scorer
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("explore_static")
 DEFAULT_IMAGES = Path("data/synthetic/rated")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MAX_REQUEST_BYTES = 64 * 1024  # a compare request is a few hundred bytes of JSON
 MAX_LISTED = 10_000
@@ -99,7 +100,7 @@ def find_scorers(models_dir: str | os.PathLike) -> list[Path]:
     """The LPIPS / DISTS scorers in a folder: `*.onnx` files whose manifest says so.
 
     Classifier and feature models are skipped; so is a file with no readable
-    manifest (with a warning).
+    manifest, or one that does not match its file (with a warning).
 
     Raises:
         FileNotFoundError: If the folder does not exist.
@@ -108,15 +109,7 @@ def find_scorers(models_dir: str | os.PathLike) -> list[Path]:
     folder = Path(models_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such models folder; {EXPORT_HINT}")
-    found = []
-    for path in sorted(folder.glob("*.onnx")):
-        try:
-            manifest = read_manifest(path)
-        except (FileNotFoundError, ValueError) as err:
-            log.warning("skipping %s: %s", path.name, err)
-            continue
-        if manifest.get("kind") in SCORER_KINDS:
-            found.append(path)
+    found = [path for path, _ in find_models(folder, SCORER_KINDS)[0]]
     if not found:
         raise ValueError(f"{folder}: no LPIPS or DISTS scorers (*.onnx + manifest); {EXPORT_HINT}")
     return found
@@ -221,11 +214,6 @@ def _parse_region(value: Any, side: str) -> Box | None:
 def upload_label(filename: str | None) -> str:
     """An upload's name for messages and the listing: the base name the client sent."""
     return Path(str(filename or "upload").replace("\\", "/")).name[:120] or "upload"
-
-
-def box_text(box: Box | None) -> str:
-    """`x,y,w,h`, or "" for the whole image (the region-pair CSV's box syntax)."""
-    return "" if box is None else f"{box.x},{box.y},{box.w},{box.h}"
 
 
 # ------------------------------------------------------------------ the app
@@ -796,7 +784,7 @@ def _default_images(images: str | None) -> tuple[Path | None, bool]:
     if DEFAULT_IMAGES.is_dir():
         return DEFAULT_IMAGES, True
     log.warning(
-        "no %s here (python -m bridge.data.synth --out data/synthetic writes it) and no "
+        "no %s here (python -m bridge.core.data.synth --out data/synthetic writes it) and no "
         "--images: only uploaded images can be compared",
         DEFAULT_IMAGES,
     )
@@ -882,6 +870,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bridge.data.image import Box
+from bridge.core.data.image import Box
 from evaluation.inputs import ImageModel
 
 TAP_MODES = ("flat", "gap", "position")

@@ -2,7 +2,7 @@
 
 `Scorer` (LPIPS / DISTS) and `FeatureExtractor` (backbone taps) both take RGB images
 or regions fitted to one size; this base class holds the manifest checks, the
-decode → crop → fit → clip chain (`bridge.data.image.model_input`) and the batch
+decode → crop → fit → clip chain (`bridge.core.data.image.model_input`) and the batch
 checks, so that every evaluator feeds its model the same pixels. numpy, Pillow /
 OpenCV and onnxruntime only.
 """
@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from bridge.data.image import RESIZE_POLICIES, Box, RecentImages, model_input, parse_box
-from bridge.runtime import Model, open_model
+from bridge.core.data.image import RESIZE_POLICIES, Box, RecentImages, model_input, parse_box
+from bridge.core.runtime import Model, open_model
 
 MIN_SIDE = 32
 """Smallest input side: five 2x poolings (VGG) / the ResNet stem need at least this."""

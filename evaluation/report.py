@@ -24,6 +24,17 @@ from typing import Any
 
 import numpy as np
 
+INPUT_RULES = (
+    "A model whose manifest does not match its ONNX file (or is missing) is left out and "
+    "listed under 'Problems found'; --strict stops instead.",
+    "A missing rating (empty cell) is left out: an item's mean rating averages the raters "
+    "who scored it; items nobody rated for an aspect are left out of that aspect.",
+    "--raters picks raters by name; an unknown name stops with the list of known ones.",
+    "Malformed tables (a non-numeric score, an unknown column, a case folder without its "
+    "images) stop with the file and the line, from the readers.",
+    "Scores are oriented as distances (PSNR is negated): larger means more different.",
+)
+
 SYNTHETIC_NOTE = (
     "SYNTHETIC DATA: built-in simulated images and raters; the numbers exercise the "
     "pipeline and say nothing about real dermatologists."
@@ -433,7 +444,7 @@ def _confusions(plt, cls: dict[str, Any]):
 
 
 def _examples(plt, items, scores, best: str, target: np.ndarray, aspect: str):
-    from bridge.data.image import crop, decode_image
+    from bridge.core.data.image import crop, decode_image
 
     order = [i for i in np.argsort(target) if np.isfinite(target[i])]
     picks = list(dict.fromkeys([order[0], order[len(order) // 2], order[-1]]))
@@ -659,12 +670,6 @@ FIGURE_TITLES = {
 }
 
 
-def _rules() -> tuple[str, ...]:
-    from evaluation.compare import INPUT_RULES
-
-    return INPUT_RULES
-
-
 def _markdown(results: dict[str, Any], figures: dict[str, Path]) -> str:
     lines = [f"# dermsim comparison report: {results['name']}", ""]
     if results["synthetic"]:
@@ -684,7 +689,7 @@ def _markdown(results: dict[str, Any], figures: dict[str, Path]) -> str:
         lines += [f"![{FIGURE_TITLES.get(name, name)}](figures/{path.name})", ""]
     lines += ["## Methods", ""] + [f"* **{k}**: {v}" for k, v in METHODS.items()] + [""]
     lines += ["## Rules for imperfect input", ""]
-    lines += [f"* {r}" for r in _rules()] + [""]
+    lines += [f"* {r}" for r in INPUT_RULES] + [""]
     lines += ["## Problems found", ""]
     lines += [f"* {p}" for p in results["problems"]] or ["None."]
     if results.get("notes"):
@@ -742,7 +747,7 @@ def _html(results: dict[str, Any], figures: dict[str, Path], folder: Path) -> st
     parts.append("<h2>Methods</h2><ul>")
     parts += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in METHODS.items()]
     parts.append("</ul><h2>Rules for imperfect input</h2><ul>")
-    parts += [f"<li>{e(r)}</li>" for r in _rules()]
+    parts += [f"<li>{e(r)}</li>" for r in INPUT_RULES]
     parts.append("</ul><h2>Problems found</h2><ul>")
     parts += [f"<li>{e(p)}</li>" for p in results["problems"]] or ["<li>None.</li>"]
     if results.get("notes"):

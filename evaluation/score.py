@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.data.image import Box, parse_box
-from bridge.files import atomic_path
+from bridge.core.data.image import Box, box_text, parse_box
+from bridge.core.files import atomic_path
+from bridge.core.runtime import SCORER_KINDS
 from evaluation.inputs import ImageModel
-
-SCORER_KINDS = ("lpips", "dists")
 
 
 class Scorer(ImageModel):
@@ -125,10 +124,6 @@ class Scorer(ImageModel):
         return [float(d) for d in self.score_arrays(a, b)]
 
 
-def _box_text(box: Box | None) -> str:
-    return "" if box is None else f"{box.x},{box.y},{box.w},{box.h}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Score one pair (printed) or a pairs table (written as CSV)."""
     parser = argparse.ArgumentParser(
@@ -179,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({
                 "metric": scorer.metric, "backbone": scorer.model.manifest["backbone"],
                 "origin": scorer.model.manifest["origin"], "distance": distance,
-                "image_a": args.image_a, "region_a": _box_text(box_a),
-                "image_b": args.image_b, "region_b": _box_text(box_b),
+                "image_a": args.image_a, "region_a": box_text(box_a),
+                "image_b": args.image_b, "region_b": box_text(box_b),
                 "size": scorer.size, "provider": scorer.provider,
             }))  # fmt: skip
         else:
@@ -189,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from bridge.data.readers import read_region_pairs
+    from bridge.core.data.readers import read_region_pairs
 
     table = read_region_pairs(args.pairs, args.images)
     items = [(p.image_a, p.box_a, p.image_b, p.box_b) for p in table.pairs]
@@ -205,9 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [
                     pair.id,
                     pair.image_a,
-                    _box_text(pair.box_a),
+                    box_text(pair.box_a),
                     pair.image_b,
-                    _box_text(pair.box_b),
+                    box_text(pair.box_b),
                     f"{distance:.8g}",
                 ]
             )
@@ -216,6 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)

@@ -53,6 +53,8 @@ import numpy as np
 from scipy import optimize, special
 from scipy import stats as sps
 
+from bridge.core.data.splits import kfold
+
 logger = logging.getLogger(__name__)
 
 FITS = ("logistic4", "logistic5", "linear", "none")
@@ -1112,8 +1114,6 @@ def cv_select(
         ValueError: On no candidates, candidates of unequal length, fewer than 2 folds, fewer
             than 2 * folds complete cases, or an unknown statistic.
     """
-    from sklearn.model_selection import GroupKFold, KFold
-
     f = _statistic_function(statistic)
     if statistic == "plcc":
         f = _selection_plcc
@@ -1135,12 +1135,9 @@ def cv_select(
         groups = np.asarray(groups)
         if groups.shape != keep.shape:
             raise ValueError(f"expected one group per case ({len(keep)}), got {groups.shape}")
-        seeded = "shuffle" in inspect.signature(GroupKFold).parameters  # scikit-learn >= 1.6
-        options = {"shuffle": True, "random_state": seed} if seeded else {}
-        splitter = GroupKFold(n_splits=folds, **options)
-        splits = splitter.split(scores, r, groups[keep])
+        splits = kfold(folds, seed, grouped=True).split(scores, r, groups[keep])
     else:
-        splits = KFold(n_splits=folds, shuffle=True, random_state=seed).split(scores)
+        splits = kfold(folds, seed).split(scores)
 
     chosen, held_out, sizes = [], [], []
     normalised = np.empty(n)

@@ -38,6 +38,16 @@ def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.C
     )
 
 
+def save_torch_file(state: dict, path: str | os.PathLike, legacy: bool = False) -> Path:
+    """Write a numpy state dict as torch's own `.pth` (zip format, or the legacy one)."""
+    import numpy as np
+    import torch
+
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    torch.save(tensors, path, _use_new_zipfile_serialization=not legacy)
+    return Path(path)
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """A user mistake: non-zero exit, one `error:` line naming the problem, no traceback."""
     assert result.returncode != 0, result.stdout

@@ -463,8 +463,8 @@ def test_pooled_features_keep_class_tokens_and_batch() -> None:
 @pytest.fixture(scope="module")
 def vgg_extractor(tmp_path_factory):
     pytest.importorskip("torch")
+    from bridge.core.weights import random_state_dict, write_state_dict
     from bridge.export import export, source_from_weights
-    from bridge.weights import random_state_dict, write_state_dict
     from evaluation.features import FeatureExtractor
 
     tmp = tmp_path_factory.mktemp("baselines")

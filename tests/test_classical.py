@@ -9,7 +9,7 @@ from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.feature import graycomatrix, graycoprops
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bridge.data.image import fit
+from bridge.core.data.image import fit
 from evaluation.classical import (
     CLASSICAL,
     PSNR_CAP,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_module
 
-from bridge.data.synth import SynthConfig, generate
+from bridge.core.data.synth import SynthConfig, generate
 
 
 @pytest.fixture(scope="module")

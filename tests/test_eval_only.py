@@ -15,7 +15,7 @@ from conftest import assert_one_line_error, run_module
 from onnx import TensorProto, helper
 from PIL import Image
 
-from bridge.files import sha256_file
+from bridge.core.files import sha256_file
 
 
 @pytest.fixture()
@@ -78,7 +78,7 @@ def test_tampered_file_is_refused(scorer, tmp_path):
 def test_compare_runs_on_onnxruntime_alone(scorer, tmp_path):
     """The comparison report from a scorer and a rated set, with no framework installed
     (in `tox -e eval`) or importable."""
-    from bridge.data.synth import SynthConfig, generate
+    from bridge.core.data.synth import SynthConfig, generate
 
     data = generate(tmp_path / "synthetic", SynthConfig(per_class=3, size=40, cases=15, raters=3))
     result = run_module(

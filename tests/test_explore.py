@@ -19,11 +19,11 @@ import pytest
 from conftest import ROOT, assert_one_line_error, run_module
 from PIL import Image
 
-from bridge.data.image import decode_image
-from bridge.data.readers import read_region_pairs
-from bridge.data.synth import SynthConfig, generate
+from bridge.core.data.image import decode_image
+from bridge.core.data.readers import read_region_pairs
+from bridge.core.data.synth import SynthConfig, generate
+from bridge.core.weights import random_state_dict, write_state_dict
 from bridge.export import export, source_from_weights
-from bridge.weights import random_state_dict, write_state_dict
 from evaluation.explore import Explorer, find_scorers, load_scorers, make_server
 from evaluation.score import Scorer
 

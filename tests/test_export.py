@@ -1,4 +1,4 @@
-"""bridge.export, bridge.runtime and evaluation.score on the tiny variants."""
+"""bridge.export, bridge.core.runtime and evaluation.score on the tiny variants."""
 
 import json
 import subprocess
@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT, assert_one_line_error, run_module
+from conftest import ROOT, assert_one_line_error, run_module, save_torch_file
 from PIL import Image
 
-from bridge import spec
+from bridge.core import spec
+from bridge.core.runtime import open_model
+from bridge.core.weights import random_state_dict, write_state_dict
 from bridge.export import KINDS, export, source_from_weights
-from bridge.runtime import open_model
-from bridge.weights import random_state_dict, write_state_dict
 from evaluation.score import Scorer
 
 
@@ -264,7 +264,7 @@ def test_manifest_that_does_not_match_its_onnx_file_is_refused(exported, tmp_pat
 
 
 def test_export_cli_from_a_weights_file(tmp_path):
-    weights = write_state_dict(random_state_dict("resnet50_tiny", 3, seed=4), tmp_path / "w.pth")
+    weights = save_torch_file(random_state_dict("resnet50_tiny", 3, seed=4), tmp_path / "w.pth")
     result = run_module(
         "bridge.export", "--arch", "resnet50_tiny", "--weights", str(weights), "--kind", "dists",
         "--origin", "torch", "--out", str(tmp_path / "models"),
@@ -306,7 +306,7 @@ def test_scoring_needs_neither_torch_nor_tensorflow(exported, images):
 
 def test_vgg16_heads_fall_back_to_uniform_without_the_reference_packages(monkeypatch):
     """`tox -e demo` has no lpips / DISTS_pytorch: its VGG16 scorers get uniform heads."""
-    import bridge.metrics
+    import bridge.core.metrics
     from bridge.export import default_heads
 
     vgg16 = spec.get_arch("vgg16")
@@ -315,7 +315,7 @@ def test_vgg16_heads_fall_back_to_uniform_without_the_reference_packages(monkeyp
     def missing(package, relative):
         raise FileNotFoundError(f"the {package} package is not installed")
 
-    monkeypatch.setattr(bridge.metrics, "_package_file", missing)
+    monkeypatch.setattr(bridge.core.metrics, "_package_file", missing)
     assert default_heads("lpips", vgg16, None).source == "uniform"
     with pytest.raises(FileNotFoundError, match="not installed"):
         default_heads("lpips", vgg16, "published")  # asked for by name: no silent fallback

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.data.image import Box, crop, fit
+from bridge.core.data.image import Box, crop, fit
 from evaluation.features import TAP_MODES, VIT_TAP_MODES, FeatureExtractor, tap_distances
 
 
@@ -15,8 +15,8 @@ from evaluation.features import TAP_MODES, VIT_TAP_MODES, FeatureExtractor, tap_
 def exported(tmp_path_factory):
     """A CNN and a ViT feature extractor and one (non-features) LPIPS scorer, exported once."""
     pytest.importorskip("torch")
+    from bridge.core.weights import random_state_dict, write_state_dict
     from bridge.export import export, source_from_weights
-    from bridge.weights import random_state_dict, write_state_dict
 
     root = tmp_path_factory.mktemp("features")
     files = {}

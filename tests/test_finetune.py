@@ -7,19 +7,21 @@ import pytest
 from conftest import assert_one_line_error, run_module
 
 from bridge import finetune_metric as fm
-from bridge.data.image import decode_image, fit
-from bridge.data.synth import SynthConfig, generate
-from bridge.export import default_heads, source_from_weights
-from bridge.files import sha256_file
-from bridge.metrics import (
+from bridge import fit_protocol as protocol
+from bridge.core import fitting
+from bridge.core.data.image import decode_image, fit
+from bridge.core.data.synth import SynthConfig, generate
+from bridge.core.files import sha256_file
+from bridge.core.metrics import (
     Heads,
     is_fitted_heads,
     read_fitted_heads,
     uniform_heads,
     write_fitted_heads,
 )
-from bridge.spec import get_arch
-from bridge.weights import random_state_dict, write_state_dict
+from bridge.core.spec import FRAMEWORKS, get_arch
+from bridge.core.weights import random_state_dict, write_state_dict
+from bridge.export import default_heads, source_from_weights
 from evaluation import stats
 
 ARCH = "vgg16_tiny"
@@ -50,18 +52,18 @@ def source(setup):
 
 @pytest.fixture(scope="module")
 def rated(setup):
-    return fm.load_rated(setup[1], aspect="overall")
+    return fitting.load_rated(setup[1], aspect="overall")
 
 
 @pytest.fixture(scope="module")
 def torch_terms(source, rated):
     """Per-case terms of the rated set from the torch modules, per metric."""
-    fw = fm.framework_module("torch")
+    fw = protocol.framework_module("torch")
     out = {}
-    for metric in fm.METRIC_NAMES:
-        heads = fm.start_heads(metric, source.spec)
+    for metric in fitting.METRIC_NAMES:
+        heads = protocol.start_heads(metric, source.spec)
         module = fw.build_metric(metric, source.spec, 4, source.state_dict(), heads)
-        out[metric] = fm.case_terms(fw, module, rated.cases, 32, check=heads, progress=False)
+        out[metric] = protocol.case_terms(fw, module, rated.cases, 32, check=heads, progress=False)
     return out
 
 
@@ -70,29 +72,29 @@ def _images(seed, n, h, w):
     return rng.uniform(0, 1, (n, 3, h, w)).astype(np.float32)
 
 
-@pytest.mark.parametrize("framework", fm.FRAMEWORKS)
-@pytest.mark.parametrize("metric", fm.METRIC_NAMES)
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("metric", fitting.METRIC_NAMES)
 def test_term_distances_equal_the_modules_distances(source, framework, metric):
-    fw = fm.framework_module(framework)
+    fw = protocol.framework_module(framework)
     rng = np.random.default_rng(1)
     base = uniform_heads(metric, source.spec)
     heads = Heads(metric, tuple(w * rng.uniform(0.1, 2.0, w.shape) for w in base.weights), "t")
     module = fw.build_metric(metric, source.spec, 4, source.state_dict(), heads)
-    theta = fm.flatten_heads(heads)
+    theta = fitting.flatten_heads(heads)
     a, b = _images(0, 3, 32, 32), _images(1, 3, 32, 32)
     terms = fw.pair_terms(module, a, b)
     assert terms.shape == (3, theta.size) and terms.dtype == np.float64
     expected = fw.pair_distances(module, a, b)
-    assert np.abs(fm.term_distances(metric, terms, theta) - expected).max() <= 1e-5
+    assert np.abs(fitting.term_distances(metric, terms, theta) - expected).max() <= 1e-5
     # references shared by several comparisons, at a non-square size
     refs, comps = _images(2, 2, 40, 48), _images(3, 4, 40, 48)
     index = np.array([0, 0, 1, 1])
     terms = fw.pair_terms(module, refs, comps, index)
     expected = fw.pair_distances(module, refs[index], comps)
-    assert np.abs(fm.term_distances(metric, terms, theta) - expected).max() <= 1e-5
+    assert np.abs(fitting.term_distances(metric, terms, theta) - expected).max() <= 1e-5
 
 
-@pytest.mark.parametrize("metric", fm.METRIC_NAMES)
+@pytest.mark.parametrize("metric", fitting.METRIC_NAMES)
 def test_torch_and_keras_fits_agree(torch_terms, rated, metric):
     """Same terms, same start, same Adam settings: the same heads at every checked epoch.
 
@@ -103,11 +105,11 @@ def test_torch_and_keras_fits_agree(torch_terms, rated, metric):
     """
     terms = torch_terms[metric]
     start = np.ones(terms.shape[1])
-    config = fm.FitConfig(epochs=EPOCHS)
-    trainable = fm.varying_channels(terms)
+    config = fitting.FitConfig(epochs=EPOCHS)
+    trainable = fitting.varying_channels(terms)
     got = {}
-    for framework in fm.FRAMEWORKS:
-        fw = fm.framework_module(framework)
+    for framework in FRAMEWORKS:
+        fw = protocol.framework_module(framework)
         got[framework], losses = fw.fit_heads(
             metric, terms, rated.target, start, config, config.checkpoints(), trainable
         )
@@ -118,8 +120,8 @@ def test_torch_and_keras_fits_agree(torch_terms, rated, metric):
         assert np.array_equal(t[~trainable], start[~trainable])  # constant terms: not trained
 
 
-@pytest.mark.parametrize("framework", fm.FRAMEWORKS)
-@pytest.mark.parametrize("metric", fm.METRIC_NAMES)
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("metric", fitting.METRIC_NAMES)
 def test_heads_stay_non_negative_where_descent_would_go_negative(framework, metric):
     rng = np.random.default_rng(0)
     n = 30
@@ -131,8 +133,8 @@ def test_heads_stay_non_negative_where_descent_would_go_negative(framework, metr
     else:  # DISTS terms are similarities: the distance falls as they rise
         terms = np.hstack([1 - bad, 1 - good, np.full((n, 6), 0.5)])
     start = np.ones(terms.shape[1])
-    config = fm.FitConfig(epochs=EPOCHS)
-    fw = fm.framework_module(framework)
+    config = fitting.FitConfig(epochs=EPOCHS)
+    fw = protocol.framework_module(framework)
     snapshots, _ = fw.fit_heads(metric, terms, y, start, config, config.checkpoints())
     for theta in snapshots.values():
         assert theta.min() >= 0.0
@@ -141,7 +143,7 @@ def test_heads_stay_non_negative_where_descent_would_go_negative(framework, metr
     assert final.max() > 0
 
     def loss(theta):
-        return -stats.pearson(fm.term_distances(metric, terms, theta), y)
+        return -stats.pearson(fitting.term_distances(metric, terms, theta), y)
 
     step = np.zeros_like(final)
     step[0] = 1e-3
@@ -163,9 +165,9 @@ def test_epoch_is_chosen_on_validation_cases_not_training_loss():
         epoch20 = np.where(fitted, ordered, reversed_)
         return {0: start, 10: epoch10, 20: epoch20}, np.zeros(config.epochs)
 
-    config = fm.FitConfig(epochs=20, check_every=10)
+    config = fitting.FitConfig(epochs=20, check_every=10)
     train = np.arange(15)
-    choice = fm.choose_epoch(spy, "lpips", terms, target, train, np.ones(n), config, key=0)
+    choice = protocol.choose_epoch(spy, "lpips", terms, target, train, np.ones(n), config, key=0)
     assert choice.epoch == 10
     assert choice.validation_srcc[10] == pytest.approx(1.0)
     assert choice.fit_pearson[20] > choice.fit_pearson[10]  # the training fit prefers 20
@@ -179,16 +181,16 @@ def test_held_out_cases_are_never_trained_on(torch_terms, rated):
     n = len(target)
     assert len({tuple(row) for row in terms}) == n  # a row names its case
     rows = {tuple(row): i for i, row in enumerate(terms)}
-    fw = fm.framework_module("torch")
+    fw = protocol.framework_module("torch")
     seen = []
 
     def spy(metric, t, *args, **kwargs):
         seen.append(sorted(rows[tuple(row)] for row in t))
         return fw.fit_heads(metric, t, *args, **kwargs)
 
-    config = fm.FitConfig(epochs=60, check_every=20)
+    config = fitting.FitConfig(epochs=60, check_every=20)
     start = np.ones(terms.shape[1])
-    cv = fm.cross_validate(spy, "lpips", terms, target, start, config, progress=False)
+    cv = protocol.cross_validate(spy, "lpips", terms, target, start, config, progress=False)
     assert len(seen) == config.folds
     held = np.concatenate([test for _, test in cv.folds])
     assert sorted(held) == list(range(n))  # every case held out exactly once
@@ -202,7 +204,9 @@ def test_held_out_cases_are_never_trained_on(torch_terms, rated):
             for e in choice.validation_srcc
         }
         assert choice.epoch == max(scores, key=scores.get)
-        assert np.allclose(cv.fitted[test], fm.term_distances("lpips", terms[test], choice.heads))
+        assert np.allclose(
+            cv.fitted[test], fitting.term_distances("lpips", terms[test], choice.heads)
+        )
 
 
 def test_fitted_heads_files(tmp_path, source):
@@ -292,7 +296,7 @@ def _onnx_uses_the_fitted_heads(onnx_file, heads, rated_dir):
     """The exported scorer's distances on one case are the fitted heads' term distances."""
     import onnxruntime as ort
 
-    fw = fm.framework_module("torch")
+    fw = protocol.framework_module("torch")
     source = source_from_weights(ARCH, rated_dir.parent.parent / f"{ARCH}.safetensors")
     module = fw.build_metric(heads.metric, source.spec, 4, source.state_dict(), heads)
     case = rated_dir / "CASE001"
@@ -301,12 +305,14 @@ def _onnx_uses_the_fitted_heads(onnx_file, heads, rated_dir):
     b = np.concatenate([load(case / "1.jpg"), load(case / "2.jpg")])
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     (got,) = session.run(["distance"], {"image_a": a, "image_b": b})
-    expected = fm.term_distances(heads.metric, fw.pair_terms(module, a, b), fm.flatten_heads(heads))
+    expected = fitting.term_distances(
+        heads.metric, fw.pair_terms(module, a, b), fitting.flatten_heads(heads)
+    )
     assert np.abs(got - expected).max() <= 1e-5
 
 
 def test_keras_fit_exports_through_the_same_gate(source, rated, tmp_path):
-    config = fm.FitConfig(epochs=100, bootstrap=200)
+    config = fitting.FitConfig(epochs=100, bootstrap=200)
     result = fm.fit_metric(source, "dists", "keras", rated, tmp_path, config, progress=False)
     manifest = json.loads(result.onnx.with_suffix(".json").read_text())
     assert result.onnx.name == f"{ARCH}-fitted-dists-keras.onnx"

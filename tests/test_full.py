@@ -8,10 +8,10 @@ import torch
 
 import tf_models
 import torch_models
-from bridge import spec
+from bridge.core import spec
+from bridge.core.porting import keras_to_torch, torch_to_keras
+from bridge.core.weights import random_state_dict
 from bridge.parity import measure
-from bridge.port import keras_to_torch, torch_to_keras
-from bridge.weights import random_state_dict
 
 pytestmark = pytest.mark.full
 
@@ -55,7 +55,7 @@ def full_exports(tmp_path_factory):
 
     from conftest import ROOT
 
-    from bridge.weights import write_state_dict
+    from bridge.core.weights import write_state_dict
 
     done = {}
 
@@ -85,8 +85,8 @@ def test_full_size_onnx_matches_native_for_every_origin_and_kind(full_exports, a
     """Every kind from both origins passed the export's parity gate (DESIGN.md section 9)
     on the native size and, where the graph takes any size, a non-square one; the two
     origins' files agree with each other on a fresh batch."""
+    from bridge.core.runtime import open_model
     from bridge.export import KINDS, dynamic_size
-    from bridge.runtime import open_model
 
     root, s = full_exports(arch), spec.get_arch(arch)
     n = s.contract.native_size
@@ -141,7 +141,7 @@ def vgg16_scorers(full_exports):
 @pytest.mark.parametrize("kind", ["lpips", "dists"])
 @pytest.mark.parametrize("origin", ["torch", "keras"])
 def test_onnx_scorers_match_the_reference_packages(vgg16_scorers, size, kind, origin):
-    from bridge.runtime import open_model
+    from bridge.core.runtime import open_model
 
     files, refs = vgg16_scorers
     rng = np.random.default_rng(0)

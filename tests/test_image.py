@@ -1,4 +1,4 @@
-"""bridge.data.image: decoding every mode, the guards, crop, resize and fit."""
+"""bridge.core.data.image: decoding every mode, the guards, crop, resize and fit."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.data.image import (
+from bridge.core.data.image import (
     MAX_PIXELS,
     RESIZE_POLICIES,
     Box,
@@ -375,7 +375,7 @@ def test_model_input_crops_fits_and_clips_bicubic_overshoot() -> None:
 def test_recent_images_keeps_the_last_few_and_sees_rewrites(tmp_path: Path) -> None:
     import os
 
-    from bridge.data.image import RecentImages
+    from bridge.core.data.image import RecentImages
 
     paths = []
     for k in range(4):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import torch_models
-from bridge.metrics import reference_heads, uniform_heads
-from bridge.weights import random_state_dict, write_state_dict
+from bridge.core.metrics import reference_heads, uniform_heads
+from bridge.core.weights import random_state_dict, write_state_dict
 from torch_models.metrics import DISTS, LPIPS
 
 SIZES = [(64, 64), (224, 224), (72, 104)]

@@ -6,8 +6,8 @@ import torch
 
 import tf_models
 import torch_models
-from bridge import spec
-from bridge.weights import init_state_dict, random_state_dict
+from bridge.core import spec
+from bridge.core.weights import init_state_dict, random_state_dict
 from tf_models import train as tf_train
 from torch_models import train as torch_train
 

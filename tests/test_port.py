@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_module
+from conftest import assert_one_line_error, run_module, save_torch_file
 
-from bridge import spec
-from bridge.port import keras_to_torch, torch_to_keras
-from bridge.weights import random_state_dict, read_state_dict, write_state_dict
+from bridge.core import spec
+from bridge.core.porting import keras_to_torch, torch_to_keras
+from bridge.core.weights import random_state_dict, read_state_dict
 
 
 @pytest.mark.parametrize("arch", spec.TINY_ARCHS)
@@ -44,7 +44,7 @@ def test_missing_keras_layer():
 
 def test_cli_torch_to_keras_to_torch(tmp_path):
     state = random_state_dict("vgg16_tiny", num_classes=3, seed=4)
-    src = write_state_dict(state, tmp_path / "in.pth")
+    src = save_torch_file(state, tmp_path / "in.pth")
     keras_file = tmp_path / "out.weights.h5"
     result = run_module(
         "bridge.port",
@@ -76,7 +76,7 @@ def test_cli_torch_to_keras_to_torch(tmp_path):
 
 
 def test_cli_wrong_arch_is_one_line_and_writes_nothing(tmp_path):
-    src = write_state_dict(random_state_dict("resnet50_tiny"), tmp_path / "r.pth")
+    src = save_torch_file(random_state_dict("resnet50_tiny"), tmp_path / "r.pth")
     out = tmp_path / "out.weights.h5"
     result = run_module(
         "bridge.port",
@@ -154,8 +154,8 @@ def test_init_scheme_matches_the_reference_libraries(arch):
     """
     import torch
 
+    from bridge.core.weights import init_state_dict
     from bridge.parity import reference_model
-    from bridge.weights import init_state_dict
 
     ours = init_state_dict(arch, seed=0)
     torch.manual_seed(0)  # the reference libraries draw from torch's global generator

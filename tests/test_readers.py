@@ -1,4 +1,4 @@
-"""bridge.data.readers: every data format, and one-line errors naming file and row."""
+"""bridge.core.data.readers: every data format, and one-line errors naming file and row."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import openpyxl
 import pytest
 from PIL import Image
 
-from bridge.data.image import Box
-from bridge.data.readers import (
+from bridge.core.data.image import Box
+from bridge.core.data.readers import (
     ClassificationSet,
     Rating,
     Sample,
@@ -295,7 +295,7 @@ def _wide_xlsx(path: Path, sheet: str | None = None) -> Path:
 
 def test_rated_cases_long_and_wide_agree(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = _cases(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="bridge.data.readers"):
+    with caplog.at_level(logging.WARNING, logger="bridge.core.data.readers"):
         long = read_rated_cases(root, _long_csv(tmp_path / "long.csv"))
     assert "CASE003" in caplog.text  # a folder without ratings is only a warning
     wide = read_rated_cases(root, _wide_xlsx(tmp_path / "wide.xlsx"))

@@ -1,12 +1,9 @@
-"""bridge.spec: architectures as data, with the published parameter counts."""
-
-import subprocess
-import sys
+"""bridge.core.spec: architectures as data, with the published parameter counts."""
 
 import pytest
 
-from bridge import spec
-from bridge.spec import get_arch, layer_specs, param_count, state_dict_shapes
+from bridge.core import spec
+from bridge.core.spec import get_arch, layer_specs, param_count, state_dict_shapes
 
 REFERENCE_PARAMS = {"vgg16": 138_357_544, "resnet50": 25_557_032, "vit_b16": 86_567_656}
 
@@ -83,13 +80,3 @@ def test_unknown_arch_names_the_choices():
 def test_bad_head_size(bad):
     with pytest.raises(ValueError, match=r"num_classes must be a positive integer"):
         get_arch("vgg16").resolve_num_classes(bad)
-
-
-def test_framework_neutral_modules_import_no_framework():
-    code = (
-        "import sys, bridge.spec, bridge.weights, bridge.port, bridge.files, bridge.cli\n"
-        "import evaluation\n"
-        "loaded = sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules)\n"
-        "assert not loaded, loaded\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""bridge.data.synth: the built-in synthetic set (layout, determinism, safety, signal)."""
+"""bridge.core.data.synth: the built-in synthetic set (layout, determinism, safety, signal)."""
 
 import csv
 import json
@@ -13,9 +13,9 @@ from conftest import assert_one_line_error, run_module
 from PIL import Image
 from scipy.stats import spearmanr
 
-from bridge.data import synth
-from bridge.data.readers import is_synthetic
-from bridge.data.synth import SynthConfig, ensure_synthetic, generate, read_manifest
+from bridge.core.data import synth
+from bridge.core.data.readers import is_synthetic
+from bridge.core.data.synth import SynthConfig, ensure_synthetic, generate, read_manifest
 
 SMALL = SynthConfig(seed=3, per_class=6, size=48, cases=8, raters=5, views_per_lesion=2)
 ISIC_HEADER = ["image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
@@ -297,14 +297,14 @@ def test_bad_config(field, value):
 def test_cli(tmp_path):
     out = tmp_path / "cli"
     args = ["--per-class", "2", "--size", "16", "--cases", "2", "--raters", "2"]
-    result = run_module("bridge.data.synth", "--out", str(out), "--seed", "5", *args)
+    result = run_module("bridge.core.data.synth", "--out", str(out), "--seed", "5", *args)
     assert result.returncode == 0, result.stderr
     assert read_manifest(out)["config"]["seed"] == 5
     assert "wrote synthetic set" in result.stderr
     user = tmp_path / "user"
     user.mkdir()
     (user / "notes.txt").write_text("keep")
-    result = run_module("bridge.data.synth", "--out", str(user), *args)
+    result = run_module("bridge.core.data.synth", "--out", str(user), *args)
     assert_one_line_error(result, "user: exists and is not a dermsim synthetic set")
-    result = run_module("bridge.data.synth", "--out", str(out), "--size", "4")
+    result = run_module("bridge.core.data.synth", "--out", str(out), "--size", "4")
     assert_one_line_error(result, "size must be in [16, 4096], got 4")

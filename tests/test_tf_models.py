@@ -9,11 +9,12 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from conftest import save_torch_file
 
 import tf_models
-from bridge import spec
+from bridge.core import spec
+from bridge.core.weights import random_state_dict, write_state_dict
 from bridge.parity import measure
-from bridge.weights import random_state_dict, write_state_dict
 from tf_models import create_model
 
 
@@ -103,7 +104,8 @@ def test_adaptive_pool_matches_torch_on_odd_sizes():
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_torch_weights_port_on_the_fly(tmp_path, suffix):
     state = random_state_dict("vgg16_tiny", seed=8)
-    path = write_state_dict(state, tmp_path / f"w{suffix}")
+    save = save_torch_file if suffix == ".pth" else write_state_dict
+    path = save(state, tmp_path / f"w{suffix}")
     model = create_model("vgg16_tiny", weights=path)
     assert np.array_equal(
         tf_models.torch_state_dict(model)["classifier.0.weight"], state["classifier.0.weight"]
@@ -159,7 +161,7 @@ def test_refuses_a_non_tensorflow_backend():
 
 
 def test_random_init_follows_the_numpy_reference_scheme():
-    from bridge.weights import init_state_dict
+    from bridge.core.weights import init_state_dict
 
     model = create_model("resnet50_tiny", seed=11)
     assert all(

@@ -5,11 +5,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import save_torch_file
 
 import torch_models
-from bridge import spec, weights
+from bridge.core import spec, weights
+from bridge.core.weights import random_state_dict, write_state_dict
 from bridge.parity import reference_model
-from bridge.weights import random_state_dict, write_state_dict
 from torch_models import create_model
 
 
@@ -63,7 +64,8 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone():
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_loads_state_dict_files(tmp_path, suffix):
     state = random_state_dict("resnet50_tiny", num_classes=5, seed=2)
-    path = write_state_dict(state, tmp_path / f"w{suffix}")
+    save = save_torch_file if suffix == ".pth" else write_state_dict
+    path = save(state, tmp_path / f"w{suffix}")
     model = create_model("resnet50_tiny", num_classes=5, weights=path)
     loaded = torch_models.state_dict_numpy(model)
     assert all(np.array_equal(loaded[k], state[k]) for k in state)
@@ -80,7 +82,7 @@ def test_loads_wrapped_checkpoint_and_fills_num_batches_tracked(tmp_path):
 def test_imagenet_weights_resolved_from_torch_home(tmp_path, monkeypatch):
     state = random_state_dict("vgg16_tiny", seed=5)
     hub = tmp_path / "torch" / "hub" / "checkpoints"
-    path = write_state_dict(state, hub / "vgg16_tiny-imagenet.pth")
+    path = save_torch_file(state, hub / "vgg16_tiny-imagenet.pth")
     ref = weights.ReferenceWeights(path.name, weights.sha256_file(path)[:8], "test weights")
     monkeypatch.setitem(weights.REFERENCE_WEIGHTS, "vgg16_tiny", ref)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -141,7 +143,7 @@ def test_full_size_weights_into_tiny_model_name_the_arch(tmp_path):
 
 
 def test_head_size_mismatch(tmp_path):
-    path = write_state_dict(random_state_dict("vgg16_tiny", num_classes=3), tmp_path / "h.pth")
+    path = save_torch_file(random_state_dict("vgg16_tiny", num_classes=3), tmp_path / "h.pth")
     with pytest.raises(
         ValueError,
         match=r"head 'classifier.6' has 3 classes but num_classes=10 .* pass num_classes=3",
@@ -151,7 +153,8 @@ def test_head_size_mismatch(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_truncated_file(tmp_path, suffix):
-    path = write_state_dict(random_state_dict("vgg16_tiny"), tmp_path / f"t{suffix}")
+    save = save_torch_file if suffix == ".pth" else write_state_dict
+    path = save(random_state_dict("vgg16_tiny"), tmp_path / f"t{suffix}")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=rf"t{suffix}: unreadable"):

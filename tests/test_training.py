@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from conftest import ROOT, assert_one_line_error, run_module
 
-from bridge import training
-from bridge.config import AugmentConfig, load_config
-from bridge.data.readers import ClassificationSet, Sample
-from bridge.data.splits import make_splits, read_splits, write_splits
-from bridge.data.stream import BatchStream, ImageCache
-from bridge.data.synth import SynthConfig, generate
-from bridge.spec import get_arch
+from bridge.core import training
+from bridge.core.config import AugmentConfig, load_config
+from bridge.core.data.readers import ClassificationSet, Sample
+from bridge.core.data.splits import make_splits, read_splits, write_splits
+from bridge.core.data.stream import BatchStream, ImageCache
+from bridge.core.data.synth import SynthConfig, generate
+from bridge.core.spec import get_arch
 
 
 @pytest.fixture(scope="session")
@@ -316,7 +316,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 import numpy as np
 import tf_models
-from bridge.weights import init_state_dict
+from bridge.core.weights import init_state_dict
 from tf_models import train as kt
 
 state = init_state_dict("vit_b16_tiny", 3, seed=1)
@@ -362,7 +362,7 @@ def test_dataset_normalization_uses_training_split_statistics(tmp_path, syntheti
 
 
 def test_init_from_a_file_gets_a_new_head_and_is_shared(tmp_path, synthetic):
-    from bridge.weights import random_state_dict, read_state_dict, write_state_dict
+    from bridge.core.weights import random_state_dict, read_state_dict, write_state_dict
 
     weights = write_state_dict(
         random_state_dict("vgg16_tiny", 10, seed=5), tmp_path / "w.safetensors"

@@ -3,7 +3,7 @@
 Every parameterised Keras layer is named after the torch module it mirrors
 (`layer1.0.conv1`, `blocks.3.attn.qkv`), and every tap layer after the torch module
 whose output it is, so one name addresses the same tensor in both frameworks and
-`bridge.port` moves weights by name. Models are NHWC and take normalised input.
+`bridge.core.porting` moves weights by name. Models are NHWC and take normalised input.
 
 What it takes to be numerically the same network as the torch reference:
 
@@ -18,7 +18,7 @@ What it takes to be numerically the same network as the torch reference:
   as Erfc, which onnxruntime rejects).
 
 Random initialisation draws the reference library's scheme in numpy
-(`bridge.weights.init_state_dict`). torch_models/backbones.py mirrors this file.
+(`bridge.core.weights.init_state_dict`). torch_models/backbones.py mirrors this file.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ ensure_tensorflow_backend()
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
-from bridge.files import atomic_path  # noqa: E402
-from bridge.metrics import L2POOL_EPS, l2pool_filter  # noqa: E402
-from bridge.port import keras_to_torch, torch_to_keras  # noqa: E402
-from bridge.spec import ArchSpec, get_arch, resnet_blocks, vgg_features_layout  # noqa: E402
-from bridge.weights import (  # noqa: E402
+from bridge.core.files import atomic_path  # noqa: E402
+from bridge.core.metrics import L2POOL_EPS, l2pool_filter  # noqa: E402
+from bridge.core.porting import keras_to_torch, torch_to_keras  # noqa: E402
+from bridge.core.spec import ArchSpec, get_arch, resnet_blocks, vgg_features_layout  # noqa: E402
+from bridge.core.weights import (  # noqa: E402
     KERAS_SUFFIX,
     StateDict,
     check_state_dict,
@@ -335,7 +335,7 @@ def create_model(
         arch: `vgg16`, `resnet50`, `vit_b16` or a tiny variant.
         num_classes: Head size; None keeps the reference head (1000 classes).
         weights: None (random init with the reference library's scheme, drawn
-            by `bridge.weights.init_state_dict` with `seed`), `"imagenet"` (torch
+            by `bridge.core.weights.init_state_dict` with `seed`), `"imagenet"` (torch
             reference weights found on disk, ported), a torch `.pth` /
             `.safetensors` state dict (ported on the fly) or a Keras `.weights.h5`
             file.

@@ -4,7 +4,7 @@ The twin of torch_models/finetune.py, function for function: the same per-channe
 terms from this framework's own LPIPS / DISTS module (NHWC inside; the images come in
 NCHW, as everywhere in the protocol), and the same training (full batch, Keras Adam
 on the negative Pearson correlation, heads clamped at 0 after every step). The term
-layout and the protocol are `bridge.finetune_metric`'s.
+layout is `bridge.core.fitting`'s, the protocol `bridge.fit_protocol`'s.
 
 Keras's Adam adds epsilon to sqrt(v) before the bias correction, torch's after it, so
 Keras's epsilon is in effect eps / sqrt(1 - beta2^t); `FitConfig.eps` is kept far below
@@ -16,21 +16,18 @@ two frameworks' fits agree to ~1e-5 relative, not to float64 rounding.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from bridge.metrics import DISTS_C1, DISTS_C2, Heads
-from bridge.spec import ArchSpec
-from bridge.weights import StateDict
+from bridge.core.fitting import HEADS_SUM_FLOOR, FitConfig
+from bridge.core.metrics import DISTS_C1, DISTS_C2, Heads
+from bridge.core.spec import ArchSpec
+from bridge.core.weights import StateDict
 from tf_models.backbones import create_model, set_torch_state_dict
 from tf_models.metrics import DISTS, LPIPS, normalize_channels
-
-if TYPE_CHECKING:
-    from bridge.finetune_metric import FitConfig
 
 CORRELATION_EPS = 1e-12  # keeps the loss defined (0) when every distance is equal
 
@@ -111,11 +108,11 @@ def term_distances(metric: str, terms, theta):
     """Distances from terms (N, T) and flat heads `theta` (T / 2 alpha, then beta for DISTS).
 
     LPIPS: terms @ theta. DISTS: 1 - terms @ theta / sum(theta), the joint normalisation
-    of alpha and beta (the sum is floored at 1e-12 so that all-zero heads stay finite).
+    of alpha and beta, the sum floored at `HEADS_SUM_FLOOR` (`bridge.core.fitting`).
     """
     if metric == "lpips":
         return ops.matmul(terms, theta)
-    return 1 - ops.matmul(terms, theta) / ops.maximum(ops.sum(theta), 1e-12)
+    return 1 - ops.matmul(terms, theta) / ops.maximum(ops.sum(theta), HEADS_SUM_FLOOR)
 
 
 def correlation_loss(distances, target):

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from bridge.metrics import DISTS_C1, DISTS_C2, LPIPS_EPS, dists_stages, lpips_input
+from bridge.core.metrics import DISTS_C1, DISTS_C2, LPIPS_EPS, dists_stages, lpips_input
 from tf_models.backbones import features_model, set_torch_state_dict, torch_state_dict, vgg
 
 # ------------------------------------------------------------- functional core

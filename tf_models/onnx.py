@@ -13,9 +13,9 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from bridge.metrics import Heads
-from bridge.spec import ArchSpec, InputContract
-from bridge.weights import StateDict
+from bridge.core.metrics import Heads
+from bridge.core.spec import ArchSpec, InputContract
+from bridge.core.weights import StateDict
 from tf_models.backbones import create_model, features_model, set_torch_state_dict
 from tf_models.metrics import DISTS, LPIPS, lpips_distance, lpips_maps
 

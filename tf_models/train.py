@@ -4,7 +4,7 @@
                        [--set key=value ...] [--resume]
 
 Data, splits, batches, initial weights, schedule and metrics come from
-`bridge.training`, shared with the torch trainer (torch_models/train.py mirrors this
+`bridge.core.training`, shared with the torch trainer (torch_models/train.py mirrors this
 file); what is Keras's own is the model, the optimiser step (a compiled
 `tf.function`) and the checkpoints (`.weights.h5`). Training runs inside a
 `tf.distribute` strategy: several GPUs are mirrored, otherwise the default strategy.
@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from bridge import training
-from bridge.config import Config, TrainConfig, load_config
-from bridge.data.stream import BatchStream
+from bridge.core import training
+from bridge.core.config import Config, TrainConfig, load_config
+from bridge.core.data.stream import BatchStream
 from tf_models.backbones import create_model, save_weights
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def train(
 
 
 def _save_optimizer(optimizer, path: Path) -> None:
-    from bridge.files import atomic_path
+    from bridge.core.files import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
@@ -257,6 +257,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)

@@ -1,4 +1,4 @@
-"""dermsim PyTorch side: backbones with named taps (later: heads, metrics, trainer).
+"""dermsim PyTorch side (the twin of tf_models): backbones, LPIPS / DISTS, trainer, ONNX.
 
 Importing this package first makes torchvision importable on the CPU build of torch
 (see `torch_models._compat`); import it before torchvision, timm, lpips or
@@ -15,6 +15,8 @@ from torch_models.backbones import (  # noqa: E402
     VisionTransformer,
     create_model,
     load_weights,
+    save_weights,
+    set_torch_state_dict,
     state_dict_numpy,
 )
 
@@ -24,5 +26,7 @@ __all__ = [
     "VisionTransformer",
     "create_model",
     "load_weights",
+    "save_weights",
+    "set_torch_state_dict",
     "state_dict_numpy",
 ]

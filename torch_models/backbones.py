@@ -11,6 +11,7 @@ Inputs are normalised images (the spec's input contract says how).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import partial
 
 import numpy as np
@@ -21,8 +22,15 @@ from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck
 from torchvision.models.vgg import make_layers
 
-from bridge.spec import ArchSpec, get_arch
-from bridge.weights import check_state_dict, read_state_dict, resolve_imagenet
+from bridge.core.files import atomic_path
+from bridge.core.spec import ArchSpec, get_arch
+from bridge.core.weights import (
+    TORCH_SUFFIXES,
+    check_state_dict,
+    read_state_dict,
+    resolve_imagenet,
+    write_state_dict,
+)
 
 # ------------------------------------------------------------------------- VGG
 
@@ -210,14 +218,31 @@ def load_weights(model: nn.Module, weights: str | os.PathLike) -> None:
     path = resolve_imagenet(model.spec) if str(weights) == "imagenet" else weights
     state = read_state_dict(path)
     state = check_state_dict(state, model.spec, _head_size(model), source=str(path))
+    set_torch_state_dict(model, state)
+
+
+def set_torch_state_dict(model: nn.Module, state_dict: Mapping[str, np.ndarray]) -> None:
+    """Load a torch-layout numpy state dict into the model, strictly (every key, no extra)."""
     model.load_state_dict(
-        {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True
+        {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, strict=True
     )
 
 
 def state_dict_numpy(model: nn.Module) -> dict[str, np.ndarray]:
     """Return the model's state dict as numpy arrays (torch layout)."""
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save the model's state dict atomically as `.safetensors` or torch's `.pth`."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        write_state_dict(state_dict_numpy(model), path)
+        return
+    if not path.endswith(TORCH_SUFFIXES):
+        raise ValueError(f"{path}: torch weights files must end with .safetensors or .pth")
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
 
 
 def _head_size(model: nn.Module) -> int:

@@ -4,28 +4,25 @@ Both metrics are linear in their heads given per-channel terms, so the terms of 
 (reference, comparison) pair are computed once with this framework's own LPIPS / DISTS
 module, and only the heads are trained on them: full batch, Adam on the negative
 Pearson correlation between case distances and ratings, projected onto heads >= 0
-after every step (a clamp, as the original lpips training does). The term layout and
-the protocol (folds, validation, export) are `bridge.finetune_metric`'s.
+after every step (a clamp, as the original lpips training does). The term layout is
+`bridge.core.fitting`'s; the protocol (folds, validation) is `bridge.fit_protocol`'s.
 tf_models/finetune.py mirrors this file function for function.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bridge.metrics import DISTS_C1, DISTS_C2, Heads
-from bridge.spec import ArchSpec
-from bridge.weights import StateDict
+from bridge.core.fitting import HEADS_SUM_FLOOR, FitConfig
+from bridge.core.metrics import DISTS_C1, DISTS_C2, Heads
+from bridge.core.spec import ArchSpec
+from bridge.core.weights import StateDict
 from torch_models.backbones import create_model
 from torch_models.metrics import DISTS, LPIPS, normalize_channels
-
-if TYPE_CHECKING:
-    from bridge.finetune_metric import FitConfig
 
 CORRELATION_EPS = 1e-12  # keeps the loss defined (0) when every distance is equal
 
@@ -112,11 +109,11 @@ def term_distances(metric: str, terms: Tensor, theta: Tensor) -> Tensor:
     """Distances from terms (N, T) and flat heads `theta` (T / 2 alpha, then beta for DISTS).
 
     LPIPS: terms @ theta. DISTS: 1 - terms @ theta / sum(theta), the joint normalisation
-    of alpha and beta (the sum is floored at 1e-12 so that all-zero heads stay finite).
+    of alpha and beta, the sum floored at `HEADS_SUM_FLOOR` (`bridge.core.fitting`).
     """
     if metric == "lpips":
         return terms @ theta
-    return 1 - (terms @ theta) / theta.sum().clamp_min(1e-12)
+    return 1 - (terms @ theta) / theta.sum().clamp_min(HEADS_SUM_FLOOR)
 
 
 def correlation_loss(distances: Tensor, target: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bridge.metrics import (
+from bridge.core.metrics import (
     DISTS_C1,
     DISTS_C2,
     L2POOL_EPS,
@@ -126,7 +126,7 @@ class LPIPS(nn.Module):
 
     Args:
         backbone: A `torch_models.create_model` backbone (its taps are used).
-        heads: One non-negative weight vector per tap (`bridge.metrics` loads them).
+        heads: One non-negative weight vector per tap (`bridge.core.metrics` loads them).
         taps: Tap names to use (default: the backbone's conv / grid taps).
     """
 

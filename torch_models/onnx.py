@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bridge.metrics import Heads
-from bridge.spec import ArchSpec, InputContract
-from bridge.weights import StateDict
+from bridge.core.metrics import Heads
+from bridge.core.spec import ArchSpec, InputContract
+from bridge.core.weights import StateDict
 from torch_models.backbones import create_model
 from torch_models.metrics import DISTS, LPIPS, lpips_distance, lpips_spatial
 

@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 2 -m torch_models.train --config ...   # DDP (gloo on CPU)
 
 Data, splits, batches, initial weights, schedule and metrics come from
-`bridge.training`, shared with the Keras trainer (tf_models/train.py mirrors this
+`bridge.core.training`, shared with the Keras trainer (tf_models/train.py mirrors this
 file); what is torch's own is the model, the optimiser step and the checkpoints
 (`.safetensors`). On CPU the model runs channels-last.
 """
@@ -25,11 +25,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from bridge import training
-from bridge.config import Config, TrainConfig, load_config
-from bridge.data.stream import BatchStream
-from bridge.files import atomic_path
-from bridge.weights import write_state_dict
+from bridge.core import training
+from bridge.core.config import Config, TrainConfig, load_config
+from bridge.core.data.stream import BatchStream
+from bridge.core.files import atomic_path
+from bridge.core.weights import write_state_dict
 from torch_models.backbones import create_model, state_dict_numpy
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def train(
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
-    from bridge.weights import read_state_dict
+    from bridge.core.weights import read_state_dict
 
     return {k: torch.from_numpy(v) for k, v in read_state_dict(path).items()}
 
@@ -258,6 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)

@@ -59,6 +59,8 @@ INTERPOLATIONS = {
     "area": Image.Resampling.BOX,
 }
 RESIZE_POLICIES = ("stretch", "shorter_center_crop", "pad")
+# file suffixes of images every reader, lister and explorer accepts (what decode_image reads)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
 # ------------------------------------------------------------------- decoding
@@ -306,6 +308,11 @@ def parse_box(text: str) -> Box:
     if w < 1 or h < 1:
         raise ValueError(f"box {text!r}: w and h must be >= 1")
     return Box(x, y, w, h)
+
+
+def box_text(box: Box | None) -> str:
+    """A box as `parse_box` reads it (`"x,y,w,h"`); the empty string for the whole image."""
+    return "" if box is None else f"{box.x},{box.y},{box.w},{box.h}"
 
 
 def crop(image: np.ndarray, box: Box | None) -> np.ndarray:

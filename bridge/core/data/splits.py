@@ -9,6 +9,7 @@ two splits. The test split is never used to choose anything.
 from __future__ import annotations
 
 import csv
+import inspect
 import logging
 import os
 import warnings
@@ -18,12 +19,29 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.data.readers import ClassificationSet, Sample
-from bridge.files import atomic_path
+from bridge.core.data.readers import ClassificationSet, Sample
+from bridge.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+
+def kfold(folds: int, seed: int, grouped: bool = False):
+    """The one k-fold splitter of every cross-validation: shuffled and seeded.
+
+    `KFold(n_splits=folds, shuffle=True, random_state=seed)`, or with `grouped` the
+    shuffled `GroupKFold` (no group in two folds; scikit-learn >= 1.6 shuffles it, older
+    versions assign groups to folds by size, deterministically). Call its `split(X)` /
+    `split(X, y, groups)`.
+    """
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if grouped:
+        seeded = "shuffle" in inspect.signature(GroupKFold).parameters
+        options = {"shuffle": True, "random_state": seed} if seeded else {}
+        return GroupKFold(n_splits=folds, **options)
+    return KFold(n_splits=folds, shuffle=True, random_state=seed)
 
 
 def make_splits(

@@ -1,8 +1,8 @@
 """Weight files: safe reading, checks against a spec, and finding ImageNet weights.
 
 State dicts travel between the frameworks as `dict[str, numpy.ndarray]` in torch
-layout and naming. `.safetensors` files are read with numpy alone; `.pth` files need
-torch and are read with `weights_only=True` (no arbitrary unpickling).
+layout and naming. `.safetensors` and `.pth` files are both read with numpy alone
+(`.pth` through `bridge.core.torchfile`, which rebuilds tensors and nothing else).
 
 `weights="imagenet"` never downloads: `resolve_imagenet` looks in the standard
 places and, when nothing is there, says which file to put where.
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.files import atomic_path, sha256_file
-from bridge.spec import ARCHS, ArchSpec, get_arch, state_dict_shapes
+from bridge.core.files import atomic_path, sha256_file
+from bridge.core.spec import ARCHS, ArchSpec, get_arch, state_dict_shapes
+from bridge.core.torchfile import read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -182,47 +183,33 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
 
 
 def _read_torch_file(path: Path) -> StateDict:
-    try:
-        import torch
-    except ImportError:
-        raise ValueError(
-            f"{path}: reading .pth files needs torch (pip install dermsim[torch]); "
-            "or convert it to .safetensors"
-        ) from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for damaged or unsafe files
-        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: unreadable torch weights file ({reason})") from None
+    obj = read_torch_file(path)
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, Mapping) or not all(isinstance(v, np.ndarray) for v in obj.values()):
         raise ValueError(f"{path}: not a state dict (expected a mapping of names to tensors)")
-    return {k: v.detach().cpu().numpy() for k, v in obj.items()}
+    return dict(obj)
 
 
 def write_state_dict(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
-    """Write a numpy state dict atomically as `.safetensors` (or `.pth` with torch).
+    """Write a numpy state dict atomically as `.safetensors`.
+
+    `.pth` files are torch's own pickles: `torch_models.save_weights` writes them.
 
     Raises:
-        ValueError: If the suffix is not `.safetensors` or `.pth`.
+        ValueError: If the suffix is not `.safetensors`.
     """
     path = Path(path)
+    if not path.name.endswith(".safetensors"):
+        raise ValueError(f"{path}: expected a .safetensors output path")
+    from safetensors.numpy import save_file
+
     arrays = {k: np.asarray(v, order="C") for k, v in state_dict.items()}  # keeps 0-d shapes
     with atomic_path(path) as tmp:
-        if path.name.endswith(".safetensors"):
-            from safetensors.numpy import save_file
-
-            save_file(arrays, tmp)
-        elif path.name.endswith(TORCH_SUFFIXES):
-            import torch
-
-            torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, tmp)
-        else:
-            raise ValueError(f"{path}: expected a .safetensors or .pth output path")
+        save_file(arrays, tmp)
     return path
 
 
@@ -334,7 +321,7 @@ def random_state_dict(
         num_classes: Head size (None: the default head).
         seed: Seed of the numpy generator.
     """
-    from bridge.spec import layer_specs
+    from bridge.core.spec import layer_specs
 
     rng = np.random.default_rng(seed)
     state: StateDict = {}
@@ -379,7 +366,7 @@ def init_state_dict(
         num_classes: Head size (None: the default head).
         seed: Seed of the numpy generator.
     """
-    from bridge.spec import layer_specs
+    from bridge.core.spec import layer_specs
 
     spec = get_arch(arch)
     rng = np.random.default_rng(seed)

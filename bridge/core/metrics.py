@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.files import atomic_path
-from bridge.spec import ArchSpec, get_arch
+from bridge.core.files import atomic_path
+from bridge.core.spec import ArchSpec, get_arch
 
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
@@ -303,7 +303,7 @@ def _package_file(package: str, relative: str) -> Path:
 
 
 def _read(file: Path) -> dict[str, np.ndarray]:
-    from bridge.weights import read_state_dict
+    from bridge.core.weights import read_state_dict
 
     return read_state_dict(os.fspath(file))
 

@@ -3,7 +3,7 @@
 Classification sets (ISIC 2019, ISIC 2020, HAM10000, a folder per class) become a
 `ClassificationSet`; hospital-style rated cases a `RatedCaseSet`; rated region
 pairs inside full images a `RegionPairSet`. Readers check that every image named
-exists but decode none (`bridge.data.image` does that, later).
+exists but decode none (`bridge.core.data.image` does that, later).
 
 Tables are CSV (UTF-8, a byte-order mark tolerated) or, where a rater table may be
 a spreadsheet, .xlsx. Every malformed input raises a one-line `ValueError` naming
@@ -31,11 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.data.image import Box, parse_box
+from bridge.core.data.image import IMAGE_SUFFIXES, Box, parse_box
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 ISIC2019_CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
 ISIC2020_CLASSES = ("benign", "malignant")
 ASPECTS = ("color", "texture", "overall")

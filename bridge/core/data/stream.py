@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from bridge.config import AugmentConfig
-from bridge.data.image import Box, crop, decode_image, model_input, resize
-from bridge.data.readers import Sample
+from bridge.core.config import AugmentConfig
+from bridge.core.data.image import Box, crop, decode_image, model_input, resize
+from bridge.core.data.readers import Sample
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from bridge.config import Config, DataConfig
-from bridge.data.readers import ClassificationSet
-from bridge.data.splits import load_or_make_splits, select
-from bridge.data.stream import BatchStream, ImageCache, channel_stats
-from bridge.files import atomic_path, sha256_file
-from bridge.spec import FULL_ARCHS, ArchSpec, InputContract, get_arch
-from bridge.weights import (
+from bridge.core.config import Config
+from bridge.core.data.readers import ClassificationSet
+from bridge.core.data.sources import load_dataset
+from bridge.core.data.splits import load_or_make_splits, select
+from bridge.core.data.stream import BatchStream, ImageCache, channel_stats
+from bridge.core.files import atomic_path, sha256_file
+from bridge.core.spec import FRAMEWORKS, FULL_ARCHS, ArchSpec, InputContract, get_arch
+from bridge.core.weights import (
+    KERAS_SUFFIX,
     check_state_dict,
     init_state_dict,
     read_state_dict,
@@ -43,44 +45,25 @@ from bridge.weights import (
 
 log = logging.getLogger(__name__)
 
-FRAMEWORKS = ("torch", "keras")
 SELECTION_METRIC = "balanced_accuracy"  # best epoch: highest validation balanced accuracy
 
 
 # ------------------------------------------------------------------------ data
 
 
-def load_dataset(cfg: DataConfig, seed: int = 0) -> ClassificationSet:
-    """Read the configured data set, with class subset and per-class cap applied.
+def run_folder(run_root: str | os.PathLike, arch: str, framework: str) -> Path:
+    """The folder of one arch x framework of a run: `runs/<name>/<arch>-<framework>`."""
+    return Path(run_root) / f"{arch}-{framework}"
 
-    With `source = "synthetic"` the built-in set is generated into `cfg.path` first
-    when it is not there yet.
-    """
-    from bridge.data import readers
 
-    path = Path(cfg.path)
-    images = cfg.images or None
-    if cfg.source == "synthetic":
-        from bridge.data.synth import ensure_synthetic
+def checkpoint_suffix(framework: str) -> str:
+    """A framework's checkpoint suffix: `.safetensors` (torch) or `.weights.h5` (Keras)."""
+    return ".safetensors" if framework == "torch" else KERAS_SUFFIX
 
-        # an existing synthetic folder is used as generated (any size); else make the default
-        root = path if (path / "manifest.json").is_file() else ensure_synthetic(path)
-        folder = root / "isic2019"
-        dataset = readers.read_isic2019(
-            folder / "ISIC_2019_Training_GroundTruth.csv",
-            metadata_csv=folder / "ISIC_2019_Training_Metadata.csv",
-        )
-    elif cfg.source == "isic2019":
-        dataset = readers.read_isic2019(path, images, cfg.metadata or None)
-    elif cfg.source == "isic2020":
-        dataset = readers.read_isic2020(path, images)
-    elif cfg.source == "ham10000":
-        dataset = readers.read_ham10000(path, images)
-    else:
-        dataset = readers.read_class_folders(path)
-    present = [c for c in dataset.classes if any(s.label == c for s in dataset.samples)]
-    classes = list(cfg.classes) or present
-    return dataset.subset(classes, cfg.per_class_cap or None, seed=seed)
+
+def best_checkpoint(run_dir: str | os.PathLike, framework: str) -> Path:
+    """The best checkpoint of a run folder (highest validation balanced accuracy)."""
+    return Path(run_dir) / f"best{checkpoint_suffix(framework)}"
 
 
 @dataclass
@@ -136,7 +119,7 @@ class Run:
     @property
     def dir(self) -> Path:
         """`runs/<name>/<arch>-<framework>`."""
-        return self.config.run_dir / f"{self.spec.name}-{self.framework}"
+        return run_folder(self.config.run_dir, self.spec.name, self.framework)
 
     @property
     def num_classes(self) -> int:
@@ -146,7 +129,7 @@ class Run:
     @property
     def suffix(self) -> str:
         """Checkpoint suffix of the framework."""
-        return ".safetensors" if self.framework == "torch" else ".weights.h5"
+        return checkpoint_suffix(self.framework)
 
     def checkpoint(self, epoch: int) -> Path:
         """Checkpoint of a (1-based) epoch."""
@@ -155,7 +138,7 @@ class Run:
     @property
     def best(self) -> Path:
         """The best checkpoint (highest validation balanced accuracy)."""
-        return self.dir / f"best{self.suffix}"
+        return best_checkpoint(self.dir, self.framework)
 
     def lr(self, epoch: int, step: int) -> float:
         """Learning rate at `step` (0-based) of `epoch` (0-based)."""
@@ -296,7 +279,7 @@ def trainable_layers(spec: ArchSpec, policy: str) -> tuple[str, ...] | None:
 
 def architecture_blocks(spec: ArchSpec) -> list[tuple[str, ...]]:
     """The trainable blocks of an architecture, input first, head excluded."""
-    from bridge.spec import vgg_features_layout
+    from bridge.core.spec import vgg_features_layout
 
     cfg = spec.config
     if spec.family == "vgg":
@@ -563,16 +546,18 @@ __all__ = [
     "RunData",
     "RunLog",
     "add_arguments",
+    "best_checkpoint",
+    "checkpoint_suffix",
     "classification_metrics",
     "finish",
     "is_trainable",
     "keep_best",
     "learning_rate",
-    "load_dataset",
     "load_run_data",
     "log_epoch",
     "prepare",
     "resolve_archs",
+    "run_folder",
     "trainable_layers",
     "write_json",
 ]

@@ -17,11 +17,76 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.files import sha256_file
+from bridge.core.files import sha256_file
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "dermsim-onnx/1"
+KINDS = ("classifier", "features", "lpips", "dists")  # what an exported file computes
+SCORER_KINDS = ("lpips", "dists")
+
+
+# ----------------------------------------------------------------- naming
+
+
+def model_filename(name: str, kind: str, origin: str) -> str:
+    """The file name of an export: `<name>-<kind>-<origin>.onnx`."""
+    return f"{name}-{kind}-{origin}.onnx"
+
+
+def model_name(onnx_path: str | os.PathLike, manifest: dict[str, Any]) -> str:
+    """The `<name>` part of an export's file name (the stem when it was renamed)."""
+    path = Path(onnx_path)
+    suffix = f"-{manifest.get('kind')}-{manifest.get('origin')}.onnx"
+    return path.name[: -len(suffix)] if path.name.endswith(suffix) else path.stem
+
+
+def manifest_path(onnx_path: str | os.PathLike) -> Path:
+    """The manifest beside an ONNX file: `model.onnx` -> `model.json`."""
+    return Path(onnx_path).with_suffix(".json")
+
+
+def find_models(
+    folder: str | os.PathLike, kinds: Sequence[str] = KINDS, strict: bool = False
+) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """The exports in a folder: `*.onnx` files with a matching manifest, by name.
+
+    A file whose manifest is missing, malformed or of another file (sha256) is left
+    out with a warning, and named in the problems returned; files of other kinds are
+    skipped silently.
+
+    Args:
+        folder: The models folder.
+        kinds: The kinds wanted.
+        strict: Raise on the first file that cannot be used instead.
+
+    Returns:
+        ([(onnx path, manifest)], [problem, ...]).
+
+    Raises:
+        FileNotFoundError: If the folder does not exist.
+        ValueError: With `strict`, on the first unusable file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such models folder")
+    found, problems = [], []
+    for path in sorted(folder.glob("*.onnx")):
+        try:
+            manifest = read_manifest(path)
+            verify(path, manifest)
+        except (FileNotFoundError, ValueError) as err:
+            if strict:
+                raise ValueError(f"{err} (--strict)") from None
+            problems.append(f"{path.name}: left out: {err}")
+            log.warning("%s: left out: %s", path.name, err)
+            continue
+        if manifest.get("kind") in kinds:
+            found.append((path, manifest))
+    return found, problems
+
+
+# --------------------------------------------------------------- manifests
 
 
 @dataclass
@@ -83,7 +148,7 @@ def read_manifest(onnx_path: str | os.PathLike) -> dict[str, Any]:
     path = Path(onnx_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such ONNX file")
-    manifest_file = path.with_suffix(".json")
+    manifest_file = manifest_path(path)
     if not manifest_file.is_file():
         raise FileNotFoundError(f"{manifest_file}: the manifest of {path.name} is missing")
     try:

@@ -46,7 +46,7 @@ config reproduces them byte for byte with the same numpy, OpenCV and Pillow.
 
 Command line::
 
-    python -m bridge.data.synth --out DIR [--seed 0] [--per-class 150] [--size 96]
+    python -m bridge.core.data.synth --out DIR [--seed 0] [--per-class 150] [--size 96]
         [--cases 48] [--raters 6] [--views-per-lesion 3]
 """
 
@@ -81,6 +81,7 @@ ISIC_GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 ISIC_METADATA = "ISIC_2019_Training_Metadata.csv"
 ISIC_IMAGES = "ISIC_2019_Training_Input"
 RATED_DIR = "rated"
+DEFAULT_ROOT = Path("data/synthetic")  # where every command looks for the built-in set
 VIEWS_PER_CASE = 3  # 0.jpg (lesion or scar) + two normal-skin regions
 
 # Independent random streams: (seed, stream, item...) seeds numpy's SeedSequence, so
@@ -231,6 +232,17 @@ def ensure_synthetic(out: str | os.PathLike, config: SynthConfig = SynthConfig()
     return generate(out, config)
 
 
+def default_root() -> Path:
+    """The built-in synthetic set at `DEFAULT_ROOT`, generated on first use.
+
+    A set already there is used as it is (whatever config made it), so commands that
+    read it never regenerate what the trainers wrote.
+    """
+    if read_manifest(DEFAULT_ROOT) is not None:
+        return DEFAULT_ROOT
+    return ensure_synthetic(DEFAULT_ROOT)
+
+
 def read_manifest(folder: str | os.PathLike) -> dict | None:
     """Return the manifest of a dermsim synthetic set, or None if `folder` is not one."""
     path = Path(folder) / MANIFEST
@@ -296,10 +308,10 @@ def _write_set(root: Path, config: SynthConfig) -> dict:
     )
     settings = " ".join(f"{k}={v}" for k, v in config.as_dict().items())
     (root / MARKER).write_text(
-        "SYNTHETIC DATA made by dermsim (bridge.data.synth, version "
+        "SYNTHETIC DATA made by dermsim (bridge.core.data.synth, version "
         f"{VERSION}): no real patient, image or rating.\n"
         f"config: {settings}\n"
-        f"regenerate: python -m bridge.data.synth --out DIR {_cli_args(config)}\n",
+        f"regenerate: python -m bridge.core.data.synth --out DIR {_cli_args(config)}\n",
         encoding="utf-8",
     )
     return counts
@@ -909,7 +921,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Write the synthetic set (see module docstring)."""
     defaults = SynthConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.data.synth",
+        prog="python -m bridge.core.data.synth",
         description="Write dermsim's synthetic data set: ISIC-style images and rated cases.",
     )
     parser.add_argument("--out", required=True, help="output folder (new, empty or synthetic)")
@@ -937,6 +949,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from bridge.cli import run
+    from bridge.core.cli import run
 
     run(main)
