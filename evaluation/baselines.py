@@ -45,13 +45,7 @@ from scipy import stats as sps
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import cohen_kappa_score
-from sklearn.model_selection import (
-    GridSearchCV,
-    GroupKFold,
-    KFold,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-)
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -254,18 +248,13 @@ def _folds(name: str, folds: int) -> int:
     return int(folds)
 
 
-def _splitter(folds: int, seed: int, grouped: bool) -> KFold | GroupKFold:
-    """Shuffled (group) k-fold (`bridge.core.data.splits.kfold`); no group is split."""
-    return kfold(folds, seed, grouped)
-
-
 def _outer_splits(n: int, folds: int, seed: int, groups: np.ndarray | None):
     """Outer train / held-out index pairs over `n` items, with enough units to split."""
     units = n if groups is None else len(np.unique(groups))
     what = "items" if groups is None else "groups"
     if units < folds:
         raise ValueError(f"{folds} outer folds need at least {folds} {what}, got {units}")
-    return list(_splitter(folds, seed, groups is not None).split(np.zeros(n), groups=groups))
+    return list(kfold(folds, seed, groups is not None).split(np.zeros(n), groups=groups))
 
 
 def _plain_params(params: Mapping) -> dict:
@@ -448,11 +437,12 @@ def rating_baselines(
 ) -> list[RatingPrediction]:
     """Predict the mean rating from distances in nested cross-validation.
 
-    Outer folds: `KFold(shuffle=True, random_state=seed)`, or shuffled `GroupKFold` when
-    groups (cases) are given, so the items of one case are never split. On each outer training
-    part, `GridSearchCV` (scoring: negative mean absolute error) picks the hyper-parameters over
-    inner folds of the same kind, built from that part only; the refit model predicts the outer
-    held-out part. Every item is thus predicted by a model that never saw it.
+    Outer folds come from `bridge.core.data.splits.kfold`: shuffled `KFold`, or shuffled
+    `GroupKFold` when groups (cases) are given, so the items of one case are never split. On
+    each outer training part, `GridSearchCV` (scoring: negative mean absolute error) picks the
+    hyper-parameters over inner folds of the same kind, built from that part only; the refit
+    model predicts the outer held-out part. Every item is thus predicted by a model that never
+    saw it.
 
     The SRCC pools the held-out predictions after ranking them within each outer fold (as
     `evaluation.stats.cv_select` does): raw pooled predictions carry each fold's training mean,
@@ -481,11 +471,7 @@ def rating_baselines(
             name.
     """
     X = _matrix("X", X)
-    target = np.asarray(y, dtype=float)
-    if target.shape != (len(X),):
-        raise ValueError(f"expected one target per row of X ({len(X)}), got shape {target.shape}")
-    if np.isinf(target).any():
-        raise ValueError("y holds infinite values; expected finite targets (NaN to leave out)")
+    target = _rating_targets(y, len(X))
     outer = _folds("outer_folds", outer_folds)
     inner = _folds("inner_folds", inner_folds)
     chosen = _names(names, REGRESSORS, "regressor")
@@ -494,44 +480,85 @@ def rating_baselines(
     if not keep.all():
         logger.info("rating baselines: %d item(s) without a target dropped", int((~keep).sum()))
     Xk, yk = X[keep], target[keep]
-    bad = np.flatnonzero(~np.isfinite(Xk).all(axis=0))
+    _check_finite_columns(Xk)
+    gk = None if group_all is None else group_all[keep]
+    splits = _outer_splits(len(yk), outer, seed, gk)
+    inner_cv = kfold(inner, seed, gk is not None)
+    _check_inner_units(splits, inner, gk)
+
+    results = []
+    for name in chosen:
+        held_out, srcc, params = _nested_regression(name, Xk, yk, gk, splits, inner_cv, seed)
+        mae = float(np.mean(np.abs(held_out - yk)))
+        predictions = np.full(len(X), np.nan)
+        predictions[keep] = held_out
+        logger.info("%s: held-out SRCC %.3f, MAE %.3f", name, srcc, mae)
+        results.append(RatingPrediction(name, predictions, params, srcc, mae, outer))
+    return results
+
+
+def _rating_targets(y, n: int) -> np.ndarray:
+    """One target per row of X as floats: NaN (left out) allowed, infinite values not."""
+    target = np.asarray(y, dtype=float)
+    if target.shape != (n,):
+        raise ValueError(f"expected one target per row of X ({n}), got shape {target.shape}")
+    if np.isinf(target).any():
+        raise ValueError("y holds infinite values; expected finite targets (NaN to leave out)")
+    return target
+
+
+def _check_finite_columns(X: np.ndarray) -> None:
+    """Raise, naming the first columns, when any column of X holds NaN or infinite values."""
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=0))
     if len(bad):
         shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
         raise ValueError(
             f"X has {len(bad)} column(s) with NaN or infinite values (columns {shown}); "
             "expected finite features: drop or impute those columns"
         )
-    gk = None if group_all is None else group_all[keep]
-    splits = _outer_splits(len(yk), outer, seed, gk)
-    inner_cv = _splitter(inner, seed, gk is not None)
-    fewest = min(len(train) if gk is None else len(np.unique(gk[train])) for train, _ in splits)
+
+
+def _check_inner_units(splits, inner: int, groups: np.ndarray | None) -> None:
+    """Raise unless every outer training part holds `inner` items (groups, when given)."""
+    fewest = min(
+        len(train) if groups is None else len(np.unique(groups[train])) for train, _ in splits
+    )
     if fewest < inner:
-        what = "items" if gk is None else "groups"
+        what = "items" if groups is None else "groups"
         raise ValueError(
             f"{inner} inner folds need at least {inner} {what} in every outer training part, "
             f"got {fewest}; use fewer folds"
         )
 
-    results = []
-    for name in chosen:
-        factory, grid = REGRESSORS[name]
-        held_out, normalised = np.full(len(yk), np.nan), np.full(len(yk), np.nan)
-        params = []
-        for train, test in splits:
-            search = _grid_search(factory(seed), grid, "neg_mean_absolute_error", inner_cv)
-            search.fit(Xk[train], yk[train], groups=None if gk is None else gk[train])
-            held_out[test] = search.predict(Xk[test])
-            normalised[test] = (sps.rankdata(held_out[test]) - 0.5) / len(test)
-            params.append(_plain_params(search.best_params_))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # constant predictions: SRCC is NaN
-            srcc = float(stats.srcc(normalised, yk))
-        mae = float(np.mean(np.abs(held_out - yk)))
-        predictions = np.full(len(X), np.nan)
-        predictions[keep] = held_out
-        logger.info("%s: held-out SRCC %.3f, MAE %.3f", name, srcc, mae)
-        results.append(RatingPrediction(name, predictions, tuple(params), srcc, mae, outer))
-    return results
+
+def _nested_regression(
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    inner_cv,
+    seed: int,
+) -> tuple[np.ndarray, float, tuple[dict, ...]]:
+    """One regressor of `REGRESSORS` in nested cross-validation: tuned per outer training part.
+
+    Returns:
+        The held-out prediction of every item, their SRCC with `y` after ranking within each
+        outer fold (`rating_baselines` says why), and the hyper-parameters chosen on each fold.
+    """
+    factory, grid = REGRESSORS[name]
+    held_out, normalised = np.full(len(y), np.nan), np.full(len(y), np.nan)
+    params = []
+    for train, test in splits:
+        search = _grid_search(factory(seed), grid, "neg_mean_absolute_error", inner_cv)
+        search.fit(X[train], y[train], groups=None if groups is None else groups[train])
+        held_out[test] = search.predict(X[test])
+        normalised[test] = (sps.rankdata(held_out[test]) - 0.5) / len(test)
+        params.append(_plain_params(search.best_params_))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant predictions: SRCC is NaN
+        srcc = float(stats.srcc(normalised, y))
+    return held_out, srcc, tuple(params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -632,6 +659,72 @@ def _fit_ordinal(
     return best
 
 
+def _distance_columns(columns: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """The candidate names and their distances as an (items, candidates) float matrix."""
+    names = list(columns)
+    if not names:
+        raise ValueError("expected at least one candidate distance column")
+    arrays = [np.asarray(columns[name], dtype=float) for name in names]
+    n = len(arrays[0])
+    for name, array in zip(names, arrays, strict=True):
+        if array.shape != (n,):
+            raise ValueError(
+                f"column {name!r}: expected one distance per item ({n}), got shape {array.shape}"
+            )
+    return names, np.column_stack(arrays)
+
+
+def _reference_categories(
+    table: np.ndarray, x: np.ndarray, cats: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The items kept (a rating and finite distances) and their reference category.
+
+    The reference is the mean of an item's available ratings, rounded half up and clipped.
+    """
+    rated = ~np.isnan(table).all(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows without a rating
+        mean_rating = np.nanmean(table, axis=1)
+    keep = rated & np.isfinite(x).all(axis=1)
+    if not keep.all():
+        logger.info(
+            "ordinal baseline: %d item(s) without a rating or with a NaN distance left out",
+            int((~keep).sum()),
+        )
+    return keep, _to_category(mean_rating[keep], cats)
+
+
+def _cross_fit_ordinal(
+    x: np.ndarray,
+    reference: np.ndarray,
+    names: list[str],
+    cats: np.ndarray,
+    folds: int,
+    seed: int,
+    groups: np.ndarray | None,
+) -> tuple[list[str], np.ndarray]:
+    """The column chosen on each outer fold, and every item's held-out predicted category."""
+    codes = reference - cats[0]
+    chosen, held_out = [], np.zeros(len(codes), dtype=np.int64)
+    for train, test in _outer_splits(len(codes), folds, seed, groups):
+        name, predicted = _fit_ordinal(x[train], codes[train], x[test], names, np.arange(len(cats)))
+        chosen.append(name)
+        held_out[test] = predicted
+    return chosen, held_out + cats[0]
+
+
+def _per_rater_metrics(
+    table: np.ndarray, raters: Sequence[str], predicted: np.ndarray, cats: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Accuracy, MAE and QWK of the predicted categories against each rater's own scores."""
+    per_rater = {}
+    for j, rater in enumerate(raters):
+        scored = ~np.isnan(table[:, j])
+        own = _to_category(table[:, j][scored], cats)
+        per_rater[str(rater)] = _category_metrics(own, predicted[scored], cats)
+    return per_rater
+
+
 def ordinal_baseline(
     columns: Mapping[str, np.ndarray],
     ratings_table: np.ndarray,
@@ -648,13 +741,13 @@ def ordinal_baseline(
     `distr="logit"`) learns ordered thresholds from the ratings, and is scored on held-out folds.
 
     The reference category of an item is the mean of its available ratings rounded half up and
-    clipped to `categories`. Outer folds: `KFold(shuffle=True, random_state=seed)`, or shuffled
-    `GroupKFold` over `groups`. On each outer training part every candidate column (standardised
-    on that part) gets an ordered logit fit on the categories present there; the column whose
-    model has the best quadratic weighted kappa on the training part itself is kept (every
-    candidate has the same number of parameters, one slope and the thresholds, so the in-sample
-    comparison is fair, and the held-out part is never looked at). The held-out items get the
-    category of highest predicted probability. QWK is
+    clipped to `categories`. Outer folds come from `bridge.core.data.splits.kfold`: shuffled
+    `KFold`, or shuffled `GroupKFold` over `groups`. On each outer training part every candidate
+    column (standardised on that part) gets an ordered logit fit on the categories present
+    there; the column whose model has the best quadratic weighted kappa on the training part
+    itself is kept (every candidate has the same number of parameters, one slope and the
+    thresholds, so the in-sample comparison is fair, and the held-out part is never looked at).
+    The held-out items get the category of highest predicted probability. QWK is
     `cohen_kappa_score(weights="quadratic", labels=categories)`.
 
     Items without any rating, or with a NaN in any column, are left out.
@@ -677,49 +770,17 @@ def ordinal_baseline(
             the raters, categories that are not consecutive integers, or too few items (or
             groups) for the folds.
     """
-    names = list(columns)
-    if not names:
-        raise ValueError("expected at least one candidate distance column")
-    arrays = [np.asarray(columns[name], dtype=float) for name in names]
-    n = len(arrays[0])
-    for name, array in zip(names, arrays, strict=True):
-        if array.shape != (n,):
-            raise ValueError(
-                f"column {name!r}: expected one distance per item ({n}), got shape {array.shape}"
-            )
-    x = np.column_stack(arrays)
+    names, x = _distance_columns(columns)
+    n = len(x)
     table = _ratings(ratings_table, raters, n)
     cats = _check_categories(categories)
     folds = _folds("outer_folds", outer_folds)
     group_all = _groups("group", groups, n)
-    rated = ~np.isnan(table).all(axis=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rows without a rating
-        mean_rating = np.nanmean(table, axis=1)
-    keep = rated & np.isfinite(x).all(axis=1)
-    if not keep.all():
-        logger.info(
-            "ordinal baseline: %d item(s) without a rating or with a NaN distance left out",
-            int((~keep).sum()),
-        )
-    reference = _to_category(mean_rating[keep], cats)
-    codes = reference - cats[0]
-    xk = x[keep]
+    keep, reference = _reference_categories(table, x, cats)
     gk = None if group_all is None else group_all[keep]
-    chosen, held_out = [], np.zeros(len(codes), dtype=np.int64)
-    for train, test in _outer_splits(len(codes), folds, seed, gk):
-        name, predicted = _fit_ordinal(
-            xk[train], codes[train], xk[test], names, np.arange(len(cats))
-        )
-        chosen.append(name)
-        held_out[test] = predicted
-    predicted_cats = held_out + cats[0]
+    chosen, predicted_cats = _cross_fit_ordinal(x[keep], reference, names, cats, folds, seed, gk)
     overall = _category_metrics(reference, predicted_cats, cats)
-    per_rater = {}
-    for j, rater in enumerate(raters):
-        scored = ~np.isnan(table[keep, j])
-        own = _to_category(table[keep, j][scored], cats)
-        per_rater[str(rater)] = _category_metrics(own, predicted_cats[scored], cats)
+    per_rater = _per_rater_metrics(table[keep], raters, predicted_cats, cats)
     predictions = np.full(n, np.nan)
     predictions[keep] = predicted_cats
     logger.info(

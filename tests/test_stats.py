@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import pkgutil
 import warnings
 
 import krippendorff
@@ -20,8 +22,11 @@ from evaluation.stats import (
     agreement,
     bootstrap_ci,
     ceiling_interval,
+    classification,
     classification_metrics,
+    correlation,
     correlations,
+    curves,
     cv_select,
     fit_logistic,
     icc_2_1,
@@ -53,6 +58,24 @@ def _pair(n: int = 50, seed: int = 0, ties: bool = True) -> tuple[np.ndarray, np
 
 
 # --------------------------------------------------------------------------------------------
+# the package's public face
+
+
+def test_the_package_exports_every_public_name_of_its_submodules() -> None:
+    public = set()
+    for info in pkgutil.iter_modules(st.__path__):
+        module = importlib.import_module(f"{st.__name__}.{info.name}")
+        public |= {
+            key
+            for key, value in vars(module).items()
+            if not key.startswith("_")
+            and (key.isupper() or getattr(value, "__module__", None) == module.__name__)
+        }
+    assert sorted(public) == sorted(st.__all__)
+    assert all(hasattr(st, key) for key in st.__all__)
+
+
+# --------------------------------------------------------------------------------------------
 # correlations and fits
 
 
@@ -71,9 +94,9 @@ def test_vectorised_forms_match_scipy(n: int) -> None:
     x = np.round(rng.normal(size=(7, n)), 1)
     y = np.round(x + rng.normal(size=(7, n)))
     for k in range(7):
-        assert abs(st._srcc_nd(x, y)[k] - sps.spearmanr(x[k], y[k]).statistic) <= TOL
-        assert abs(st._krcc_nd(x, y)[k] - sps.kendalltau(x[k], y[k]).statistic) <= TOL
-        assert abs(st._pearson_nd(x, y)[k] - sps.pearsonr(x[k], y[k]).statistic) <= TOL
+        assert abs(correlation._srcc_nd(x, y)[k] - sps.spearmanr(x[k], y[k]).statistic) <= TOL
+        assert abs(correlation._krcc_nd(x, y)[k] - sps.kendalltau(x[k], y[k]).statistic) <= TOL
+        assert abs(correlation._pearson_nd(x, y)[k] - sps.pearsonr(x[k], y[k]).statistic) <= TOL
 
 
 def test_correlations_reject_bad_shapes() -> None:
@@ -134,7 +157,7 @@ def test_logistic5_recovers_known_curve() -> None:
     [("logistic4", (2.0, -1.0, 0.3, 0.7)), ("logistic5", (2.0, 1.3, 0.3, 0.2, -0.4))],
 )
 def test_analytic_jacobians(kind: str, params: tuple[float, ...]) -> None:
-    model, jacobian = st._MODELS[kind]
+    model, jacobian = curves._MODELS[kind]
     x, p, eps = np.linspace(-2, 3, 9), np.array(params), 1e-6
     numeric = np.column_stack(
         [(model(x, *(p + d)) - model(x, *(p - d))) / (2 * eps) for d in np.eye(len(p)) * eps]
@@ -152,7 +175,7 @@ def test_linear_fit_and_plcc_linear() -> None:
 
 def test_fit_falls_back_to_linear_with_warning(caplog: pytest.LogCaptureFixture) -> None:
     x, y = np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 2.5, 2.9, 4.0])
-    with caplog.at_level(logging.WARNING, logger="evaluation.stats"):
+    with caplog.at_level(logging.WARNING, logger="evaluation.stats.curves"):
         curve = fit_logistic(x, y)
     assert curve.kind == "linear"
     assert "falling back to a linear fit" in caplog.text
@@ -450,7 +473,7 @@ def test_classification_resamples_match_sklearn() -> None:
     y_true, y_pred, proba = _classification(n=60, k=4, seed=1)
     proba = np.round(proba, 1)  # tied scores
     idx = np.random.default_rng(2).integers(0, 60, size=(25, 60))
-    got = st._classification_resamples(y_true, y_pred, proba, 4, idx)
+    got = classification._classification_resamples(y_true, y_pred, proba, 4, idx)
     for r, i in enumerate(idx):
         t, p = y_true[i], y_pred[i]
         with warnings.catch_warnings():
