@@ -1,4 +1,4 @@
-"""evaluation.explore: the region explorer's server, its CLI, and its page in a real browser."""
+"""evaluation.explore (+ explore_app, explore_http): the region explorer, its CLI, its page."""
 
 import csv
 import http.client
@@ -24,7 +24,8 @@ from bridge.core.data.readers import read_region_pairs
 from bridge.core.data.synth import SynthConfig, generate
 from bridge.core.weights import random_state_dict, write_state_dict
 from bridge.export import export, source_from_weights
-from evaluation.explore import Explorer, find_scorers, load_scorers, make_server
+from evaluation.explore_app import Explorer, find_scorers, load_scorers
+from evaluation.explore_http import make_server
 from evaluation.score import Scorer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; .ci/run installs it
@@ -359,7 +360,7 @@ def test_cli_serves_on_a_free_loopback_port(models, images, caplog):
     # binding elsewhere is allowed, with a warning
     scorers = load_scorers(find_scorers(models[0])[:1], prefer_gpu=False)
     app = Explorer(scorers, images, images.parent / "uploads-warn")
-    with caplog.at_level("WARNING", logger="evaluation.explore"):
+    with caplog.at_level("WARNING", logger="evaluation.explore_http"):
         make_server(app, "0.0.0.0", 0).server_close()
     assert "reachable from other machines" in caplog.text
 

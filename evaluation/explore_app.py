@@ -1,0 +1,561 @@
+"""The region explorer's app: its state and operations, with no HTTP in them.
+
+`Explorer` holds one session of `python -m evaluation.explore` (the HTTP layer and
+the CLI are in `evaluation.explore_http` and `evaluation.explore`): the scorers,
+loaded once; the listing of an images folder plus the session's uploads (capped in
+bytes and pixels, decoded with the project's one decoder); comparisons of two
+regions with every scorer (distances, crops as the models saw them, LPIPS heat
+maps); and the history of comparisons as JSON rows or as a region-pair CSV that
+`python -m evaluation.score MODEL --pairs history.csv` reads.
+
+Regions are in source pixels of the decoded, EXIF-oriented image, which is also what
+the page displays. Scoring runs on onnxruntime with `evaluation.score.Scorer`, so the
+numbers are those of `python -m evaluation.score` on the same files and boxes.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bridge.core.data.image import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    Box,
+    RecentImages,
+    box_text,
+    decode_image_bytes,
+    parse_box,
+)
+from bridge.core.runtime import SCORER_KINDS, find_models
+from evaluation.score import Scorer
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+MAX_LISTED = 10_000
+MIN_REGION = 8  # a region smaller than this, fitted to 224 px, says nothing
+UPLOAD_PREFIX = "upload:"
+EXPORT_HINT = (
+    "export some with `python -m bridge.export --run runs/demo --kind lpips,dists "
+    "--out models/demo` (or --arch ARCH --weights FILE)"
+)
+
+
+class NotFound(LookupError):
+    """A name that is not in the explorer's listing (answered 404)."""
+
+
+class TooLarge(ValueError):
+    """An upload or request above its byte cap (answered 413)."""
+
+
+# ------------------------------------------------------------------ scorers
+
+
+def find_scorers(models_dir: str | os.PathLike) -> list[Path]:
+    """The LPIPS / DISTS scorers in a folder: `*.onnx` files whose manifest says so.
+
+    Classifier and feature models are skipped; so is a file with no readable
+    manifest, or one that does not match its file (with a warning).
+
+    Raises:
+        FileNotFoundError: If the folder does not exist.
+        ValueError: If it holds no scorer; the message says how to export one.
+    """
+    folder = Path(models_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such models folder; {EXPORT_HINT}")
+    found = [path for path, _ in find_models(folder, SCORER_KINDS)[0]]
+    if not found:
+        raise ValueError(f"{folder}: no LPIPS or DISTS scorers (*.onnx + manifest); {EXPORT_HINT}")
+    return found
+
+
+def load_scorers(
+    paths: Sequence[str | os.PathLike], policy: str = "shorter_center_crop", prefer_gpu: bool = True
+) -> list[Scorer]:
+    """Open every scorer once (verified against its manifest), ordered for the table."""
+    scorers = [Scorer(path, policy=policy, prefer_gpu=prefer_gpu) for path in paths]
+    return sorted(scorers, key=lambda s: (s.metric, _backbone(s), _origin(s), s.model.path.name))
+
+
+def _backbone(scorer: Scorer) -> str:
+    return str(scorer.model.manifest.get("backbone", "?"))
+
+
+def _origin(scorer: Scorer) -> str:
+    return str(scorer.model.manifest.get("origin", "?"))
+
+
+def _scorer_id(scorer: Scorer) -> str:
+    """A scorer's name in the page and the history CSV: its file stem."""
+    return scorer.model.path.stem
+
+
+def _scorer_fields(scorer: Scorer) -> dict[str, Any]:
+    """What the page shows of a scorer in its table: metric, backbone, origin, input size."""
+    return {
+        "metric": scorer.metric,
+        "backbone": _backbone(scorer),
+        "origin": _origin(scorer),
+        "size": scorer.size,
+    }
+
+
+def _is_synthetic(scorer: Scorer) -> bool:
+    """Whether the scorer's manifest says it was trained on synthetic data."""
+    return bool(scorer.model.manifest.get("synthetic"))
+
+
+# ------------------------------------------------------------------ images
+
+
+def list_images(root: Path, limit: int = MAX_LISTED) -> dict[str, Path]:
+    """Images under `root` by name (POSIX path relative to it), sorted; hidden ones skipped.
+
+    A file that resolves outside `root` (a symlink out of it) is not listed.
+    """
+    base = root.resolve()
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        resolved = path.resolve()
+        if not resolved.is_relative_to(base):
+            continue
+        found[rel.as_posix()] = resolved
+        if len(found) >= limit:
+            log.warning("%s: listing the first %d images only", root, limit)
+            break
+    return found
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """An HxWx3 (or HxW) float image in [0, 1] as PNG bytes (8 bits, rounded)."""
+    data = np.clip(np.rint(np.asarray(pixels) * 255.0), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(data).save(out, "PNG", compress_level=4)
+    return out.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    """A PNG as a `data:` URL (the page embeds crops and maps without more requests)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def heat_map(distance_map: np.ndarray, under: np.ndarray, cmap: str = "magma") -> np.ndarray:
+    """Colour an LPIPS map (H, W) over an image (H, W, 3): 0 -> dark, the map's max -> bright.
+
+    The colormap (matplotlib's, looked up in numpy) is blended 70 / 30 over the image's
+    grey levels, so the region's structure stays visible under the colours.
+    """
+    import matplotlib
+
+    lut = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3].astype(np.float32)
+    top = float(distance_map.max())
+    scaled = distance_map / top if top > 0 else np.zeros_like(distance_map)
+    colours = lut[np.clip(np.rint(scaled * 255), 0, 255).astype(np.int64)]
+    grey = under.mean(axis=2, keepdims=True)
+    return 0.7 * colours + 0.3 * grey
+
+
+def _parse_region(value: Any, side: str) -> Box | None:
+    """A request's box: None / "" (the whole image), "x,y,w,h", [x, y, w, h] or {x, y, w, h}."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        value = [value.get(k) for k in ("x", "y", "w", "h")]
+    if isinstance(value, list | tuple):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"region {side}: expected four integers x, y, w, h, got {value!r}")
+        if any(float(v) != int(v) for v in value):
+            raise ValueError(f"region {side}: x, y, w, h must be whole pixels, got {value!r}")
+        value = ",".join(str(int(v)) for v in value)
+    if not isinstance(value, str):
+        raise ValueError(f"region {side}: expected 'x,y,w,h', got {value!r}")
+    try:
+        return parse_box(value)
+    except ValueError as err:
+        raise ValueError(f"region {side}: {err}") from None
+
+
+def upload_label(filename: str | None) -> str:
+    """An upload's name for messages and the listing: the base name the client sent."""
+    return Path(str(filename or "upload").replace("\\", "/")).name[:120] or "upload"
+
+
+# ------------------------------------------------------------------ comparing
+
+
+def _parse_request(request: Any) -> tuple[dict[str, str], Box | None, Box | None]:
+    """A compare request's image names {"a": ..., "b": ...} and its two boxes.
+
+    Raises:
+        ValueError: If it is not a JSON object, an image name is missing or empty, or a
+            box is malformed.
+    """
+    if not isinstance(request, dict):
+        raise ValueError("expected a JSON object {image_a, box_a, image_b, box_b}")
+    names = {}
+    for side in ("a", "b"):
+        name = request.get(f"image_{side}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"image_{side}: expected the name of a listed or uploaded image")
+        names[side] = name
+    box_a = _parse_region(request.get("box_a"), "A")
+    box_b = _parse_region(request.get("box_b"), "B")
+    return names, box_a, box_b
+
+
+def _score(scorer: Scorer, a: np.ndarray, b: np.ndarray) -> tuple[dict[str, Any], dict | None]:
+    """One scorer's result row for two prepared crops, and its LPIPS heat map entry.
+
+    A scorer that fails (or returns a non-finite distance) gets its message in the row's
+    `error`, so one scorer failing does not fail the comparison.
+
+    Returns:
+        The row, and the heat map entry (None for DISTS, a model without a distance
+        map output, or a failure).
+    """
+    row = {
+        "scorer": _scorer_id(scorer),
+        **_scorer_fields(scorer),
+        "synthetic": _is_synthetic(scorer),
+        "distance": None,
+        "error": None,
+    }
+    heat = None
+    try:
+        distance = float(scorer.score_arrays(a, b)[0])
+        if not np.isfinite(distance):  # reported, never passed on as a number
+            raise ValueError(f"the scorer returned {distance}")
+        row["distance"] = distance
+        if scorer.metric == "lpips" and "distance_map" in scorer.model.outputs:
+            m = scorer.distance_map(a, b)[0, 0]
+            heat = {
+                "scorer": row["scorer"], "backbone": row["backbone"],
+                "origin": row["origin"], "size": scorer.size,
+                "max": float(m.max()), "mean": float(m.mean()),
+                "image": data_url(png_bytes(heat_map(m, a.transpose(1, 2, 0)))),
+            }  # fmt: skip
+    except (ValueError, RuntimeError) as err:
+        log.warning("%s: %s", row["scorer"], err)
+        row["error"] = str(err).splitlines()[0][:300]
+    return row, heat
+
+
+def _crops_json(crops: dict[tuple, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    """The crops as fed to the models, one pair per (size, policy, interpolation)."""
+    return [
+        {
+            "size": size,
+            "policy": policy,
+            "a": data_url(png_bytes(a.transpose(1, 2, 0))),
+            "b": data_url(png_bytes(b.transpose(1, 2, 0))),
+        }
+        for (size, policy, _), (a, b) in crops.items()
+    ]
+
+
+# ------------------------------------------------------------------ the app
+
+
+@dataclass
+class Comparison:
+    """One comparison of the session (a history row).
+
+    Attributes:
+        id: `cmp<N>`, 1-based in the session.
+        image_a: Name of image A in the listing.
+        box_a: Region of A, None for the whole image.
+        image_b: Name of image B.
+        box_b: Region of B.
+        path_a: The file image A was read from (what the CSV names).
+        path_b: The file of image B.
+        distances: {scorer id: distance, or None where that scorer failed}.
+    """
+
+    id: str
+    image_a: str
+    box_a: Box | None
+    image_b: str
+    box_b: Box | None
+    path_a: Path
+    path_b: Path
+    distances: dict[str, float | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as the page shows it."""
+        return {
+            "id": self.id,
+            "image_a": self.image_a,
+            "box_a": box_text(self.box_a),
+            "image_b": self.image_b,
+            "box_b": box_text(self.box_b),
+            "distances": self.distances,
+        }
+
+
+class Explorer:
+    """The explorer's state and operations, independent of HTTP.
+
+    Args:
+        scorers: Open scorers (loaded once, kept for the session).
+        images_dir: Folder whose images are listed (None: uploads only).
+        uploads_dir: Where uploads are stored (they must stay on disk for the CSV).
+        max_upload_bytes: Largest upload accepted.
+        max_pixels: Largest width * height of an image (uploads and listed files).
+        min_region: Smallest region side accepted, in source pixels.
+        synthetic_images: Whether the listed images are the built-in synthetic set.
+    """
+
+    def __init__(
+        self,
+        scorers: Sequence[Scorer],
+        images_dir: str | os.PathLike | None,
+        uploads_dir: str | os.PathLike,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        max_pixels: int = MAX_PIXELS,
+        min_region: int = MIN_REGION,
+        synthetic_images: bool = False,
+    ):
+        if not scorers:
+            raise ValueError(f"no scorers to explore with; {EXPORT_HINT}")
+        if max_upload_bytes < 1 or max_pixels < 1 or min_region < 1:
+            raise ValueError("upload size, pixel cap and minimum region must be positive")
+        self.scorers = list(scorers)
+        self.images_dir = None if images_dir is None else Path(images_dir).resolve()
+        self.uploads_dir = Path(uploads_dir).resolve()
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        self.max_upload_bytes = max_upload_bytes
+        self.max_pixels = max_pixels
+        self.min_region = min_region
+        self.synthetic_images = synthetic_images
+        self.images: dict[str, Path] = (
+            {} if self.images_dir is None else list_images(self.images_dir)
+        )
+        self.uploads: dict[str, tuple[Path, str]] = {}  # name -> (file, original name)
+        self.history: list[Comparison] = []
+        self._decoded = RecentImages(keep=6, max_pixels=max_pixels)
+        self._pngs: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()  # state, caches, and one comparison at a time
+
+    # -- listing and images
+
+    def info(self) -> dict[str, Any]:
+        """What the page needs to start: scorers, limits, whether data is synthetic."""
+        return {
+            "scorers": [
+                {
+                    "id": _scorer_id(s),
+                    **_scorer_fields(s),
+                    "policy": s.policy,
+                    "provider": s.provider,
+                    "synthetic": _is_synthetic(s),
+                    "heads": (s.model.manifest.get("heads") or {}).get("source"),
+                }
+                for s in self.scorers
+            ],
+            "images_dir": None if self.images_dir is None else self.images_dir.name,
+            "synthetic_images": self.synthetic_images,
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_pixels": self.max_pixels,
+            "min_region": self.min_region,
+        }
+
+    def image_list(self) -> list[dict[str, str]]:
+        """Every image the page may use: the folder's, then this session's uploads."""
+        with self._lock:
+            listed = [{"name": name, "label": name} for name in self.images]
+            uploaded = [
+                {"name": name, "label": f"{original} (upload)"}
+                for name, (_, original) in self.uploads.items()
+            ]
+        return listed + uploaded
+
+    def path(self, name: str) -> Path:
+        """The file behind a listed name.
+
+        Raises:
+            NotFound: If the name is not in the listing, or its file is not inside the
+                folder it was listed from.
+        """
+        with self._lock:
+            if name in self.uploads:
+                path, root = self.uploads[name][0], self.uploads_dir
+            elif name in self.images and self.images_dir is not None:
+                path, root = self.images[name], self.images_dir
+            else:
+                raise NotFound(f"no image {name!r} in the explorer's listing")
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root) or not resolved.is_file():
+            raise NotFound(f"no image {name!r} in the explorer's listing")
+        return resolved
+
+    def pixels(self, name: str) -> np.ndarray:
+        """The decoded (EXIF-oriented, RGB [0, 1]) image, the few most recent kept."""
+        path = self.path(name)
+        try:
+            return self._decoded.get(path)
+        except ValueError as err:  # name the image as the page knows it, not its path
+            raise ValueError(str(err).replace(str(path), name, 1)) from None
+
+    def image_png(self, name: str) -> bytes:
+        """The image as the page shows it: the decoded, EXIF-oriented pixels as PNG.
+
+        Display and scoring therefore share one pixel grid.
+        """
+        path = self.path(name)
+        key = f"{path}:{path.stat().st_mtime_ns}"
+        with self._lock:
+            if key in self._pngs:
+                return self._pngs[key]
+        png = png_bytes(self.pixels(name))
+        with self._lock:
+            self._pngs[key] = png
+            while len(self._pngs) > 16:
+                self._pngs.popitem(last=False)
+        return png
+
+    def upload(self, data: bytes, filename: str) -> dict[str, Any]:
+        """Check and store an uploaded image; returns its listing entry and size.
+
+        Raises:
+            TooLarge: Above the byte cap.
+            ValueError: Not an image (the decoder's message), or above the pixel cap.
+        """
+        label = upload_label(filename)
+        self.check_upload_size(len(data), label)
+        if not data:
+            raise ValueError(f"{label}: empty upload; expected an image file")
+        pixels = decode_image_bytes(data, label, self.max_pixels)
+        with Image.open(io.BytesIO(data)) as im:
+            suffix = "." + (im.format or "img").lower().replace("jpeg", "jpg")
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        name = f"{UPLOAD_PREFIX}{digest}{suffix}"
+        path = self.uploads_dir / f"{digest}{suffix}"
+        if not path.exists():
+            path.write_bytes(data)
+        with self._lock:
+            self.uploads[name] = (path, label)
+        log.info("upload %s stored as %s", label, path)
+        height, width = pixels.shape[:2]
+        return {"name": name, "label": f"{label} (upload)", "width": width, "height": height}
+
+    def check_upload_size(self, size: int, filename: str) -> None:
+        """Refuse an upload of `size` bytes above the cap (before reading it, over HTTP).
+
+        Raises:
+            TooLarge: Naming the file, its size and the limit.
+        """
+        if size > self.max_upload_bytes:
+            raise TooLarge(
+                f"{upload_label(filename)}: {size} bytes exceeds the upload limit of "
+                f"{self.max_upload_bytes} bytes"
+            )
+
+    # -- comparing
+
+    def _region(self, pixels: np.ndarray, box: Box | None, side: str) -> None:
+        """Check a region against its image: inside it, and no side below `min_region`."""
+        height, width = pixels.shape[:2]
+        if box is None:
+            return
+        if box.x + box.w > width or box.y + box.h > height:
+            raise ValueError(
+                f"region {side} ({box_text(box)}) lies outside the {width}x{height} image"
+            )
+        if min(box.w, box.h) < self.min_region:
+            raise ValueError(
+                f"region {side} is {box.w}x{box.h} px; draw at least "
+                f"{self.min_region}x{self.min_region} (source pixels)"
+            )
+
+    def compare(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Score two regions with every scorer.
+
+        Args:
+            request: {image_a, box_a, image_b, box_b}; a box is "x,y,w,h" in source
+                pixels (or [x, y, w, h]), empty / null for the whole image.
+
+        Returns:
+            The comparison: its history row, one result per scorer (metric, backbone,
+            origin, distance), the crops as fed to the models (PNG data URLs, one pair
+            per input size) and one LPIPS heat map per LPIPS scorer.
+
+        Raises:
+            NotFound: An image name not in the listing.
+            ValueError: A malformed request, or a region outside its image, of zero
+                area or too small.
+        """
+        names, box_a, box_b = _parse_request(request)
+        pixels_a, pixels_b = self.pixels(names["a"]), self.pixels(names["b"])
+        self._region(pixels_a, box_a, "A")
+        self._region(pixels_b, box_b, "B")
+        path_a, path_b = self.path(names["a"]), self.path(names["b"])
+
+        results, crops, maps = [], {}, []
+        with self._lock:
+            for scorer in self.scorers:
+                key = (scorer.size, scorer.policy, scorer.interpolation)
+                if key not in crops:
+                    crops[key] = (scorer.prepare(pixels_a, box_a), scorer.prepare(pixels_b, box_b))
+                row, heat = _score(scorer, *crops[key])
+                results.append(row)
+                if heat is not None:
+                    maps.append(heat)
+            record = Comparison(
+                f"cmp{len(self.history) + 1}", names["a"], box_a, names["b"], box_b,
+                path_a, path_b, {r["scorer"]: r["distance"] for r in results},
+            )  # fmt: skip
+            self.history.append(record)
+        return {**record.to_json(), "results": results, "crops": _crops_json(crops), "maps": maps}
+
+    # -- history
+
+    def history_rows(self) -> list[dict[str, Any]]:
+        """The session's comparisons, oldest first."""
+        with self._lock:
+            return [c.to_json() for c in self.history]
+
+    def clear_history(self) -> None:
+        """Forget the session's comparisons."""
+        with self._lock:
+            self.history.clear()
+
+    def history_csv(self) -> str:
+        """The history as a region-pair table `evaluation.score --pairs` reads.
+
+        Columns: id, image_a, box_a, image_b, box_b (boxes "x,y,w,h", empty for the
+        whole image; images as absolute paths, so the file works from any folder),
+        then one distance column per scorer, named by its file stem.
+        """
+        ids = [_scorer_id(s) for s in self.scorers]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["id", "image_a", "box_a", "image_b", "box_b", *ids])
+        with self._lock:
+            for c in self.history:
+                distances = [c.distances.get(i) for i in ids]
+                writer.writerow([
+                    c.id, c.path_a, box_text(c.box_a), c.path_b, box_text(c.box_b),
+                    *("" if d is None else f"{d:.8g}" for d in distances),
+                ])  # fmt: skip
+        return out.getvalue()
