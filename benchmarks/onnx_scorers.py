@@ -1,6 +1,7 @@
 """Benchmark: dermsim's ONNX LPIPS / DISTS scorers against lpips and DISTS_pytorch.
 
-    python benchmarks/onnx_scorers.py [--batches 1,16] [--size 224] [--repeats 5] [--out FILE.md]
+    .tox/test/bin/python benchmarks/onnx_scorers.py [--batches 1,16] [--size 224] [--repeats 5]
+        [--out table.md]
 
 Measured in one run, on the same inputs and the same seeded random VGG16 (no
 download: the weights are written into a temporary torch hub cache that the reference
@@ -14,6 +15,8 @@ packages read):
   passes instead of 2K.
 
 Prints a Markdown table; ratios are against the reference package in the same run.
+Run it with a python that has dermsim and its `test` extra installed (`tox -e test`
+makes one: `.tox/test/bin/python`).
 """
 
 from __future__ import annotations
@@ -28,12 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch_models  # noqa: F401  (torchvision importable on the CPU torch)
 from bridge.core.runtime import open_model
 from bridge.core.spec import get_arch, vgg_features_layout
-from bridge.core.weights import random_state_dict, write_state_dict
+from bridge.core.weights import random_state_dict
 from bridge.export import export, source_from_weights
 
 
@@ -71,91 +72,89 @@ def measure(fn, repeats: int) -> float:
     return statistics.median(_timed(fn) for _ in range(repeats))
 
 
-def main() -> int:
-    """Run the benchmark and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", default="1,16", help="batch sizes (default 1,16)")
-    parser.add_argument("--size", type=int, default=224, help="image side (default 224)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats, median (default 5)")
-    parser.add_argument("--out", default=None, help="also write the table to this file")
-    args = parser.parse_args()
-    batches = [int(b) for b in args.batches.split(",")]
+METRICS = ("lpips", "dists")
 
+
+def setup(home: Path) -> tuple[dict, dict]:
+    """Export dermsim's scorers and build the reference packages on one random VGG16.
+
+    The weights go into `home` as torchvision's file in a torch hub cache, where lpips
+    and DISTS_pytorch look for them (`TORCH_HOME` is pointed there).
+
+    Returns:
+        ({metric: open ONNX model}, {metric: reference module in eval mode}).
+    """
     import torch
 
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        weights = write_state_dict(
-            random_state_dict("vgg16", seed=0), home / "hub" / "checkpoints" / "vgg16-397923af.pth"
-        )
-        source = source_from_weights("vgg16", weights)
-        models = home / "models"
-        onnx_files = {m: export(source, m, "torch", models) for m in ("lpips", "dists")}
-        os.environ["TORCH_HOME"] = str(home)
-        import lpips
-        from DISTS_pytorch import DISTS
+    hub = home / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    weights = hub / "vgg16-397923af.pth"
+    state = random_state_dict("vgg16", seed=0)
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, weights)
+    source = source_from_weights("vgg16", weights)
+    onnx_files = {m: export(source, m, "torch", home / "models") for m in METRICS}
+    os.environ["TORCH_HOME"] = str(home)
+    import lpips
+    from DISTS_pytorch import DISTS
 
-        references = {
-            "lpips": lpips.LPIPS(net="vgg", verbose=False).eval(),
-            "dists": DISTS().eval(),
-        }
-        scorers = {m: open_model(f, prefer_gpu=False) for m, f in onnx_files.items()}
-        peak = matmul_peak()
-        flops_pair = 2 * vgg16_backbone_flops(args.size)
-        rows = []
-        rng = np.random.default_rng(0)
-        for metric in ("lpips", "dists"):
-            for batch in batches:
-                a = rng.uniform(0, 1, (batch, 3, args.size, args.size)).astype(np.float32)
-                b = rng.uniform(0, 1, (batch, 3, args.size, args.size)).astype(np.float32)
-                ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-                ref = references[metric]
+    references = {"lpips": lpips.LPIPS(net="vgg", verbose=False).eval(), "dists": DISTS().eval()}
+    scorers = {m: open_model(f, prefer_gpu=False) for m, f in onnx_files.items()}
+    return scorers, references
 
-                def reference(ref=ref, ta=ta, tb=tb, metric=metric):
-                    with torch.no_grad():
-                        return ref(ta, tb, normalize=True) if metric == "lpips" else ref(ta, tb)
 
-                model = scorers[metric]
-                seconds_ref = measure(reference, args.repeats)
-                seconds_onnx = measure(
-                    lambda m=model, a=a, b=b: m.run(image_a=a, image_b=b), args.repeats
-                )
-                for name, seconds in (
-                    (f"{metric} package (PyTorch)", seconds_ref),
-                    (f"dermsim ONNX {metric}", seconds_onnx),
-                ):
-                    pairs = batch / seconds
-                    gflops = flops_pair * pairs / 1e9
-                    rows.append(
-                        (
-                            name,
-                            batch,
-                            pairs,
-                            1000 * seconds / batch,
-                            seconds_ref / seconds,
-                            gflops,
-                            100 * gflops / peak,
-                        )
-                    )
-        # shared reference: one lesion region against K comparison regions
-        k = max(batches)
-        shared_rows = []
-        for metric in ("lpips", "dists"):
+def pair_rows(scorers, references, batches, size, repeats, flops_pair, peak) -> list[tuple]:
+    """(name, batch, pairs/s, ms/pair, speed vs package, GFLOP/s, % of peak) per scorer."""
+    import torch
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for metric in METRICS:
+        for batch in batches:
+            a = rng.uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
+            b = rng.uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            ref = references[metric]
+
+            def reference(ref=ref, ta=ta, tb=tb, metric=metric):
+                with torch.no_grad():
+                    return ref(ta, tb, normalize=True) if metric == "lpips" else ref(ta, tb)
+
             model = scorers[metric]
-            ref = rng.uniform(0, 1, (1, 3, args.size, args.size)).astype(np.float32)
-            others = rng.uniform(0, 1, (k, 3, args.size, args.size)).astype(np.float32)
-            pairwise = measure(
-                lambda m=model, r=ref, o=others: m.run(image_a=np.repeat(r, k, 0), image_b=o),
-                args.repeats,
-            )
-            shared = measure(
-                lambda m=model, r=ref, o=others: m.run(image_a=r, image_b=o), args.repeats
-            )
-            shared_rows.append((metric, k, k / pairwise, k / shared, pairwise / shared))
+            seconds_ref = measure(reference, repeats)
+            seconds_onnx = measure(lambda m=model, a=a, b=b: m.run(image_a=a, image_b=b), repeats)
+            for name, seconds in (
+                (f"{metric} package (PyTorch)", seconds_ref),
+                (f"dermsim ONNX {metric}", seconds_onnx),
+            ):
+                pairs = batch / seconds
+                gflops = flops_pair * pairs / 1e9
+                ratio = seconds_ref / seconds
+                rows.append((name, batch, pairs, 1000 / pairs, ratio, gflops, 100 * gflops / peak))
+    return rows
+
+
+def shared_rows(scorers, k: int, size: int, repeats: int) -> list[tuple]:
+    """(metric, K, pairs/s as pairs, pairs/s shared, speed-up): one region against K."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for metric in METRICS:
+        model = scorers[metric]
+        ref = rng.uniform(0, 1, (1, 3, size, size)).astype(np.float32)
+        others = rng.uniform(0, 1, (k, 3, size, size)).astype(np.float32)
+        pairwise = measure(
+            lambda m=model, r=ref, o=others: m.run(image_a=np.repeat(r, k, 0), image_b=o), repeats
+        )
+        shared = measure(lambda m=model, r=ref, o=others: m.run(image_a=r, image_b=o), repeats)
+        rows.append((metric, k, k / pairwise, k / shared, pairwise / shared))
+    return rows
+
+
+def table(size, flops_pair, peak, provider, rows, shared, k) -> str:
+    """The Markdown tables of a run."""
     lines = [
-        f"VGG16 backbone at {args.size}x{args.size}: {flops_pair / 1e9:.1f} GFLOP per pair "
+        f"VGG16 backbone at {size}x{size}: {flops_pair / 1e9:.1f} GFLOP per pair "
         f"(two passes to relu5_3); float32 matmul peak {peak:.0f} GFLOP/s (numpy, same run); "
-        f"{os.cpu_count()} CPU threads; provider {scorers['lpips'].provider}",
+        f"{os.cpu_count()} CPU threads; provider {provider}",
         "",
         "| scorer | batch | pairs/s | ms/pair | speed vs package | backbone GFLOP/s "
         "| % of matmul peak |",
@@ -174,14 +173,33 @@ def main() -> int:
         "| scorer | K | pairs/s as pairs | pairs/s shared | speed-up |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for metric, kk, as_pairs, as_shared, ratio in shared_rows:
+    for metric, kk, as_pairs, as_shared, ratio in shared:
         lines.append(
             f"| dermsim ONNX {metric} | {kk} | {as_pairs:.2f} | {as_shared:.2f} | {ratio:.2f}x |"
         )
-    table = "\n".join(lines)
-    print(table)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", default="1,16", help="batch sizes (default 1,16)")
+    parser.add_argument("--size", type=int, default=224, help="image side (default 224)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats, median (default 5)")
+    parser.add_argument("--out", default=None, help="also write the table to this file")
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        scorers, references = setup(Path(tmp))
+        peak = matmul_peak()
+        flops_pair = 2 * vgg16_backbone_flops(args.size)
+        rows = pair_rows(scorers, references, batches, args.size, args.repeats, flops_pair, peak)
+        k = max(batches)
+        shared = shared_rows(scorers, k, args.size, args.repeats)
+    text = table(args.size, flops_pair, peak, scorers["lpips"].provider, rows, shared, k)
+    print(text)
     if args.out:
-        Path(args.out).write_text(table + "\n")
+        Path(args.out).write_text(text + "\n")
     return 0
 
 

@@ -1,6 +1,9 @@
-"""dermsim bridge: the framework-neutral core and everything that crosses frameworks.
+"""dermsim bridge: the ground floor (`bridge.core`) and the tools that cross frameworks.
 
-`bridge.core.spec` (architectures, taps, input contracts) and `bridge.core.weights` (weight
-files) import neither torch nor tensorflow. `bridge.port` and the command-line tools
-import a framework only when a call needs it.
+`bridge.core` holds the framework-neutral building blocks every package stands on.
+The modules at this level are the commands that drive both frameworks and the
+evaluation harness: `bridge.export` (to ONNX), `bridge.port` (weights between the
+twins), `bridge.parity` (the torch / Keras parity table), `bridge.demo` (the whole
+pipeline) and `bridge.finetune_metric` (fitting LPIPS / DISTS heads to ratings, with
+`bridge.fit_protocol` and `bridge.fit_record`). See docs/architecture.md.
 """

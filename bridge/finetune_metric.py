@@ -231,5 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from bridge.core.cli import run
+    from bridge.export import use_python_protobuf
 
+    use_python_protobuf()
     run(main)

@@ -1,9 +1,9 @@
 """Metric metadata and head weights, framework-neutral (numpy).
 
-The constants and heads that both frameworks' LPIPS / DISTS implementations use
-(DESIGN.md section 4). Heads for ImageNet VGG16 come from the installed reference
+The constants and heads that both frameworks' LPIPS / DISTS implementations use (the
+formulas: docs/metrics.md). Heads for ImageNet VGG16 come from the installed reference
 packages (or a file the user gives); every other backbone gets uniform heads or heads
-the user fitted, and says which. Fitted heads (`bridge.finetune_metric`) travel as
+the user fitted, and says which. Fitted heads (`python -m bridge.finetune_metric`) travel as
 safetensors files with their fit record in the metadata (`write_fitted_heads`,
 `read_fitted_heads`).
 """
@@ -29,29 +29,6 @@ DISTS_C1 = 1e-6
 DISTS_C2 = 1e-6
 L2POOL_EPS = 1e-12
 FIT_METADATA_KEY = "dermsim_fit"  # safetensors metadata entry holding a fit record (JSON)
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """What a score means (plain data, as in pyiqa's model configs).
-
-    Attributes:
-        name: Metric name.
-        lower_better: True: 0 means identical.
-        score_range: Typical range of scores (not a bound: values are never clipped).
-        reference: The implementation reproduced on ImageNet VGG16.
-    """
-
-    name: str
-    lower_better: bool
-    score_range: tuple[float, float]
-    reference: str
-
-
-METRICS = {
-    "lpips": MetricInfo("lpips", True, (0.0, 1.0), "lpips 0.1.4, net='vgg', version 0.1"),
-    "dists": MetricInfo("dists", True, (0.0, 1.0), "DISTS_pytorch 0.1"),
-}
 
 
 def l2pool_filter() -> np.ndarray:

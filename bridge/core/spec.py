@@ -16,9 +16,10 @@ depths and resolution, so the fast test suite exercises the real code paths.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Any
 
 FRAMEWORKS = ("torch", "keras")  # the twins: torch_models and tf_models
 
@@ -460,62 +461,51 @@ def _contracts(mean, std, size, *, fixed=False, interpolation="bilinear", source
     return MappingProxyType({"imagenet": imagenet, "random": random})
 
 
-def _vgg(
-    name, stages, *, hidden, size, num_classes, params=None, ref="torchvision.models.vgg16"
+@dataclass(frozen=True)
+class _Family:
+    """What every architecture of a family shares: taps, head, the reference's input."""
+
+    taps: Callable[[Any], tuple[TapSpec, ...]]
+    head: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights: str  # the reference ImageNet weights whose input contract the family keeps
+    interpolation: str = "bilinear"
+    fixed_size: bool = False
+
+
+_FAMILIES = MappingProxyType(
+    {
+        "vgg": _Family(
+            lambda cfg: _vgg_taps(cfg.stages), "classifier.6", IMAGENET_MEAN, IMAGENET_STD,
+            "torchvision VGG16_Weights.IMAGENET1K_V1",
+        ),
+        "resnet": _Family(
+            _resnet_taps, "fc", IMAGENET_MEAN, IMAGENET_STD,
+            "torchvision ResNet50_Weights.IMAGENET1K_V1",
+        ),
+        "vit": _Family(
+            _vit_taps, "head", INCEPTION_MEAN, INCEPTION_STD,
+            "timm vit_base_patch16_224.augreg2_in21k_ft_in1k", "bicubic", True,
+        ),
+    }
+)  # fmt: skip
+
+
+def _arch(
+    name: str, family: str, cfg, *, size: int, num_classes: int, ref: str, params=None
 ) -> ArchSpec:
-    cfg = VGGConfig(stages=stages, hidden=hidden)
+    f = _FAMILIES[family]
     return ArchSpec(
         name=name,
-        family="vgg",
+        family=family,
         config=cfg,
-        taps=_vgg_taps(stages),
+        taps=f.taps(cfg),
         contracts=_contracts(
-            IMAGENET_MEAN, IMAGENET_STD, size, source="torchvision VGG16_Weights.IMAGENET1K_V1"
+            f.mean, f.std, size, fixed=f.fixed_size, interpolation=f.interpolation, source=f.weights
         ),
         reference=ref,
-        head="classifier.6",
-        num_classes=num_classes,
-        reference_params=params,
-    )
-
-
-def _resnet(
-    name, blocks, *, size, num_classes, params=None, ref="torchvision.models.resnet50"
-) -> ArchSpec:
-    cfg = ResNetConfig(blocks=blocks)
-    return ArchSpec(
-        name=name,
-        family="resnet",
-        config=cfg,
-        taps=_resnet_taps(cfg),
-        contracts=_contracts(
-            IMAGENET_MEAN, IMAGENET_STD, size, source="torchvision ResNet50_Weights.IMAGENET1K_V1"
-        ),
-        reference=ref,
-        head="fc",
-        num_classes=num_classes,
-        reference_params=params,
-    )
-
-
-def _vit(
-    name, cfg: ViTConfig, *, num_classes, params=None, ref="timm vit_base_patch16_224"
-) -> ArchSpec:
-    return ArchSpec(
-        name=name,
-        family="vit",
-        config=cfg,
-        taps=_vit_taps(cfg),
-        contracts=_contracts(
-            INCEPTION_MEAN,
-            INCEPTION_STD,
-            cfg.image_size,
-            fixed=True,
-            interpolation="bicubic",
-            source="timm vit_base_patch16_224.augreg2_in21k_ft_in1k",
-        ),
-        reference=ref,
-        head="head",
+        head=f.head,
         num_classes=num_classes,
         reference_params=params,
     )
@@ -528,37 +518,34 @@ ARCHS: Mapping[str, ArchSpec] = MappingProxyType(
     {
         spec.name: spec
         for spec in (
-            _vgg(
-                "vgg16", _VGG16_STAGES, hidden=4096, size=224, num_classes=1000, params=138_357_544
+            _arch(
+                "vgg16", "vgg", VGGConfig(_VGG16_STAGES, hidden=4096), size=224,
+                num_classes=1000, ref="torchvision.models.vgg16", params=138_357_544,
             ),
-            _resnet("resnet50", (3, 4, 6, 3), size=224, num_classes=1000, params=25_557_032),
-            _vit(
-                "vit_b16",
-                ViTConfig(224, 16, 768, 12, 12, tap_blocks=(3, 6, 9, 12)),
-                num_classes=1000,
-                params=86_567_656,
+            _arch(
+                "resnet50", "resnet", ResNetConfig((3, 4, 6, 3)), size=224, num_classes=1000,
+                ref="torchvision.models.resnet50", params=25_557_032,
             ),
-            # tiny variants: same builders, small widths / depths / resolution
-            _vgg(
-                "vgg16_tiny",
-                _TINY_VGG_STAGES,
-                hidden=64,
-                size=32,
-                num_classes=10,
-                ref="torchvision VGG",
+            _arch(
+                "vit_b16", "vit", ViTConfig(224, 16, 768, 12, 12, tap_blocks=(3, 6, 9, 12)),
+                size=224, num_classes=1000, ref="timm vit_base_patch16_224", params=86_567_656,
             ),
-            _resnet(
-                "resnet50_tiny", (1, 1, 1, 1), size=32, num_classes=10, ref="torchvision ResNet"
+            # tiny variants: same families, small widths / depths / resolution
+            _arch(
+                "vgg16_tiny", "vgg", VGGConfig(_TINY_VGG_STAGES, hidden=64), size=32,
+                num_classes=10, ref="torchvision VGG",
             ),
-            _vit(
-                "vit_b16_tiny",
-                ViTConfig(64, 16, 48, 4, 3, tap_blocks=(2, 4)),
-                num_classes=10,
-                ref="timm VisionTransformer",
+            _arch(
+                "resnet50_tiny", "resnet", ResNetConfig((1, 1, 1, 1)), size=32, num_classes=10,
+                ref="torchvision ResNet",
+            ),
+            _arch(
+                "vit_b16_tiny", "vit", ViTConfig(64, 16, 48, 4, 3, tap_blocks=(2, 4)), size=64,
+                num_classes=10, ref="timm VisionTransformer",
             ),
         )
     }
-)
+)  # fmt: skip
 FULL_ARCHS = ("vgg16", "resnet50", "vit_b16")
 TINY_ARCHS = ("vgg16_tiny", "resnet50_tiny", "vit_b16_tiny")
 
