@@ -4,7 +4,7 @@
     python -m bridge.export --run runs/demo/vgg16-torch --kind all --out models/
     python -m bridge.export --run runs/demo --kind all --out models/demo   # every run in it
 
-Kinds (DESIGN.md section 3), all float32 NCHW RGB in [0, 1] with normalisation inside
+Kinds (the contract: docs/architecture.md), all float32 NCHW RGB in [0, 1] with normalisation inside
 the graph, dynamic batch and (convolutional backbones) dynamic height / width:
 
 * `classifier`: input `image` -> output `logits` (N, K);
@@ -24,17 +24,12 @@ and refused above tolerance; a JSON manifest sits beside it.
 
 from __future__ import annotations
 
-import os
-
-# tf2onnx on large Keras graphs can exhaust memory with the C++ protobuf backend
-# (DESIGN.md section 8); the pure-python one keeps VGG16 near 11 GiB. Only effective
-# when protobuf is not imported yet, i.e. from the command line.
-os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-
 import argparse
 import json
 import logging
+import os
 import platform
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.core.files import atomic_path, sha256_file
+from bridge.core.graphs import GraphSpec
 from bridge.core.metrics import Heads, reference_heads, uniform_heads
 from bridge.core.runtime import KINDS, MANIFEST_FORMAT, manifest_path, model_filename
 from bridge.core.spec import FRAMEWORKS, ArchSpec, InputContract, get_arch
@@ -219,10 +215,8 @@ def export(
             from torch_models import onnx as exporter
         else:
             from tf_models import onnx as exporter
-        native = exporter.export(
-            source.spec, source.num_classes, state, kind, source.contract, chosen, tmp, OPSET,
-            dynamic=dynamic_size(source.spec, kind),
-        )  # fmt: skip
+        graph = GraphSpec(source.spec, source.num_classes, state, kind, source.contract, chosen)
+        native = exporter.export(graph, tmp, OPSET, dynamic=dynamic_size(source.spec, kind))
         _name_dynamic_axes(tmp, dynamic_size(source.spec, kind))
         error, bound = _parity(tmp, native, probes, kind)
         shared = _shared_reference_works(tmp, probes[-1]) if kind in ("lpips", "dists") else False
@@ -237,6 +231,21 @@ def export(
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("wrote %s (parity %.2e <= %.1e)", path, error, bound)
     return path
+
+
+def use_python_protobuf() -> None:
+    """Make protobuf use its pure-python backend; call it where an export process starts.
+
+    tf2onnx on large Keras graphs (VGG16 with its classifier) can exhaust 24 GiB with the
+    C++ backend; the pure-python one keeps it near 11 GiB (docs/environment.md). protobuf
+    reads the choice once, when it is first imported, so a process that has imported it
+    already keeps its backend (a warning says so).
+    """
+    if "google.protobuf" in sys.modules:
+        if os.environ.get("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION") != "python":
+            log.warning("protobuf is already imported: Keras exports keep its C++ backend")
+        return
+    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 
 def dynamic_size(spec: ArchSpec, kind: str) -> bool:
@@ -482,4 +491,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     from bridge.core.cli import run
 
+    use_python_protobuf()
     run(main)

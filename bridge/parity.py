@@ -9,7 +9,7 @@ For each architecture, one seeded random state dict in which every tensor matter
 * the dermsim Keras model (ported), compared with the dermsim torch model.
 
 Inputs are seeded uniform [0, 1] images normalised by the arch's input contract.
-Bounds (DESIGN.md section 9): torch vs reference exact (<= 1e-6 abs); Keras vs torch
+Bounds (docs/architecture.md, tolerances): torch vs reference exact (<= 1e-6 abs); Keras vs torch
 max abs error <= 1e-4 x max(1, max |ref|), per output.
 
     python -m bridge.parity                  # full-size models, 224 (+160 for CNNs)
@@ -150,13 +150,10 @@ def measure(
     elif sizes is None:
         sizes = [native, 160 if native >= 160 else 48]
     state = random_state_dict(spec, seed=seed)
-    tensors = {k: torch.from_numpy(v) for k, v in state.items()}
-    ours = torch_models.create_model(spec)
-    ours.load_state_dict(tensors, strict=True)
+    ours = torch_models.create_model(spec, weights=state)
     ref = reference_model(spec)
-    ref.load_state_dict(tensors, strict=True)
-    keras_model = tf_models.create_model(spec)
-    tf_models.set_torch_state_dict(keras_model, state)
+    torch_models.set_torch_state_dict(ref, state)
+    keras_model = tf_models.create_model(spec, weights=state)
     features = tf_models.features_model(keras_model)
     keras_params = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
     torch_params = sum(p.numel() for p in ours.parameters())

@@ -11,9 +11,9 @@ from conftest import ROOT, assert_one_line_error, run_module, save_torch_file
 from PIL import Image
 
 from bridge.core import spec
-from bridge.core.runtime import open_model
+from bridge.core.runtime import KINDS, open_model
 from bridge.core.weights import random_state_dict, write_state_dict
-from bridge.export import KINDS, export, source_from_weights
+from bridge.export import export, source_from_weights
 from evaluation.score import Scorer
 
 
@@ -98,7 +98,7 @@ def test_lpips_distance_map_is_the_native_spatial_map(exported, arch, origin):
             from torch_models.metrics import LPIPS
 
             backbone = torch_models.create_model(arch, 4)
-            backbone.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+            torch_models.set_torch_state_dict(backbone, state)
             with torch.no_grad():
                 native = LPIPS(backbone, heads).spatial(torch.from_numpy(a), torch.from_numpy(b))
             native = native.numpy()
@@ -182,7 +182,7 @@ def test_shared_reference_equals_pairwise(exported, arch, origin):
         scorer = Scorer(path)
         shared = scorer.score_many(ref, others)
         pairs = [scorer.score(ref, other) for other in others]
-        assert np.abs(shared - pairs).max() <= 1e-5  # DESIGN section 9 bound for scores
+        assert np.abs(shared - pairs).max() <= 1e-5  # the ONNX-vs-native bound for scores
 
 
 @pytest.fixture(scope="module")

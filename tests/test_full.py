@@ -37,10 +37,8 @@ def test_full_size_round_trips_are_exact(arch):
     # Keras -> torch -> Keras
     fresh = tf_models.create_model(arch, seed=2)
     torch_model = torch_models.create_model(arch)
-    torch_model.load_state_dict(
-        {k: torch.from_numpy(v) for k, v in tf_models.torch_state_dict(fresh).items()}
-    )
-    again = keras_to_torch(torch_to_keras(torch_models.state_dict_numpy(torch_model), arch), arch)
+    torch_models.set_torch_state_dict(torch_model, tf_models.torch_state_dict(fresh))
+    again = keras_to_torch(torch_to_keras(torch_models.torch_state_dict(torch_model), arch), arch)
     tf_models.set_torch_state_dict(keras_model, again)
     for a, b in zip(fresh.weights, keras_model.weights, strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
@@ -53,7 +51,7 @@ def full_exports(tmp_path_factory):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from conftest import ROOT, save_torch_file
 
     from bridge.core.weights import write_state_dict
 
@@ -64,10 +62,10 @@ def full_exports(tmp_path_factory):
             root = tmp_path_factory.mktemp(f"{arch}_onnx")
             # torchvision's file name, so the reference packages find it in a hub cache
             name = "vgg16-397923af.pth" if arch == "vgg16" else f"{arch}.safetensors"
-            weights = write_state_dict(
-                random_state_dict(arch, seed=5), root / "hub" / "checkpoints" / name
-            )
-            # the CLI uses the pure-python protobuf for tf2onnx (memory; DESIGN.md section 8)
+            (root / "hub" / "checkpoints").mkdir(parents=True)
+            save = save_torch_file if name.endswith(".pth") else write_state_dict
+            weights = save(random_state_dict(arch, seed=5), root / "hub" / "checkpoints" / name)
+            # the CLI uses the pure-python protobuf for tf2onnx (memory; docs/environment.md)
             result = subprocess.run(
                 [sys.executable, "-m", "bridge.export", "--arch", arch, "--weights", str(weights),
                  "--kind", "all", "--origin", "both", "--out", str(root / "models")],
@@ -82,11 +80,11 @@ def full_exports(tmp_path_factory):
 
 @pytest.mark.parametrize("arch", spec.FULL_ARCHS)
 def test_full_size_onnx_matches_native_for_every_origin_and_kind(full_exports, arch):
-    """Every kind from both origins passed the export's parity gate (DESIGN.md section 9)
+    """Every kind from both origins passed the export's parity gate (docs/architecture.md)
     on the native size and, where the graph takes any size, a non-square one; the two
     origins' files agree with each other on a fresh batch."""
-    from bridge.core.runtime import open_model
-    from bridge.export import KINDS, dynamic_size
+    from bridge.core.runtime import KINDS, open_model
+    from bridge.export import dynamic_size
 
     root, s = full_exports(arch), spec.get_arch(arch)
     n = s.contract.native_size

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import save_torch_file
 
 import torch_models
 from bridge.core.metrics import reference_heads, uniform_heads
@@ -17,7 +18,8 @@ def vgg_cache(tmp_path_factory):
     """Seeded random VGG16 weights under torchvision's file name in a torch hub cache."""
     home = tmp_path_factory.mktemp("torch_home")
     path = home / "hub" / "checkpoints" / "vgg16-397923af.pth"
-    write_state_dict(random_state_dict("vgg16", seed=3), path)
+    path.parent.mkdir(parents=True)
+    save_torch_file(random_state_dict("vgg16", seed=3), path)
     return home, path
 
 
@@ -164,6 +166,20 @@ def test_keras_lpips_spatial_matches_torch(ours, ours_keras):
     assert np.abs(got - expected).max() <= 1e-5
 
 
+def test_l2_pooling_layers_agree():
+    """torch's L2Pooling2D pads by 1 itself; the Keras one takes the padded input."""
+    from tf_models.backbones import L2Pooling2D as KerasL2Pooling2D
+    from torch_models.backbones import L2Pooling2D
+
+    x = np.random.default_rng(0).uniform(0, 2, (2, 5, 11, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = L2Pooling2D(5)(torch.from_numpy(x)).numpy()
+    padded = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    got = np.asarray(KerasL2Pooling2D()(padded)).transpose(0, 3, 1, 2)
+    assert got.shape == expected.shape == (2, 5, 6, 4)
+    assert np.abs(got - expected).max() <= 1e-6
+
+
 @pytest.mark.parametrize("arch", ["vgg16_tiny", "resnet50_tiny", "vit_b16_tiny"])
 def test_keras_metrics_equal_torch_metrics_on_every_backbone(arch):
     import tf_models
@@ -171,8 +187,7 @@ def test_keras_metrics_equal_torch_metrics_on_every_backbone(arch):
     from tf_models.metrics import LPIPS as KerasLPIPS
 
     t_backbone = torch_models.create_model(arch)
-    k_backbone = tf_models.create_model(arch)
-    tf_models.set_torch_state_dict(k_backbone, torch_models.state_dict_numpy(t_backbone))
+    k_backbone = tf_models.create_model(arch, weights=torch_models.torch_state_dict(t_backbone))
     size = t_backbone.spec.contract.native_size
     a, b = _pair((size, size), n=3)
     nhwc = (a.numpy().transpose(0, 2, 3, 1), b.numpy().transpose(0, 2, 3, 1))

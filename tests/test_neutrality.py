@@ -14,8 +14,7 @@ from torch_models import train as torch_train
 
 def _step_both(arch, state, images, labels, lr=0.05):
     k = int(state[f"{spec.get_arch(arch).head}.weight"].shape[0])
-    t_model = torch_models.create_model(arch, k)
-    t_model.load_state_dict({n: torch.from_numpy(v) for n, v in state.items()})
+    t_model = torch_models.create_model(arch, k, weights=state)
     for m in t_model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
@@ -25,8 +24,7 @@ def _step_both(arch, state, images, labels, lr=0.05):
         t_model, t_opt, torch_train.to_tensor(images, torch.device("cpu")), torch.from_numpy(labels)
     )
 
-    k_model = tf_models.create_model(arch, k)
-    tf_models.set_torch_state_dict(k_model, state)
+    k_model = tf_models.create_model(arch, k, weights=state)
     for layer in k_model.layers:
         if layer.__class__.__name__ == "Dropout":
             layer.rate = 0.0
@@ -37,7 +35,7 @@ def _step_both(arch, state, images, labels, lr=0.05):
     step = tf_train.make_train_step(k_model, k_opt, k, 0.0, tf.distribute.get_strategy())
     k_loss, k_logits = tf_train.train_step(step, images, labels)
     return (
-        float(t_loss), t_logits.numpy(), torch_models.state_dict_numpy(t_model),
+        float(t_loss), t_logits.numpy(), torch_models.torch_state_dict(t_model),
         k_loss, k_logits, tf_models.torch_state_dict(k_model),
     )  # fmt: skip
 

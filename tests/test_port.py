@@ -42,34 +42,20 @@ def test_missing_keras_layer():
         keras_to_torch(weights, "vit_b16_tiny")
 
 
+def _port(arch: str, origin: str, weights, out):
+    """Run `python -m bridge.port`."""
+    args = ["--arch", arch, "--from", origin, "--weights", str(weights), "--out", str(out)]
+    return run_module("bridge.port", *args)
+
+
 def test_cli_torch_to_keras_to_torch(tmp_path):
     state = random_state_dict("vgg16_tiny", num_classes=3, seed=4)
     src = save_torch_file(state, tmp_path / "in.pth")
     keras_file = tmp_path / "out.weights.h5"
-    result = run_module(
-        "bridge.port",
-        "--arch",
-        "vgg16_tiny",
-        "--from",
-        "torch",
-        "--weights",
-        str(src),
-        "--out",
-        str(keras_file),
-    )
+    result = _port("vgg16_tiny", "torch", src, keras_file)
     assert result.returncode == 0, result.stderr
     back = tmp_path / "back.safetensors"
-    result = run_module(
-        "bridge.port",
-        "--arch",
-        "vgg16_tiny",
-        "--from",
-        "keras",
-        "--weights",
-        str(keras_file),
-        "--out",
-        str(back),
-    )
+    result = _port("vgg16_tiny", "keras", keras_file, back)
     assert result.returncode == 0, result.stderr
     again = read_state_dict(back)
     assert all(np.array_equal(again[k], state[k]) for k in state)
@@ -77,58 +63,17 @@ def test_cli_torch_to_keras_to_torch(tmp_path):
 
 def test_cli_wrong_arch_is_one_line_and_writes_nothing(tmp_path):
     src = save_torch_file(random_state_dict("resnet50_tiny"), tmp_path / "r.pth")
-    out = tmp_path / "out.weights.h5"
-    result = run_module(
-        "bridge.port",
-        "--arch",
-        "vgg16_tiny",
-        "--from",
-        "torch",
-        "--weights",
-        str(src),
-        "--out",
-        str(out),
-    )
+    result = _port("vgg16_tiny", "torch", src, tmp_path / "out.weights.h5")
     assert_one_line_error(result, "r.pth: holds resnet50_tiny weights, not vgg16_tiny")
     assert list(tmp_path.iterdir()) == [src]
 
 
 def test_cli_bad_values(tmp_path):
-    result = run_module(
-        "bridge.port",
-        "--arch",
-        "alexnet",
-        "--from",
-        "torch",
-        "--weights",
-        "x.pth",
-        "--out",
-        "y.weights.h5",
-    )
+    result = _port("alexnet", "torch", "x.pth", "y.weights.h5")
     assert_one_line_error(result, "unknown arch 'alexnet'")
-    result = run_module(
-        "bridge.port",
-        "--arch",
-        "vgg16_tiny",
-        "--from",
-        "torch",
-        "--weights",
-        str(tmp_path / "missing.pth"),
-        "--out",
-        str(tmp_path / "y.weights.h5"),
-    )
+    result = _port("vgg16_tiny", "torch", tmp_path / "missing.pth", tmp_path / "y.weights.h5")
     assert_one_line_error(result, "missing.pth: no such weights file")
-    result = run_module(
-        "bridge.port",
-        "--arch",
-        "vgg16_tiny",
-        "--from",
-        "torch",
-        "--weights",
-        "x.pth",
-        "--out",
-        "y.h5",
-    )
+    result = _port("vgg16_tiny", "torch", "x.pth", "y.h5")
     assert_one_line_error(result, "y.h5: a Keras output must end with .weights.h5")
 
 
@@ -146,6 +91,10 @@ def test_parity_cli_tiny(tmp_path):
 @pytest.mark.parametrize("arch", spec.FULL_ARCHS)
 def test_init_scheme_matches_the_reference_libraries(arch):
     """The numpy init draws the same distributions as torchvision / timm (std per tensor).
+
+    The reference is the libraries' own model (`bridge.parity.reference_model`, seeded
+    through torch's global generator), not `torch_models.create_model`, which draws
+    `init_state_dict` itself (so that torch and Keras start alike).
 
     Two independent draws of n values differ by chance: their means by about
     std * sqrt(2 / n), their stds by about std / sqrt(n) (normal values; uniform ones

@@ -61,6 +61,15 @@ def test_random_init_is_seeded():
     )
 
 
+def test_state_dict_in_memory_is_checked_and_ported():
+    state = random_state_dict("vit_b16_tiny", num_classes=3, seed=2)
+    model = create_model("vit_b16_tiny", num_classes=3, weights=state)
+    loaded = tf_models.torch_state_dict(model)
+    assert all(np.array_equal(loaded[k], state[k]) for k in state)
+    with pytest.raises(ValueError, match=r"state dict: head 'head' has 3 classes"):
+        create_model("vit_b16_tiny", weights=state)
+
+
 def test_layer_names_mirror_torch_modules():
     model = create_model("resnet50_tiny")
     names = {layer.name for layer in model.layers}
@@ -172,3 +181,15 @@ def test_random_init_follows_the_numpy_reference_scheme():
             strict=True,
         )
     )
+
+
+@pytest.mark.parametrize("arch", spec.TINY_ARCHS)
+def test_random_init_is_the_same_in_both_frameworks(arch):
+    """create_model(weights=None) with one seed: the same weights in torch and Keras."""
+    import torch_models
+
+    ours = tf_models.torch_state_dict(create_model(arch, num_classes=3, seed=4))
+    theirs = torch_models.torch_state_dict(torch_models.create_model(arch, 3, seed=4))
+    assert set(ours) == set(theirs)
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.dtype and np.array_equal(ours[key], value), key

@@ -9,24 +9,19 @@ from conftest import save_torch_file
 
 import torch_models
 from bridge.core import spec, weights
-from bridge.core.weights import random_state_dict, write_state_dict
+from bridge.core.weights import init_state_dict, random_state_dict, write_state_dict
 from bridge.parity import reference_model
 from torch_models import create_model
-
-
-def _tensors(state):
-    return {k: torch.from_numpy(v) for k, v in state.items()}
 
 
 @pytest.mark.parametrize("arch", spec.FULL_ARCHS + spec.TINY_ARCHS)
 def test_outputs_equal_the_reference_library(arch):
     """Same seeded random state dict -> same logits as torchvision / timm (<= 1e-6)."""
     s = spec.get_arch(arch)
-    state = _tensors(random_state_dict(arch, seed=1))
-    ours = create_model(arch)
-    ours.load_state_dict(state, strict=True)
+    state = random_state_dict(arch, seed=1)
+    ours = create_model(arch, weights=state)
     ref = reference_model(arch)
-    ref.load_state_dict(state, strict=True)
+    torch_models.set_torch_state_dict(ref, state)
     x = torch.randn(1, 3, s.contract.native_size, s.contract.native_size)
     with torch.no_grad():
         assert (ours(x) - ref(x)).abs().max().item() <= 1e-6
@@ -61,13 +56,34 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone():
     assert not a.training
 
 
+def test_random_init_follows_the_numpy_reference_scheme():
+    model = create_model("resnet50_tiny", seed=11)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            torch_models.torch_state_dict(model).values(),
+            init_state_dict("resnet50_tiny", seed=11).values(),
+            strict=True,
+        )
+    )
+
+
+def test_state_dict_in_memory_is_checked_and_loaded():
+    state = random_state_dict("vit_b16_tiny", num_classes=3, seed=2)
+    model = create_model("vit_b16_tiny", num_classes=3, weights=state)
+    loaded = torch_models.torch_state_dict(model)
+    assert all(np.array_equal(loaded[k], state[k]) for k in state)
+    with pytest.raises(ValueError, match=r"state dict: head 'head' has 3 classes"):
+        create_model("vit_b16_tiny", weights=state)
+
+
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_loads_state_dict_files(tmp_path, suffix):
     state = random_state_dict("resnet50_tiny", num_classes=5, seed=2)
     save = save_torch_file if suffix == ".pth" else write_state_dict
     path = save(state, tmp_path / f"w{suffix}")
     model = create_model("resnet50_tiny", num_classes=5, weights=path)
-    loaded = torch_models.state_dict_numpy(model)
+    loaded = torch_models.torch_state_dict(model)
     assert all(np.array_equal(loaded[k], state[k]) for k in state)
 
 
@@ -82,6 +98,7 @@ def test_loads_wrapped_checkpoint_and_fills_num_batches_tracked(tmp_path):
 def test_imagenet_weights_resolved_from_torch_home(tmp_path, monkeypatch):
     state = random_state_dict("vgg16_tiny", seed=5)
     hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
     path = save_torch_file(state, hub / "vgg16_tiny-imagenet.pth")
     ref = weights.ReferenceWeights(path.name, weights.sha256_file(path)[:8], "test weights")
     monkeypatch.setitem(weights.REFERENCE_WEIGHTS, "vgg16_tiny", ref)

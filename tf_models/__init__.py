@@ -1,7 +1,8 @@
-"""dermsim Keras 3 side (TensorFlow backend): the twins of torch_models.
+"""dermsim Keras 3 side: backbones, LPIPS / DISTS, head fitting, trainer and ONNX graphs.
 
-Importing this package selects the TensorFlow backend (or refuses clearly when Keras
-already runs on another one); see `tf_models._compat`.
+The twins of torch_models, on the TensorFlow backend. Importing this package selects
+that backend (or refuses clearly when Keras already runs on another one); see
+`tf_models._compat`.
 """
 
 from tf_models._compat import ensure_tensorflow_backend

@@ -27,6 +27,7 @@ import math
 import os
 import warnings
 import weakref
+from collections.abc import Mapping
 
 import h5py
 import numpy as np
@@ -326,7 +327,7 @@ _BUILDERS = {"vgg": vgg, "resnet": resnet, "vit": vit}
 def create_model(
     arch: str | ArchSpec,
     num_classes: int | None = None,
-    weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike | StateDict | None = None,
     seed: int = 0,
 ) -> keras.Model:
     """Build a backbone (NHWC, normalised input).
@@ -337,8 +338,8 @@ def create_model(
         weights: None (random init with the reference library's scheme, drawn
             by `bridge.core.weights.init_state_dict` with `seed`), `"imagenet"` (torch
             reference weights found on disk, ported), a torch `.pth` /
-            `.safetensors` state dict (ported on the fly) or a Keras `.weights.h5`
-            file.
+            `.safetensors` state dict or such a state dict in memory (numpy arrays),
+            ported on the fly, or a Keras `.weights.h5` file.
         seed: Seed of the random init.
 
     Returns:
@@ -359,8 +360,11 @@ def create_model(
     return model
 
 
-def load_weights(model: keras.Model, weights: str | os.PathLike) -> None:
-    """Load `"imagenet"`, a torch state dict (ported) or a Keras `.weights.h5` file."""
+def load_weights(model: keras.Model, weights: str | os.PathLike | StateDict) -> None:
+    """Load `"imagenet"`, a torch state dict (file or in memory; ported) or a `.weights.h5` file."""
+    if isinstance(weights, Mapping):
+        set_torch_state_dict(model, check_state_dict(weights, model.spec, _head_size(model)))
+        return
     if str(weights).endswith(KERAS_SUFFIX):
         _load_keras_file(model, weights)
         return
@@ -370,13 +374,13 @@ def load_weights(model: keras.Model, weights: str | os.PathLike) -> None:
 
 
 def set_torch_state_dict(model: keras.Model, state_dict: StateDict) -> None:
-    """Set the model's weights from a checked torch-layout state dict."""
+    """Set the model's weights from a checked torch-layout state dict (ported by name)."""
     for name, arrays in torch_to_keras(state_dict, model.spec, _head_size(model)).items():
         model.get_layer(name).set_weights(arrays)
 
 
 def torch_state_dict(model: keras.Model) -> StateDict:
-    """Return the model's weights as a torch-layout state dict."""
+    """Return the model's weights as a torch-layout state dict (numpy arrays)."""
     layer_weights = {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
     return keras_to_torch(layer_weights, model.spec, _head_size(model))
 

@@ -1,10 +1,13 @@
 """Fitting LPIPS heads / DISTS alpha, beta to ratings in Keras, on a frozen backbone.
 
-The twin of torch_models/finetune.py, function for function: the same per-channel
-terms from this framework's own LPIPS / DISTS module (NHWC inside; the images come in
-NCHW, as everywhere in the protocol), and the same training (full batch, Keras Adam
-on the negative Pearson correlation, heads clamped at 0 after every step). The term
-layout is `bridge.core.fitting`'s, the protocol `bridge.fit_protocol`'s.
+Both metrics are linear in their heads given per-channel terms, so the terms of every
+(reference, comparison) pair are computed once with this framework's own LPIPS / DISTS
+module (NHWC inside; the images come in NCHW, as everywhere in the protocol), and only
+the heads are trained on them: full batch, Adam on the negative Pearson correlation
+between case distances and ratings, projected onto heads >= 0 after every step (a
+clamp, as the original lpips training does). The term layout is `bridge.core.fitting`'s;
+the protocol (folds, validation) is `bridge.fit_protocol`'s. torch_models/finetune.py
+mirrors this file function for function.
 
 Keras's Adam adds epsilon to sqrt(v) before the bias correction, torch's after it, so
 Keras's epsilon is in effect eps / sqrt(1 - beta2^t); `FitConfig.eps` is kept far below
@@ -26,7 +29,7 @@ from bridge.core.fitting import HEADS_SUM_FLOOR, FitConfig
 from bridge.core.metrics import DISTS_C1, DISTS_C2, Heads
 from bridge.core.spec import ArchSpec
 from bridge.core.weights import StateDict
-from tf_models.backbones import create_model, set_torch_state_dict
+from tf_models.backbones import create_model
 from tf_models.metrics import DISTS, LPIPS, normalize_channels
 
 CORRELATION_EPS = 1e-12  # keeps the loss defined (0) when every distance is equal
@@ -41,11 +44,10 @@ def build_metric(
         metric: `lpips` or `dists`.
         spec: The backbone.
         num_classes: Its head size (the state dict's).
-        state: Torch-layout weights (`Source.state_dict()`), ported by name.
+        state: Torch-layout weights (`Source.state_dict()`), checked, ported by name.
         heads: The heads the module carries (only its own distance uses them).
     """
-    model = create_model(spec, num_classes)
-    set_torch_state_dict(model, state)
+    model = create_model(spec, num_classes, weights=state)
     if metric == "lpips":
         return LPIPS(model, heads.weights)
     if metric == "dists":

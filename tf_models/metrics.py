@@ -1,8 +1,11 @@
-"""LPIPS and DISTS on dermsim Keras backbones: the twin of torch_models/metrics.py.
+"""LPIPS and DISTS on dermsim Keras backbones: a pure functional core, thin models around it.
 
-Same functional core, written with `keras.ops` on NHWC tensors; images in [0, 1],
-one distance per pair (0 = identical). On ImageNet VGG16 with the published heads
-they reproduce lpips 0.1.4 and DISTS_pytorch 0.1.
+The formulas (docs/metrics.md) reproduce lpips 0.1.4 (`net="vgg"`, v0.1 linear
+heads) and DISTS_pytorch 0.1 to float32 rounding when the backbone is ImageNet VGG16;
+on other backbones (ResNet50, ViT-B/16, fine-tuned weights) they run with uniform heads
+or heads the user fitted. Both take images in [0, 1], NHWC, and return one distance per
+pair (0 = identical, lower = more similar). Written with `keras.ops`;
+torch_models/metrics.py mirrors this file.
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ def normalize_channels(features, eps: float = LPIPS_EPS):
 
 
 def lpips_maps(feats0: Sequence, feats1: Sequence, heads: Sequence) -> list:
-    """Per-tap LPIPS maps: sum_c w_c (f0^ - f1^)^2, each (N, H_l, W_l, 1)."""
+    """Per-tap LPIPS maps: sum_c w_c (f0^ - f1^)^2, each (N, H_l, W_l, 1).
+
+    Args:
+        feats0: Taps of the first images (NHWC).
+        feats1: Taps of the second images.
+        heads: One weight vector (C_l,) per tap.
+    """
     maps = []
     for f0, f1, w in zip(feats0, feats1, heads, strict=True):
         diff = (normalize_channels(f0) - normalize_channels(f1)) ** 2
@@ -50,7 +59,12 @@ def lpips_spatial(feats0: Sequence, feats1: Sequence, heads: Sequence, size: tup
 
 
 def dists_distance(feats0: Sequence, feats1: Sequence, alpha: Sequence, beta: Sequence):
-    """DISTS: D = 1 - sum_stages sum_c (a~ l + b~ s), shape (N,)."""
+    """DISTS: D = 1 - sum_stages sum_c (a~ l + b~ s), shape (N,).
+
+    Texture l = (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1), structure
+    s = (2 sigma_xy + c2) / (sigma_x^2 + sigma_y^2 + c2), with global spatial moments;
+    `alpha` / `beta` are already divided by their joint sum.
+    """
     texture = 0
     structure = 0
     for x, y, a, b in zip(feats0, feats1, alpha, beta, strict=True):
@@ -72,9 +86,12 @@ def dists_distance(feats0: Sequence, feats1: Sequence, alpha: Sequence, beta: Se
 class LPIPS(keras.Model):
     """LPIPS on a dermsim Keras backbone's taps; call with `(a, b)` NHWC in [0, 1].
 
+    On VGG16 the input goes through lpips's own scaling (2x - 1, then shift / scale);
+    on other backbones through the backbone's input contract.
+
     Args:
-        backbone: A `tf_models.create_model` backbone.
-        heads: One non-negative weight vector per tap.
+        backbone: A `tf_models.create_model` backbone (its taps are used).
+        heads: One non-negative weight vector per tap (`bridge.core.metrics` loads them).
         taps: Tap names to use (default: the backbone's conv / grid taps).
     """
 
@@ -110,12 +127,13 @@ class LPIPS(keras.Model):
 class DISTS(keras.Model):
     """DISTS on a dermsim Keras backbone; call with `(a, b)` NHWC in [0, 1].
 
-    Stage 0 is the raw image; ImageNet normalisation (the backbone's contract) comes
-    after it. A VGG backbone is rebuilt with L2 pooling and the same weights.
+    Stage 0 is the raw image, then the taps. ImageNet normalisation (the backbone's
+    contract) comes after stage 0. On VGG every max-pool is replaced by L2 pooling, as
+    in DISTS_pytorch (a rebuilt VGG, same weights).
 
     Args:
         backbone: A `tf_models.create_model` backbone.
-        alpha: Texture weights, 3 + sum of tap channels.
+        alpha: Texture weights, one per channel of [image, taps...] (3 + sum C).
         beta: Structure weights, same shape.
         taps: Tap names (default: the backbone's conv / grid taps).
     """

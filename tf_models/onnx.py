@@ -8,15 +8,14 @@ tf2onnx from a `tf.function` (opset 18). torch_models/onnx.py mirrors this file.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from bridge.core.metrics import Heads
-from bridge.core.spec import ArchSpec, InputContract
-from bridge.core.weights import StateDict
-from tf_models.backbones import create_model, features_model, set_torch_state_dict
+from bridge.core.graphs import GraphSpec
+from tf_models.backbones import create_model, features_model
 from tf_models.metrics import DISTS, LPIPS, lpips_distance, lpips_maps
 
 
@@ -39,72 +38,63 @@ def lpips_outputs(metric: LPIPS, a, b) -> dict:
     }
 
 
-def graph(
-    spec: ArchSpec,
-    num_classes: int,
-    state: StateDict,
-    kind: str,
-    contract: InputContract,
-    heads: Heads | None,
-) -> tuple[Callable, list[str]]:
-    """A function of NCHW [0, 1] images returning {output name: tensor}, and its input names."""
-    model = create_model(spec, num_classes)
-    set_torch_state_dict(model, state)
-    mean = np.asarray(contract.mean, np.float32).reshape(1, 1, 1, 3)
-    std = np.asarray(contract.std, np.float32).reshape(1, 1, 1, 3)
+def graph(g: GraphSpec) -> tuple[Callable[..., dict], list[str], list[str]]:
+    """What to export: a function of NCHW [0, 1] images, its input names, its output names.
+
+    The function returns {output name: tensor}.
+    """
+    model = create_model(g.spec, g.num_classes, weights=g.state)
+    mean = np.asarray(g.contract.mean, np.float32).reshape(1, 1, 1, 3)
+    std = np.asarray(g.contract.std, np.float32).reshape(1, 1, 1, 3)
 
     def nhwc(x):
         return tf.transpose(x, (0, 2, 3, 1))
 
-    if kind == "classifier":
-        return (lambda image: {"logits": model((nhwc(image) - mean) / std, training=False)}), [
-            "image"
-        ]
-    if kind == "features":
+    if g.kind == "classifier":
+
+        def body(image):
+            return {"logits": model((nhwc(image) - mean) / std, training=False)}
+
+    elif g.kind == "features":
         extractor = features_model(model)
 
-        def features(image):
+        def body(image):
             taps = extractor((nhwc(image) - mean) / std, training=False)
             return {
                 name: tf.transpose(t, (0, 3, 1, 2)) if len(t.shape) == 4 else t
                 for name, t in taps.items()
             }
 
-        return features, ["image"]
-    if kind == "lpips":
-        metric = LPIPS(model, heads.weights)
-        return (lambda image_a, image_b: lpips_outputs(metric, nhwc(image_a), nhwc(image_b))), [
-            "image_a",
-            "image_b",
-        ]
-    metric = DISTS(model, *heads.weights)
-    return (lambda image_a, image_b: {"distance": metric((nhwc(image_a), nhwc(image_b)))}), [
-        "image_a",
-        "image_b",
-    ]
+    elif g.kind == "lpips":
+        metric = LPIPS(model, g.heads.weights)
+
+        def body(image_a, image_b):
+            return lpips_outputs(metric, nhwc(image_a), nhwc(image_b))
+
+    else:
+        metric = DISTS(model, *g.heads.weights)
+
+        def body(image_a, image_b):
+            return {"distance": metric((nhwc(image_a), nhwc(image_b)))}
+
+    return body, g.input_names, g.output_names
 
 
 def export(
-    spec: ArchSpec,
-    num_classes: int,
-    state: StateDict,
-    kind: str,
-    contract: InputContract,
-    heads: Heads | None,
-    path,
-    opset: int,
-    dynamic: bool = True,
+    g: GraphSpec, path: str | os.PathLike, opset: int, dynamic: bool = True
 ) -> Callable[..., dict[str, np.ndarray]]:
     """Write the ONNX file; return the native model as numpy in, {output: array} out."""
     import tf2onnx
 
-    body, inputs = graph(spec, num_classes, state, kind, contract, heads)
-    side = None if dynamic else contract.native_size
+    body, inputs, outputs = graph(g)
+    side = None if dynamic else g.contract.native_size
     signature = [tf.TensorSpec([None, 3, side, side], tf.float32, name=name) for name in inputs]
-    function = tf.function(
-        lambda *x: {k: tf.identity(v, name=k) for k, v in body(*x).items()},
-        input_signature=signature,
-    )
+
+    @tf.function(input_signature=signature)
+    def function(*images):
+        out = body(*images)
+        return {name: tf.identity(out[name], name=name) for name in outputs}
+
     quiet = logging.getLogger("tf2onnx")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # its transpose optimiser logs tracebacks it recovers from

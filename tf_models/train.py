@@ -3,11 +3,12 @@
     tox -e tf-train -- --config configs/demo.toml [--arch vgg16|resnet50|vit_b16|all]
                        [--set key=value ...] [--resume]
 
-Data, splits, batches, initial weights, schedule and metrics come from
-`bridge.core.training`, shared with the torch trainer (torch_models/train.py mirrors this
-file); what is Keras's own is the model, the optimiser step (a compiled
-`tf.function`) and the checkpoints (`.weights.h5`). Training runs inside a
-`tf.distribute` strategy: several GPUs are mirrored, otherwise the default strategy.
+Data, splits, batches, initial weights, schedule, metrics and the end of every epoch
+(validation, metrics.jsonl, checkpoint, best) come from `bridge.core.training`, shared
+with the torch trainer (torch_models/train.py mirrors this file); what is Keras's own is
+the model, the optimiser step (a compiled `tf.function`) and the checkpoints
+(`.weights.h5`). Training runs inside a `tf.distribute` strategy: several GPUs are
+mirrored, otherwise the default strategy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import time
 import weakref
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -27,7 +29,8 @@ from tqdm import tqdm
 from bridge.core import training
 from bridge.core.config import Config, TrainConfig, load_config
 from bridge.core.data.stream import BatchStream
-from tf_models.backbones import create_model, save_weights
+from bridge.core.files import atomic_path
+from tf_models.backbones import create_model, load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,13 @@ def set_trainable(model: keras.Model, prefixes: tuple[str, ...] | None) -> None:
     for layer in model.layers:
         if layer.weights:
             layer.trainable = training.is_trainable(layer.name, prefixes)
+
+
+def disable_dropout(model: keras.Model) -> None:
+    """Set every dropout layer's rate to 0 (`train.dropout = false`)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
 
 
 def seed_dropout(model: keras.Model, seed: int) -> None:
@@ -146,6 +156,31 @@ def _inference(model: keras.Model):
     return infer
 
 
+# ------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, run: training.Run, epoch: int
+) -> None:
+    """Write an epoch's checkpoint and the optimiser state `--resume` reads."""
+    save_weights(model, run.checkpoint(epoch))
+    with atomic_path(run.dir / "resume" / "optimizer.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+
+
+def load_checkpoint(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    run: training.Run,
+    epoch: int,
+) -> None:
+    """Restore an epoch's checkpoint and the optimiser state (`--resume`)."""
+    load_weights(model, run.checkpoint(epoch))
+    saved = np.load(run.dir / "resume" / "optimizer.npz")
+    for i, variable in enumerate(optimizer.variables):
+        variable.assign(saved[f"v{i}"])
+
+
 # ------------------------------------------------------------------ training
 
 
@@ -162,82 +197,48 @@ def train(
     with ddp.strategy.scope():
         model = create_model(run.spec, run.num_classes, weights=run.init_path)
         if not config.train.dropout:
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.Dropout):
-                    layer.rate = 0.0
+            disable_dropout(model)
         set_trainable(model, run.trainable)
         optimizer = make_optimizer(config.train)
         optimizer.build(model.trainable_variables)
-    step = make_train_step(
-        model, optimizer, run.num_classes, config.train.label_smoothing, ddp.strategy
-    )
     runlog = training.RunLog(run)
     start = runlog.resume() if resume else 0
     if start:
-        model.load_weights(run.checkpoint(start))
-        saved = np.load(run.dir / "resume" / "optimizer.npz")
-        for i, variable in enumerate(optimizer.variables):
-            variable.assign(saved[f"v{i}"])
+        load_checkpoint(model, optimizer, run, start)
+    compiled = make_train_step(
+        model, optimizer, run.num_classes, config.train.label_smoothing, ddp.strategy
+    )
 
     for epoch in range(start, config.train.epochs):
         began = time.perf_counter()
         seed_dropout(model, config.seed * 100_003 + epoch)  # same draws after --resume
         losses, all_logits, all_labels = [], [], []
         bar = tqdm(
-            run.train.epoch(epoch), total=len(run.train),
+            run.train.epoch(epoch), total=len(run.train), disable=not ddp.main,
             desc=f"{run.spec.name} keras epoch {epoch + 1}/{config.train.epochs}", leave=False,
         )  # fmt: skip
-        for k, batch in enumerate(bar):
-            lr = run.lr(epoch, k)
+        for step, batch in enumerate(bar):
+            lr = run.lr(epoch, step)
             optimizer.learning_rate.assign(lr)
-            loss, logits = train_step(step, batch.images, batch.labels)
+            loss, logits = train_step(compiled, batch.images, batch.labels)
             losses.append(loss)
             all_logits.append(logits)
             all_labels.append(batch.labels)
-            bar.set_postfix(loss=f"{loss:.3f}")
-        train_metrics = training.classification_metrics(
-            np.concatenate(all_labels), np.concatenate(all_logits), run.data.classes
-        )
-        train_metrics["step_loss"] = float(np.mean(losses))
-        val = None
-        if run.val:
-            logits, labels = predict(model, run.val)
-            val = training.classification_metrics(labels, logits, run.data.classes)
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "seconds": round(time.perf_counter() - began, 3),
-            "train": train_metrics,
-            "val": val,
-        }
-        save_weights(model, run.checkpoint(epoch + 1))
-        _save_optimizer(optimizer, run.dir / "resume" / "optimizer.npz")
-        if runlog.epoch_done(row):
-            training.keep_best(run, epoch + 1)
-        runlog.save_state(epoch + 1)
-        training.log_epoch(run, row)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        all_labels = np.concatenate(all_labels)
+        all_logits = np.concatenate(all_logits)
+        if ddp.main:
+            training.end_epoch(
+                run, runlog, epoch, lr=lr, began=began, labels=all_labels, logits=all_logits,
+                losses=losses, predict=partial(predict, model),
+                save=partial(save_checkpoint, model, optimizer, run),
+            )  # fmt: skip
 
-    model.load_weights(run.best)
-    logits, labels = predict(model, run.test)
-    test = training.classification_metrics(labels, logits, run.data.classes, confusion=True)
-    path = training.finish(
-        run, runlog, test, {"tensorflow": tf.__version__, "keras": keras.__version__}
-    )
-    log.info(
-        "%s: test balanced accuracy %.3f (best epoch %d) -> %s",
-        run.dir,
-        test["balanced_accuracy"],
-        runlog.best_epoch,
-        path,
-    )
+    if ddp.main:
+        load_weights(model, run.best)
+        versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+        training.end_run(run, runlog, partial(predict, model), versions)
     return run.dir
-
-
-def _save_optimizer(optimizer, path: Path) -> None:
-    from bridge.core.files import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

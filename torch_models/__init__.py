@@ -1,8 +1,8 @@
-"""dermsim PyTorch side (the twin of tf_models): backbones, LPIPS / DISTS, trainer, ONNX.
+"""dermsim PyTorch side: backbones, LPIPS / DISTS, head fitting, trainer and ONNX graphs.
 
-Importing this package first makes torchvision importable on the CPU build of torch
-(see `torch_models._compat`); import it before torchvision, timm, lpips or
-DISTS_pytorch.
+The twins of tf_models. Importing this package first makes torchvision importable when
+a CUDA build of it meets the CPU build of torch (see `torch_models._compat`); import it
+before torchvision, timm, lpips or DISTS_pytorch.
 """
 
 from torch_models._compat import ensure_torchvision_importable
@@ -17,7 +17,7 @@ from torch_models.backbones import (  # noqa: E402
     load_weights,
     save_weights,
     set_torch_state_dict,
-    state_dict_numpy,
+    torch_state_dict,
 )
 
 __all__ = [
@@ -28,5 +28,5 @@ __all__ = [
     "load_weights",
     "save_weights",
     "set_torch_state_dict",
-    "state_dict_numpy",
+    "torch_state_dict",
 ]

@@ -5,7 +5,9 @@ the libraries' own checkpoints load with `strict=True`) and adds
 `forward_features(x) -> dict[str, Tensor]` returning the spec's taps in NCHW.
 Inputs are normalised images (the spec's input contract says how).
 
-`tf_models/backbones.py` mirrors this file function for function.
+Random initialisation draws the reference library's scheme in numpy
+(`bridge.core.weights.init_state_dict`), so a torch and a Keras model of one seed start
+from the same weights. tf_models/backbones.py mirrors this file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from functools import partial
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision
 from timm.models.vision_transformer import VisionTransformer as _TimmViT
 from torch import Tensor, nn
@@ -23,14 +26,33 @@ from torchvision.models.resnet import Bottleneck
 from torchvision.models.vgg import make_layers
 
 from bridge.core.files import atomic_path
+from bridge.core.metrics import L2POOL_EPS, l2pool_filter
 from bridge.core.spec import ArchSpec, get_arch
 from bridge.core.weights import (
     TORCH_SUFFIXES,
+    StateDict,
     check_state_dict,
+    init_state_dict,
     read_state_dict,
     resolve_imagenet,
     write_state_dict,
 )
+
+# ------------------------------------------------------------- custom layers
+
+
+class L2Pooling2D(nn.Module):
+    """DISTS's L2 pooling: sqrt(depthwise conv(x^2, g) + 1e-12), stride 2, padding 1."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        g = torch.from_numpy(l2pool_filter()).float()
+        self.register_buffer("filter", g[None, None].repeat(channels, 1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.conv2d(x**2, self.filter, stride=2, padding=1, groups=x.shape[1])
+        return torch.sqrt(out + L2POOL_EPS)
+
 
 # ------------------------------------------------------------------------- VGG
 
@@ -178,18 +200,19 @@ _BUILDERS = {"vgg": VGG, "resnet": ResNet, "vit": VisionTransformer}
 def create_model(
     arch: str | ArchSpec,
     num_classes: int | None = None,
-    weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike | StateDict | None = None,
     seed: int = 0,
 ) -> nn.Module:
-    """Build a backbone, in eval mode.
+    """Build a backbone (NCHW, normalised input), in eval mode.
 
     Args:
         arch: `vgg16`, `resnet50`, `vit_b16` or a tiny variant.
         num_classes: Head size; None keeps the reference head (1000 classes).
-        weights: None (random init of the reference library, seeded by `seed`),
-            `"imagenet"` (found on disk, never downloaded) or a `.pth` /
-            `.safetensors` state dict of the reference library's layout.
-        seed: Seed of the random init; the global RNG state is left untouched.
+        weights: None (random init with the reference library's scheme, drawn
+            by `bridge.core.weights.init_state_dict` with `seed`), `"imagenet"` (found
+            on disk, never downloaded), a `.pth` / `.safetensors` state dict of the
+            reference library's layout, or such a state dict in memory (numpy arrays).
+        seed: Seed of the random init; torch's global RNG state is left untouched.
 
     Returns:
         The model; `model.spec` is its `ArchSpec`.
@@ -200,36 +223,34 @@ def create_model(
     """
     spec = get_arch(arch)
     k = spec.resolve_num_classes(num_classes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the libraries' own init draws from it
         model = _BUILDERS[spec.family](spec, k)
-    if weights is not None:
+    if weights is None:
+        set_torch_state_dict(model, init_state_dict(spec, k, seed))
+    else:
         load_weights(model, weights)
     return model.eval()
 
 
-def load_weights(model: nn.Module, weights: str | os.PathLike) -> None:
-    """Load a reference-layout state dict into a dermsim model, strictly.
-
-    Args:
-        model: A model from `create_model`.
-        weights: `"imagenet"` or a `.pth` / `.safetensors` path.
-    """
+def load_weights(model: nn.Module, weights: str | os.PathLike | StateDict) -> None:
+    """Load `"imagenet"` or a torch state dict (file or in memory), checked."""
+    if isinstance(weights, Mapping):
+        set_torch_state_dict(model, check_state_dict(weights, model.spec, _head_size(model)))
+        return
     path = resolve_imagenet(model.spec) if str(weights) == "imagenet" else weights
     state = read_state_dict(path)
-    state = check_state_dict(state, model.spec, _head_size(model), source=str(path))
-    set_torch_state_dict(model, state)
+    set_torch_state_dict(model, check_state_dict(state, model.spec, _head_size(model), str(path)))
 
 
-def set_torch_state_dict(model: nn.Module, state_dict: Mapping[str, np.ndarray]) -> None:
-    """Load a torch-layout numpy state dict into the model, strictly (every key, no extra)."""
+def set_torch_state_dict(model: nn.Module, state_dict: StateDict) -> None:
+    """Set the model's weights from a torch-layout state dict, strictly (every key, no extra)."""
     model.load_state_dict(
         {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, strict=True
     )
 
 
-def state_dict_numpy(model: nn.Module) -> dict[str, np.ndarray]:
-    """Return the model's state dict as numpy arrays (torch layout)."""
+def torch_state_dict(model: nn.Module) -> StateDict:
+    """Return the model's weights as a torch-layout state dict (numpy arrays)."""
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
@@ -237,7 +258,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Save the model's state dict atomically as `.safetensors` or torch's `.pth`."""
     path = str(path)
     if path.endswith(".safetensors"):
-        write_state_dict(state_dict_numpy(model), path)
+        write_state_dict(torch_state_dict(model), path)
         return
     if not path.endswith(TORCH_SUFFIXES):
         raise ValueError(f"{path}: torch weights files must end with .safetensors or .pth")

@@ -36,14 +36,10 @@ def build_metric(
         metric: `lpips` or `dists`.
         spec: The backbone.
         num_classes: Its head size (the state dict's).
-        state: Torch-layout weights (`Source.state_dict()`).
+        state: Torch-layout weights (`Source.state_dict()`), checked.
         heads: The heads the module carries (only its own distance uses them).
     """
-    model = create_model(spec, num_classes)
-    model.load_state_dict(
-        {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True
-    )
-    model.eval()
+    model = create_model(spec, num_classes, weights=state)
     if metric == "lpips":
         return LPIPS(model, heads.weights).eval()
     if metric == "dists":

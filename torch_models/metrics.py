@@ -1,6 +1,6 @@
 """LPIPS and DISTS on dermsim backbones: a pure functional core, thin modules around it.
 
-The formulas (DESIGN.md section 4) reproduce lpips 0.1.4 (`net="vgg"`, v0.1 linear
+The formulas (docs/metrics.md) reproduce lpips 0.1.4 (`net="vgg"`, v0.1 linear
 heads) and DISTS_pytorch 0.1 exactly when the backbone is ImageNet VGG16; on other
 backbones (ResNet50, ViT-B/16, fine-tuned weights) they run with uniform heads or
 heads the user fitted. Both take images in [0, 1], NCHW, and return one distance per
@@ -17,15 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bridge.core.metrics import (
-    DISTS_C1,
-    DISTS_C2,
-    L2POOL_EPS,
-    LPIPS_EPS,
-    dists_stages,
-    l2pool_filter,
-    lpips_input,
-)
+from bridge.core.metrics import DISTS_C1, DISTS_C2, LPIPS_EPS, dists_stages, lpips_input
+from torch_models.backbones import L2Pooling2D
 
 # ------------------------------------------------------------- functional core
 
@@ -102,24 +95,11 @@ def dists_distance(
     return (1 - (texture + structure)).reshape(-1)
 
 
-class L2Pool(nn.Module):
-    """DISTS's L2 pooling: sqrt(depthwise conv(x^2, g) + 1e-12), stride 2, padding 1."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        g = torch.from_numpy(l2pool_filter()).float()
-        self.register_buffer("filter", g[None, None].repeat(channels, 1, 1, 1), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.conv2d(x**2, self.filter, stride=2, padding=1, groups=x.shape[1])
-        return torch.sqrt(out + L2POOL_EPS)
-
-
 # --------------------------------------------------------------------- modules
 
 
 class LPIPS(nn.Module):
-    """LPIPS on a dermsim backbone's taps.
+    """LPIPS on a dermsim backbone's taps; call with `(a, b)` NCHW in [0, 1].
 
     On VGG16 the input goes through lpips's own scaling (2x - 1, then shift / scale);
     on other backbones through the backbone's input contract.
@@ -164,10 +144,11 @@ class LPIPS(nn.Module):
 
 
 class DISTS(nn.Module):
-    """DISTS on a dermsim backbone: stage 0 is the raw image, then the taps.
+    """DISTS on a dermsim backbone; call with `(a, b)` NCHW in [0, 1].
 
-    On VGG every max-pool is replaced by L2 pooling, as in DISTS_pytorch; ImageNet
-    normalisation (the backbone's contract) is applied after stage 0.
+    Stage 0 is the raw image, then the taps. ImageNet normalisation (the backbone's
+    contract) comes after stage 0. On VGG every max-pool is replaced by L2 pooling, as
+    in DISTS_pytorch (on a copy, same weights).
 
     Args:
         backbone: A `torch_models.create_model` backbone.
@@ -184,22 +165,19 @@ class DISTS(nn.Module):
         taps: Sequence[str] | None = None,
     ):
         super().__init__()
-        if (
-            backbone.spec.family == "vgg"
-        ):  # its max-pools become L2 pools: leave the caller's intact
+        spec = backbone.spec
+        self.taps = list(taps or [t.name for t in spec.taps])
+        self.chns, alpha, beta = dists_stages(spec, self.taps, alpha, beta)
+        if spec.family == "vgg":  # on a copy: the caller's backbone keeps its max-pools
             backbone = copy.deepcopy(backbone)
-        self.backbone = backbone.eval()
-        self.taps = list(taps or [t.name for t in backbone.spec.taps])
-        self.chns, alpha, beta = dists_stages(backbone.spec, self.taps, alpha, beta)
-        self.register_buffer("dists_alpha", torch.from_numpy(alpha))
-        self.register_buffer("dists_beta", torch.from_numpy(beta))
-        contract = backbone.spec.contract
-        self.register_buffer("input_mean", torch.tensor(contract.mean).reshape(1, 3, 1, 1))
-        self.register_buffer("input_std", torch.tensor(contract.std).reshape(1, 3, 1, 1))
-        if backbone.spec.family == "vgg":
             for i, layer in enumerate(backbone.features):
                 if isinstance(layer, nn.MaxPool2d):
-                    backbone.features[i] = L2Pool(_channels_before(backbone.features, i))
+                    backbone.features[i] = L2Pooling2D(_channels_before(backbone.features, i))
+        self.backbone = backbone.eval()
+        self.register_buffer("dists_alpha", torch.from_numpy(alpha))
+        self.register_buffer("dists_beta", torch.from_numpy(beta))
+        self.register_buffer("input_mean", torch.tensor(spec.contract.mean).reshape(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.tensor(spec.contract.std).reshape(1, 3, 1, 1))
 
     def weights(self) -> tuple[list[Tensor], list[Tensor]]:
         """Return alpha and beta divided by their joint sum, split per stage."""

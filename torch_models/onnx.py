@@ -7,6 +7,7 @@ LPIPS's `+ 1e-10` and turns 0 / 0 into NaN. tf_models/onnx.py mirrors this file.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -14,9 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bridge.core.metrics import Heads
-from bridge.core.spec import ArchSpec, InputContract
-from bridge.core.weights import StateDict
+from bridge.core.graphs import GraphSpec
+from bridge.core.spec import InputContract
 from torch_models.backbones import create_model
 from torch_models.metrics import DISTS, LPIPS, lpips_distance, lpips_spatial
 
@@ -62,48 +62,33 @@ class LPIPSScorer(nn.Module):
         return lpips_distance(fa, fb, heads), lpips_spatial(fa, fb, heads, size)
 
 
-def graph(
-    spec: ArchSpec,
-    num_classes: int,
-    state: StateDict,
-    kind: str,
-    contract: InputContract,
-    heads: Heads | None,
-) -> tuple[nn.Module, list[str], list[str]]:
-    """The module to export, its input names and its output names."""
-    model = create_model(spec, num_classes)
-    model.load_state_dict(
-        {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True
-    )
-    model.eval()
-    if kind == "classifier":
-        return Classifier(model, contract).eval(), ["image"], ["logits"]
-    if kind == "features":
-        return Features(model, contract).eval(), ["image"], list(spec.tap_names)
-    if kind == "lpips":
-        scorer = LPIPSScorer(LPIPS(model, heads.weights)).eval()
-        return scorer, ["image_a", "image_b"], ["distance", "distance_map"]
-    return DISTS(model, *heads.weights).eval(), ["image_a", "image_b"], ["distance"]
+def graph(g: GraphSpec) -> tuple[nn.Module, list[str], list[str]]:
+    """What to export: a module of NCHW [0, 1] images, its input names, its output names.
+
+    The module returns a tensor, or a tuple of them in the output names' order.
+    """
+    model = create_model(g.spec, g.num_classes, weights=g.state)
+    if g.kind == "classifier":
+        module = Classifier(model, g.contract)
+    elif g.kind == "features":
+        module = Features(model, g.contract)
+    elif g.kind == "lpips":
+        module = LPIPSScorer(LPIPS(model, g.heads.weights))
+    else:
+        module = DISTS(model, *g.heads.weights)
+    return module.eval(), g.input_names, g.output_names
 
 
 def export(
-    spec: ArchSpec,
-    num_classes: int,
-    state: StateDict,
-    kind: str,
-    contract: InputContract,
-    heads: Heads | None,
-    path,
-    opset: int,
-    dynamic: bool = True,
+    g: GraphSpec, path: str | os.PathLike, opset: int, dynamic: bool = True
 ) -> Callable[..., dict[str, np.ndarray]]:
     """Write the ONNX file; return the native model as numpy in, {output: array} out."""
-    module, inputs, outputs = graph(spec, num_classes, state, kind, contract, heads)
+    module, inputs, outputs = graph(g)
     # A dynamic graph is traced where no tap is 1 x 1 and declared from 33 px: upsampling
     # a 1 x 1 map (LPIPS's distance_map on a 32 px ResNet) is a special case that
     # torch.export would otherwise bake in as a fixed size. The ONNX graph has no such
     # branch and runs at 32 px too (the parity probes check the native size).
-    n = max(contract.native_size, 64) if dynamic else contract.native_size
+    n = max(g.contract.native_size, 64) if dynamic else g.contract.native_size
     example = tuple(torch.rand(2, 3, n, n) for _ in inputs)
     batch = torch.export.Dim("batch", min=1)
     if not dynamic:

@@ -4,10 +4,11 @@
                           [--set key=value ...] [--resume]
     torchrun --nproc_per_node 2 -m torch_models.train --config ...   # DDP (gloo on CPU)
 
-Data, splits, batches, initial weights, schedule and metrics come from
-`bridge.core.training`, shared with the Keras trainer (tf_models/train.py mirrors this
-file); what is torch's own is the model, the optimiser step and the checkpoints
-(`.safetensors`). On CPU the model runs channels-last.
+Data, splits, batches, initial weights, schedule, metrics and the end of every epoch
+(validation, metrics.jsonl, checkpoint, best) come from `bridge.core.training`, shared
+with the Keras trainer (tf_models/train.py mirrors this file); what is torch's own is
+the model, the optimiser step and the checkpoints (`.safetensors`). On CPU the model
+runs channels-last.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,7 @@ from bridge.core import training
 from bridge.core.config import Config, TrainConfig, load_config
 from bridge.core.data.stream import BatchStream
 from bridge.core.files import atomic_path
-from bridge.core.weights import write_state_dict
-from torch_models.backbones import create_model, state_dict_numpy
+from torch_models.backbones import create_model, load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,13 @@ def set_trainable(model: nn.Module, prefixes: tuple[str, ...] | None) -> None:
         param.requires_grad = training.is_trainable(name.rsplit(".", 1)[0], prefixes)
 
 
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout layer's rate to 0 (`train.dropout = false`)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
 def train_mode(model: nn.Module, prefixes: tuple[str, ...] | None) -> None:
     """Training mode, except that frozen batch norms keep their running statistics."""
     model.train()
@@ -134,6 +142,31 @@ def predict(
     return np.concatenate(logits), np.concatenate(labels)
 
 
+# ------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    model: nn.Module, optimizer: torch.optim.Optimizer, run: training.Run, epoch: int
+) -> None:
+    """Write an epoch's checkpoint and the optimiser state `--resume` reads."""
+    save_weights(model, run.checkpoint(epoch))
+    with atomic_path(run.dir / "resume" / "optimizer.pt") as tmp:
+        torch.save(optimizer.state_dict(), tmp)
+
+
+def load_checkpoint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run: training.Run,
+    epoch: int,
+    device: torch.device,
+) -> None:
+    """Restore an epoch's checkpoint and the optimiser state (`--resume`)."""
+    load_weights(model, run.checkpoint(epoch))
+    path = run.dir / "resume" / "optimizer.pt"
+    optimizer.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+
+
 # ------------------------------------------------------------------ training
 
 
@@ -150,20 +183,13 @@ def train(
     model = create_model(run.spec, run.num_classes, weights=run.init_path)
     model = model.to(ddp.device, memory_format=torch.channels_last)
     if not config.train.dropout:
-        for module in model.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = 0.0
+        disable_dropout(model)
     set_trainable(model, run.trainable)
     optimizer = make_optimizer(model, config.train)
     runlog = training.RunLog(run)
     start = runlog.resume() if resume else 0
     if start:
-        model.load_state_dict(_read(run.checkpoint(start)))
-        optimizer.load_state_dict(
-            torch.load(
-                run.dir / "resume" / "optimizer.pt", map_location=ddp.device, weights_only=True
-            )
-        )
+        load_checkpoint(model, optimizer, run, start, ddp.device)
     net = nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
 
     for epoch in range(start, config.train.epochs):
@@ -186,53 +212,22 @@ def train(
             all_logits.append(logits.float().cpu().numpy())
             all_labels.append(labels.cpu().numpy())
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        train_metrics = training.classification_metrics(
-            ddp.gather(np.concatenate(all_labels)),
-            ddp.gather(np.concatenate(all_logits)),
-            run.data.classes,
-        )
-        train_metrics["step_loss"] = float(np.mean(losses))
+        all_labels = ddp.gather(np.concatenate(all_labels))
+        all_logits = ddp.gather(np.concatenate(all_logits))
         if ddp.main:
-            val = None
-            if run.val:
-                logits, labels = predict(model, run.val, ddp.device)
-                val = training.classification_metrics(labels, logits, run.data.classes)
-            row = {
-                "epoch": epoch + 1,
-                "lr": lr,
-                "seconds": round(time.perf_counter() - began, 3),
-                "train": train_metrics,
-                "val": val,
-            }
-            write_state_dict(state_dict_numpy(model), run.checkpoint(epoch + 1))
-            with atomic_path(run.dir / "resume" / "optimizer.pt") as tmp:
-                torch.save(optimizer.state_dict(), tmp)
-            if runlog.epoch_done(row):
-                training.keep_best(run, epoch + 1)
-            runlog.save_state(epoch + 1)
-            training.log_epoch(run, row)
+            training.end_epoch(
+                run, runlog, epoch, lr=lr, began=began, labels=all_labels, logits=all_logits,
+                losses=losses, predict=partial(predict, model, device=ddp.device),
+                save=partial(save_checkpoint, model, optimizer, run),
+            )  # fmt: skip
         ddp.barrier()
 
     if ddp.main:
-        model.load_state_dict(_read(run.best))
-        logits, labels = predict(model, run.test, ddp.device)
-        test = training.classification_metrics(labels, logits, run.data.classes, confusion=True)
-        path = training.finish(run, runlog, test, {"torch": torch.__version__})
-        log.info(
-            "%s: test balanced accuracy %.3f (best epoch %d) -> %s",
-            run.dir,
-            test["balanced_accuracy"],
-            runlog.best_epoch,
-            path,
-        )
+        load_weights(model, run.best)
+        versions = {"torch": torch.__version__}
+        training.end_run(run, runlog, partial(predict, model, device=ddp.device), versions)
     ddp.barrier()
     return run.dir
-
-
-def _read(path: Path) -> dict[str, torch.Tensor]:
-    from bridge.core.weights import read_state_dict
-
-    return {k: torch.from_numpy(v) for k, v in read_state_dict(path).items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

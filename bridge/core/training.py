@@ -1,8 +1,9 @@
 """What the torch and Keras trainers share, so the comparison isolates the framework.
 
 Both trainers call `prepare` and get the same data set, splits, batch streams,
-initial weights, learning-rate schedule, trainable layers and metrics; only the
-model, the optimiser step and the checkpoint format are their own.
+initial weights, learning-rate schedule, trainable layers and metrics, and close every
+epoch with `end_epoch` and the run with `end_run`; only the model, the optimiser step
+and the checkpoint format are their own.
 
 A run folder (`runs/<name>/`) holds what is shared between frameworks:
 `splits.csv` and `init/<arch>.safetensors`. Each arch x framework gets its own folder
@@ -20,7 +21,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,6 +453,83 @@ def finish(run: Run, runlog: RunLog, test: dict[str, Any], versions: dict[str, s
     return path
 
 
+Predict = Callable[[BatchStream], tuple[np.ndarray, np.ndarray]]
+"""A trainer's inference on a whole stream: (logits, labels), in the stream's order."""
+
+
+def end_epoch(
+    run: Run,
+    runlog: RunLog,
+    epoch: int,
+    *,
+    lr: float,
+    began: float,
+    labels: np.ndarray,
+    logits: np.ndarray,
+    losses: Sequence[float],
+    predict: Predict,
+    save: Callable[[int], None],
+) -> dict[str, Any]:
+    """Close a training epoch, the same way in both frameworks.
+
+    Scores the epoch's training batches and the validation split, appends the epoch's
+    row to metrics.jsonl, saves the checkpoint, copies it to `best.*` when its score is
+    the best so far, marks the epoch done for `--resume` and logs one line.
+
+    Args:
+        run: The run.
+        runlog: Its log.
+        epoch: The epoch just trained (0-based).
+        lr: The learning rate of its last step.
+        began: `time.perf_counter()` when it began; the row's `seconds` end after
+            validation.
+        labels: The labels of its training batches, in order.
+        logits: Their logits from the training steps.
+        losses: The steps' losses.
+        predict: Inference on a stream (the validation split).
+        save: Writes the checkpoint of a 1-based epoch (`run.checkpoint`) and the
+            optimiser state under `resume/`.
+
+    Returns:
+        The epoch's row of metrics.jsonl.
+    """
+    train = classification_metrics(labels, logits, run.data.classes)
+    train["step_loss"] = float(np.mean(losses))
+    val = None
+    if run.val:
+        val_logits, val_labels = predict(run.val)
+        val = classification_metrics(val_labels, val_logits, run.data.classes)
+    row = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "seconds": round(time.perf_counter() - began, 3),
+        "train": train,
+        "val": val,
+    }
+    save(epoch + 1)
+    if runlog.epoch_done(row):
+        keep_best(run, epoch + 1)
+    runlog.save_state(epoch + 1)
+    log_epoch(run, row)
+    return row
+
+
+def end_run(run: Run, runlog: RunLog, predict: Predict, versions: dict[str, str]) -> Path:
+    """Score the test split with the best weights (loaded by the trainer) and `finish`.
+
+    Returns:
+        The path of run.json.
+    """
+    logits, labels = predict(run.test)
+    test = classification_metrics(labels, logits, run.data.classes, confusion=True)
+    path = finish(run, runlog, test, versions)
+    log.info(
+        "%s: test balanced accuracy %.3f (best epoch %d) -> %s",
+        run.dir, test["balanced_accuracy"], runlog.best_epoch, path,
+    )  # fmt: skip
+    return path
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write JSON atomically."""
     with atomic_path(path) as tmp:
@@ -549,6 +627,8 @@ __all__ = [
     "best_checkpoint",
     "checkpoint_suffix",
     "classification_metrics",
+    "end_epoch",
+    "end_run",
     "finish",
     "is_trainable",
     "keep_best",
