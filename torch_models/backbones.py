@@ -223,8 +223,11 @@ def create_model(
     """
     spec = get_arch(arch)
     k = spec.resolve_num_classes(num_classes)
-    with torch.random.fork_rng(devices=[]):  # the libraries' own init draws from it
+    # built without the libraries' own init (every tensor is then loaded, strictly), which
+    # also leaves torch's global RNG untouched
+    with torch.device("meta"):
         model = _BUILDERS[spec.family](spec, k)
+    model = model.to_empty(device="cpu")
     if weights is None:
         set_torch_state_dict(model, init_state_dict(spec, k, seed))
     else:
