@@ -58,8 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = read_state_dict(args.weights)
         k = args.num_classes or head_size(state, spec)
         state = check_state_dict(state, spec, k, source=args.weights)
-        model = tf_models.create_model(spec, k)
-        tf_models.set_torch_state_dict(model, state)
+        model = tf_models.create_model(spec, k, weights=state)
         tf_models.save_weights(model, args.out)
     else:
         if not args.weights.endswith(".weights.h5"):
@@ -69,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         keras_model = tf_models.create_model(spec, k, weights=args.weights)
         import torch_models
 
-        model = torch_models.create_model(spec, keras_model.spec.resolve_num_classes(k))
-        torch_models.set_torch_state_dict(model, tf_models.torch_state_dict(keras_model))
+        state = tf_models.torch_state_dict(keras_model)
+        model = torch_models.create_model(spec, head_size(state, spec), weights=state)
         torch_models.save_weights(model, args.out)
     log.info(
         "wrote %s (%s, %d classes, from %s)",
