@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bridge.core.data.image import decode_image, model_input
-from bridge.core.data.readers import RatedCase
+from bridge.core.data.ratings import RatedCase
 from bridge.core.fitting import (
     FitConfig,
     FitFunction,

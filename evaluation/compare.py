@@ -197,10 +197,10 @@ class RatedItems:
 
 def load_rated(options: Options) -> RatedItems:
     """Read the rated cases (or region pairs) the options name, or the synthetic set's."""
-    from bridge.core.data import readers
+    from bridge.core.data import ratings as rating_data
 
     if options.pairs is not None:
-        table = readers.read_region_pairs(options.pairs, options.images)
+        table = rating_data.read_region_pairs(options.pairs, options.images)
         ids = tuple(p.id for p in table.pairs)
         refs = tuple((p.image_a, p.box_a) for p in table.pairs)
         comps = tuple(((p.image_b, p.box_b),) for p in table.pairs)
@@ -210,8 +210,8 @@ def load_rated(options: Options) -> RatedItems:
         )
     else:
         rated = options.rated or synth.default_root() / "rated"
-        ratings = options.ratings or rated / "ratings.csv"
-        table = readers.read_rated_cases(rated, ratings)
+        ratings = options.ratings or rating_data.default_ratings_path(rated)
+        table = rating_data.read_rated_cases(rated, ratings)
         ids = tuple(c.id for c in table.cases)
         refs = tuple((c.reference, None) for c in table.cases)
         comps = tuple(tuple((p, None) for p in c.comparisons) for c in table.cases)

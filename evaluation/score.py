@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from bridge.core.data.readers import read_region_pairs
+    from bridge.core.data.ratings import read_region_pairs
 
     table = read_region_pairs(args.pairs, args.images)
     items = [(p.image_a, p.box_a, p.image_b, p.box_b) for p in table.pairs]

@@ -20,7 +20,7 @@ from conftest import ROOT, assert_one_line_error, run_module
 from PIL import Image
 
 from bridge.core.data.image import decode_image
-from bridge.core.data.readers import read_region_pairs
+from bridge.core.data.ratings import read_region_pairs
 from bridge.core.data.synth import SynthConfig, generate
 from bridge.core.weights import random_state_dict, write_state_dict
 from bridge.export import export, source_from_weights

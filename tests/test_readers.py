@@ -1,4 +1,4 @@
-"""bridge.core.data.readers: every data format, and one-line errors naming file and row."""
+"""The data readers (classification, ratings, tables), and one-line errors naming file and row."""
 
 from __future__ import annotations
 
@@ -13,17 +13,15 @@ import pytest
 from PIL import Image
 
 from bridge.core.data.image import Box
+from bridge.core.data.ratings import Rating, read_rated_cases, read_region_pairs
 from bridge.core.data.readers import (
     ClassificationSet,
-    Rating,
     Sample,
     is_synthetic,
     read_class_folders,
     read_ham10000,
     read_isic2019,
     read_isic2020,
-    read_rated_cases,
-    read_region_pairs,
 )
 
 ISIC2019_HEADER = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"
@@ -295,7 +293,7 @@ def _wide_xlsx(path: Path, sheet: str | None = None) -> Path:
 
 def test_rated_cases_long_and_wide_agree(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = _cases(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="bridge.core.data.readers"):
+    with caplog.at_level(logging.WARNING, logger="bridge.core.data.ratings"):
         long = read_rated_cases(root, _long_csv(tmp_path / "long.csv"))
     assert "CASE003" in caplog.text  # a folder without ratings is only a warning
     wide = read_rated_cases(root, _wide_xlsx(tmp_path / "wide.xlsx"))

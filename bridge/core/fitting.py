@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from bridge.core.data.readers import RatedCase, read_rated_cases
+from bridge.core.data.ratings import OVERALL, RatedCase, default_ratings_path, read_rated_cases
 from bridge.core.data.splits import kfold
-from bridge.core.data.synth import default_root
+from bridge.core.data.synth import RATED_DIR, default_root
 from bridge.core.metrics import Heads
 from bridge.core.spec import ArchSpec
 
@@ -207,7 +207,7 @@ def varying_channels(terms: np.ndarray, rtol: float = CONSTANT_RTOL) -> np.ndarr
 def load_rated(
     rated: str | os.PathLike | None = None,
     ratings: str | os.PathLike | None = None,
-    aspect: str = "overall",
+    aspect: str = OVERALL,
 ) -> RatedData:
     """Rated cases and their mean rating of `aspect` (default: the built-in synthetic set).
 
@@ -219,9 +219,9 @@ def load_rated(
         ValueError: On malformed data, or no ratings of the aspect.
     """
     if rated is None:
-        rated = default_root() / "rated"
+        rated = default_root() / RATED_DIR
     rated = Path(rated)
-    ratings = Path(ratings) if ratings is not None else rated / "ratings.csv"
+    ratings = Path(ratings) if ratings is not None else default_ratings_path(rated)
     table = read_rated_cases(rated, ratings)
     ids, scores = table.scores(aspect)
     keep = np.isfinite(scores).any(axis=1)

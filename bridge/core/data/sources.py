@@ -22,7 +22,8 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> ClassificationSet:
         root = path if synth.read_manifest(path) is not None else synth.ensure_synthetic(path)
         folder = root / synth.ISIC_DIR
         dataset = readers.read_isic2019(
-            folder / synth.ISIC_GROUND_TRUTH, metadata_csv=folder / synth.ISIC_METADATA
+            folder / readers.ISIC2019_GROUND_TRUTH,
+            metadata_csv=folder / readers.ISIC2019_METADATA,
         )
     elif cfg.source == "isic2019":
         dataset = readers.read_isic2019(path, images, cfg.metadata or None)

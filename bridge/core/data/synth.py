@@ -67,22 +67,24 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from bridge.core.data.ratings import CASES_COLUMN, RATINGS_FILE, SCORED_ASPECTS
+from bridge.core.data.readers import (
+    ISIC2019_CLASSES,
+    ISIC2019_GROUND_TRUTH,
+    ISIC2019_IMAGES,
+    ISIC2019_METADATA,
+    SYNTHETIC_MARKER,
+)
+
 log = logging.getLogger(__name__)
 
 GENERATOR = "dermsim.synth"
 VERSION = 1
-MARKER = "SYNTHETIC"
 MANIFEST = "manifest.json"
 CLASSES = ("MEL", "NV", "BCC")
-ISIC_COLUMNS = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
-ASPECTS = ("color", "texture")
-ISIC_DIR = "isic2019"
-ISIC_GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
-ISIC_METADATA = "ISIC_2019_Training_Metadata.csv"
-ISIC_IMAGES = "ISIC_2019_Training_Input"
+ISIC_DIR = "isic2019"  # the ISIC 2019 part's folder in the set
 RATED_DIR = "rated"
 DEFAULT_ROOT = Path("data/synthetic")  # where every command looks for the built-in set
-VIEWS_PER_CASE = 3  # 0.jpg (lesion or scar) + two normal-skin regions
 
 # Independent random streams: (seed, stream, item...) seeds numpy's SeedSequence, so
 # an item's pixels do not depend on how many items come before it.
@@ -225,7 +227,7 @@ def ensure_synthetic(out: str | os.PathLike, config: SynthConfig = SynthConfig()
         manifest is not None
         and manifest.get("version") == VERSION
         and manifest.get("config") == config.as_dict()
-        and (out / MARKER).is_file()
+        and (out / SYNTHETIC_MARKER).is_file()
     ):
         log.info("synthetic set %s is up to date", out)
         return out
@@ -307,7 +309,7 @@ def _write_set(root: Path, config: SynthConfig) -> dict:
         json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
     settings = " ".join(f"{k}={v}" for k, v in config.as_dict().items())
-    (root / MARKER).write_text(
+    (root / SYNTHETIC_MARKER).write_text(
         "SYNTHETIC DATA made by dermsim (bridge.core.data.synth, version "
         f"{VERSION}): no real patient, image or rating.\n"
         f"config: {settings}\n"
@@ -340,7 +342,7 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 
 
 def _write_isic(folder: Path, config: SynthConfig) -> dict:
-    images = folder / ISIC_IMAGES
+    images = folder / ISIC2019_IMAGES
     images.mkdir(parents=True)
     views = config.views_per_lesion
     lesions_per_class = -(-config.per_class // views)
@@ -373,15 +375,15 @@ def _write_isic(folder: Path, config: SynthConfig) -> dict:
             image, quality = lesion.view(_rng(config.seed, _VIEW, c, j, k), config.size)
             _write_jpeg(images / f"{image_id}.jpg", image, quality)
             truth_rows.append(
-                [image_id, *("1.0" if col == name else "0.0" for col in ISIC_COLUMNS)]
+                [image_id, *("1.0" if col == name else "0.0" for col in ISIC2019_CLASSES)]
             )
             age, site, sex = meta
             meta_rows.append([image_id, age, site, lesion_ids[(c, j)], sex])
     truth_rows.sort()
     meta_rows.sort()
-    _write_csv(folder / ISIC_GROUND_TRUTH, ["image", *ISIC_COLUMNS], truth_rows)
+    _write_csv(folder / ISIC2019_GROUND_TRUTH, ["image", *ISIC2019_CLASSES], truth_rows)
     _write_csv(
-        folder / ISIC_METADATA,
+        folder / ISIC2019_METADATA,
         ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"],
         meta_rows,
     )
@@ -786,7 +788,7 @@ def _camera(
 def _write_rated(folder: Path, config: SynthConfig) -> dict:
     folder.mkdir(parents=True)
     names = [f"CASE{i + 1:03d}" for i in range(config.cases)]
-    truth = np.zeros((config.cases, 2))
+    truth = np.zeros((config.cases, len(SCORED_ASPECTS)))
     for i, name in enumerate(names):
         case = folder / name
         case.mkdir()
@@ -804,12 +806,14 @@ def _write_rated(folder: Path, config: SynthConfig) -> dict:
         ],
     )
     scores = _ratings(config.seed, truth, config.raters)
-    header = ["CASES"] + [f"R{j + 1}_{aspect}" for j in range(config.raters) for aspect in ASPECTS]
+    header = [CASES_COLUMN] + [
+        f"R{j + 1}_{aspect}" for j in range(config.raters) for aspect in SCORED_ASPECTS
+    ]
     rows = [
         [name] + ["" if np.isnan(s) else str(int(s)) for s in scores[i].reshape(-1)]
         for i, name in enumerate(names)
     ]
-    _write_csv(folder / "ratings.csv", header, rows)
+    _write_csv(folder / RATINGS_FILE, header, rows)
     return {
         "cases": config.cases,
         "raters": config.raters,
@@ -825,10 +829,10 @@ def rating_category(deviation: np.ndarray) -> np.ndarray:
 def _ratings(seed: int, truth: np.ndarray, raters: int) -> np.ndarray:
     """Scores (cases, raters, aspects) in 1..4, NaN where the last rater left a gap."""
     cases = truth.shape[0]
-    scores = np.empty((cases, raters, len(ASPECTS)))
+    scores = np.empty((cases, raters, len(SCORED_ASPECTS)))
     for j in range(raters):
         rng = _rng(seed, _RATER, j)
-        bias = rng.normal(0.0, 0.2, len(ASPECTS))
+        bias = rng.normal(0.0, 0.2, len(SCORED_ASPECTS))
         noise = rng.uniform(0.25, 0.55)
         thresholds = np.sort(np.array([1.5, 2.5, 3.5]) + rng.normal(0.0, 0.12, 3))
         latent = 1.0 + 3.0 * truth + bias + rng.normal(0.0, noise, truth.shape)
@@ -836,8 +840,8 @@ def _ratings(seed: int, truth: np.ndarray, raters: int) -> np.ndarray:
     if raters >= 2 and cases >= 2:
         rng = _rng(seed, _MISSING)
         gaps = max(1, round(0.08 * cases))
-        cells = rng.choice(cases * len(ASPECTS), size=gaps, replace=False)
-        scores[cells // len(ASPECTS), -1, cells % len(ASPECTS)] = np.nan
+        cells = rng.choice(cases * len(SCORED_ASPECTS), size=gaps, replace=False)
+        scores[cells // len(SCORED_ASPECTS), -1, cells % len(SCORED_ASPECTS)] = np.nan
     return scores
 
 
