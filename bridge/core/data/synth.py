@@ -60,8 +60,9 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -567,9 +568,9 @@ class _Lesion:
     def draw(cls, rng: np.random.Generator, name: str, n: int) -> _Lesion:
         tone = _skin_tone(rng.beta(1.6, 2.6))
         x, y = _grid(n)
-        rho, theta = np.hypot(x, y), np.arctan2(y, x)
+        grid = _Polar(x, y, np.hypot(x, y), np.arctan2(y, x))
         render = {"NV": _nevus, "MEL": _melanoma, "BCC": _bcc}[name]
-        colour, alpha = render(rng, x, y, rho, theta, tone)
+        colour, alpha = render(rng, grid, tone)
         colour = (np.clip(colour, 0.0, 1.0) * alpha[..., None]).astype(np.float32)
         alpha = alpha.astype(np.float32)
         hair = float(rng.choice([0.0, 0.3, 0.8], p=[0.55, 0.25, 0.2]))
@@ -601,15 +602,20 @@ class _Lesion:
         return image, int(rng.integers(75, 96))
 
 
+class _Polar(NamedTuple):
+    """A lesion's pixel grid: x, y in [-1, 1] and their polar radius and angle."""
+
+    x: np.ndarray
+    y: np.ndarray
+    rho: np.ndarray
+    theta: np.ndarray
+
+
 def _nevus(
-    rng: np.random.Generator,
-    x: np.ndarray,
-    y: np.ndarray,
-    rho: np.ndarray,
-    theta: np.ndarray,
-    tone: np.ndarray,
+    rng: np.random.Generator, grid: _Polar, tone: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nevus: small, near-symmetric, smooth, one brown tone, regular network or dots."""
+    x, y, rho, theta = grid
     atypical = rng.random() < 0.2
     r0 = rng.normal(0.47, 0.08) + (rng.uniform(0.08, 0.2) if atypical else 0.0)
     asym = rng.uniform(0.0, 0.05) + (rng.uniform(0.03, 0.1) if atypical else 0.0)
@@ -640,14 +646,10 @@ def _nevus(
 
 
 def _melanoma(
-    rng: np.random.Generator,
-    x: np.ndarray,
-    y: np.ndarray,
-    rho: np.ndarray,
-    theta: np.ndarray,
-    tone: np.ndarray,
+    rng: np.random.Generator, grid: _Polar, tone: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Melanoma: larger, asymmetric, notched, variegated blotches, irregular network."""
+    x, y, rho, theta = grid
     nevus_like = rng.random() < 0.25
     n = x.shape[0]
     if nevus_like:
@@ -689,15 +691,9 @@ def _melanoma(
     return colour, alpha
 
 
-def _bcc(
-    rng: np.random.Generator,
-    x: np.ndarray,
-    y: np.ndarray,
-    rho: np.ndarray,
-    theta: np.ndarray,
-    tone: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+def _bcc(rng: np.random.Generator, grid: _Polar, tone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """BCC: translucent pink and pearly, arborizing vessels, sometimes blue-grey nests."""
+    x, y, rho, theta = grid
     n = x.shape[0]
     pigmented = rng.random() < 0.2
     r0 = float(np.clip(rng.normal(0.55, 0.1), 0.3, 0.85))
@@ -940,14 +936,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--views-per-lesion", type=int, default=defaults.views_per_lesion, help="images per lesion"
     )
     args = parser.parse_args(argv)
-    config = SynthConfig(
-        seed=args.seed,
-        per_class=args.per_class,
-        size=args.size,
-        cases=args.cases,
-        raters=args.raters,
-        views_per_lesion=args.views_per_lesion,
-    )
+    config = SynthConfig(**{f.name: getattr(args, f.name) for f in fields(SynthConfig)})
     generate(args.out, config)
     return 0
 
