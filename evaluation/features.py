@@ -170,20 +170,9 @@ class FeatureExtractor(ImageModel):
 
         Costs 1 + K backbone passes: the reference's features are computed once.
 
-        Args:
-            reference: Image path or HWC array.
-            others: Image paths or arrays.
-            box: Region of the reference.
-            boxes: One region (or None) per comparison image.
+        Arguments as `ImageModel.prepare_many`.
 
         Returns:
             {"<tap>/<mode>": (K,) float64 distances}.
         """
-        boxes = list(boxes) if boxes is not None else [None] * len(others)
-        if len(boxes) != len(others):
-            raise ValueError(f"{len(others)} comparison images but {len(boxes)} regions")
-        if not len(others):
-            raise ValueError("no comparison images; expected at least one")
-        ref = self.prepare(reference, box)[None]
-        batch = np.stack([self.prepare(image, b) for image, b in zip(others, boxes, strict=True)])
-        return self.distances(ref, batch)
+        return self.distances(*self.prepare_many(reference, others, box, boxes))

@@ -10,6 +10,7 @@ OpenCV and onnxruntime only.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -102,6 +103,33 @@ class ImageModel:
             raise ValueError("the image holds NaN or infinite pixels")
         fitted = model_input(pixels, self.size, self.policy, self.interpolation, box)
         return fitted.transpose(2, 0, 1).copy()
+
+    def prepare_many(
+        self,
+        reference,
+        others: Sequence,
+        box: Box | str | None = None,
+        boxes: Sequence | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One reference (1, 3, S, S) and K comparison images (K, 3, S, S), prepared.
+
+        Args:
+            reference: Image path or HWC array.
+            others: Image paths or arrays.
+            box: Region of the reference.
+            boxes: One region (or None) per comparison image.
+
+        Raises:
+            ValueError: On no comparison image, or a region count that differs from it.
+        """
+        boxes = list(boxes) if boxes is not None else [None] * len(others)
+        if len(boxes) != len(others):
+            raise ValueError(f"{len(others)} comparison images but {len(boxes)} regions")
+        if not len(others):
+            raise ValueError("no comparison images; expected at least one")
+        ref = self.prepare(reference, box)[None]
+        batch = np.stack([self.prepare(image, b) for image, b in zip(others, boxes, strict=True)])
+        return ref, batch
 
     def check_batch(self, batch: np.ndarray, name: str = "the batch") -> np.ndarray:
         """A prepared batch (N, 3, H, W) in [0, 1] as float32; one (3, H, W) image is N = 1.

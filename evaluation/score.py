@@ -92,17 +92,9 @@ class Scorer(ImageModel):
         Costs 1 + K backbone passes, not 2K, when the scorer supports it (its manifest
         says `shared_reference`); otherwise the reference is repeated per pair.
 
-        Args:
-            reference: Image path or HWC array.
-            others: Image paths or arrays.
-            box: Region of the reference.
-            boxes: One region (or None) per comparison image.
+        Arguments as `ImageModel.prepare_many`.
         """
-        boxes = list(boxes) if boxes is not None else [None] * len(others)
-        if len(boxes) != len(others):
-            raise ValueError(f"{len(others)} comparison images but {len(boxes)} regions")
-        ref = self.prepare(reference, box)[None]
-        batch = np.stack([self.prepare(image, b) for image, b in zip(others, boxes, strict=True)])
+        ref, batch = self.prepare_many(reference, others, box, boxes)
         if not self.model.manifest.get("shared_reference"):  # this graph scores pairs only
             ref = np.repeat(ref, len(batch), axis=0)
         return self.score_arrays(ref, batch)

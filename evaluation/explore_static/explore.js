@@ -520,7 +520,23 @@ async function upload(side, input) {
 
 // ------------------------------------------------------------------ start
 
+// One panel and one region fieldset per side, from the page's templates.
+function stampSides() {
+  for (const [template, before] of [["panel-template", null], ["region-template", "actions"]]) {
+    const tpl = $(template);
+    for (const side of SIDES) {
+      const html = tpl.innerHTML.replaceAll("{side}", side).replaceAll("{SIDE}", side.toUpperCase());
+      const where = before ? tpl.parentElement.querySelector(`.${before}`) : null;
+      if (where) where.insertAdjacentHTML("beforebegin", html);
+      else tpl.parentElement.insertAdjacentHTML("beforeend", html);
+    }
+  }
+  $("panel-b").hidden = true;
+  $("active-a").checked = true;
+}
+
 async function start() {
+  stampSides();
   for (const side of SIDES) {
     state.panels[side] = {
       name: "", width: 0, height: 0, img: $(`img-${side}`), canvas: $(`canvas-${side}`), stage: $(`stage-${side}`),

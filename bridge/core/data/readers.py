@@ -138,6 +138,14 @@ def is_synthetic(*folders: str | os.PathLike[str]) -> bool:
     return False
 
 
+def _images_folder(table: Table, default: str, image_dir: str | os.PathLike[str] | None) -> Path:
+    """`image_dir`, else the folder `default` beside the table if it exists, else the table's."""
+    if image_dir is not None:
+        return Path(image_dir)
+    beside = table.path.parent / default
+    return beside if beside.is_dir() else table.path.parent
+
+
 class _ImageFinder:
     """Finds `<id><suffix>` files in a few folders, listing each folder once.
 
@@ -227,10 +235,7 @@ def read_isic2019(
     """
     table = read_table(ground_truth_csv)
     columns = table.require("image", *ISIC2019_CLASSES)
-    if image_dir is None:
-        default = table.path.parent / ISIC2019_IMAGES
-        image_dir = default if default.is_dir() else table.path.parent
-    finder = _ImageFinder([Path(image_dir)])
+    finder = _ImageFinder([_images_folder(table, ISIC2019_IMAGES, image_dir)])
     seen: dict[str, Row] = {}
     entries = []
     for row in table.rows:
@@ -316,10 +321,7 @@ def read_isic2020(
     table = read_table(train_csv)
     columns = table.require("image_name", "patient_id", "benign_malignant")
     target_column = table.column("target")
-    if image_dir is None:
-        default = table.path.parent / ISIC2020_IMAGES
-        image_dir = default if default.is_dir() else table.path.parent
-    finder = _ImageFinder([Path(image_dir)])
+    finder = _ImageFinder([_images_folder(table, ISIC2020_IMAGES, image_dir)])
     seen: dict[str, Row] = {}
     samples = []
     for row in table.rows:
