@@ -13,14 +13,15 @@ from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
 from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 
-from evaluation import baselines
 from evaluation.baselines import (
     CLASSIFIERS,
     REGRESSORS,
     FittedClassifier,
     OrdinalResult,
     RatingPrediction,
+    _common,
     classification_baselines,
+    classifiers,
     ordinal_baseline,
     pooled_features,
     rater_agreement,
@@ -36,7 +37,7 @@ def small_forest(monkeypatch):
     _, grid = CLASSIFIERS["random_forest"]
 
     def factory(seed: int) -> Pipeline:
-        forest = baselines._random_forest(seed)
+        forest = classifiers._random_forest(seed)
         return forest.set_params(model__n_estimators=30)
 
     monkeypatch.setitem(CLASSIFIERS, "random_forest", (factory, grid))
@@ -62,7 +63,7 @@ class SpySearch(GridSearchCV):
 @pytest.fixture
 def spy(monkeypatch):
     SpySearch.calls = []
-    monkeypatch.setattr(baselines, "GridSearchCV", SpySearch)
+    monkeypatch.setattr(_common, "GridSearchCV", SpySearch)  # the one grid search of all
     return SpySearch.calls
 
 
