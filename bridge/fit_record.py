@@ -30,6 +30,7 @@ from bridge.core.fitting import (
 from bridge.core.metrics import Heads, write_fitted_heads
 from bridge.core.spec import ArchSpec
 from bridge.fit_protocol import CrossValidation, EpochChoice, num
+from evaluation.formatting import format_interval
 
 if TYPE_CHECKING:
     from bridge.export import Source
@@ -181,13 +182,10 @@ def format_table(record: dict[str, Any]) -> str:
     pooled = results["pooled"]
 
     def ci(x: dict) -> str:
-        if x["srcc"] is None:
-            return "n/a"
-        bounds = "" if x["low"] is None else f" [{x['low']:.3f}, {x['high']:.3f}]"
-        return f"{x['srcc']:+.3f}{bounds}"
+        return format_interval(x["srcc"], x["low"], x["high"], signed=True)
 
-    def num(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:+.3f}"
+    def signed(x: float | None) -> str:
+        return format_interval(x, signed=True)
 
     lines = [
         f"{record['metric']} on {record['source']['name']} (fitted in {record['framework']}), "
@@ -197,15 +195,15 @@ def format_table(record: dict[str, Any]) -> str:
     ]
     for f in results["per_fold"]:
         lines.append(
-            f"{f['fold']:>5} {f['cases']:>6} {f['epoch']:>6} {num(f['srcc_fitted']):>12} "
-            f"{num(f['srcc_unfitted']):>14}"
+            f"{f['fold']:>5} {f['cases']:>6} {f['epoch']:>6} {signed(f['srcc_fitted']):>12} "
+            f"{signed(f['srcc_unfitted']):>14}"
         )
     diff = pooled["difference"]
     p = "" if diff["p"] is None else f", p {diff['p']:.3f}"
     means = results["mean_fold_srcc"]
     lines += [
-        f"{'mean':>5} {data['cases']:>6} {'':>6} {num(means['fitted']):>12} "
-        f"{num(means['unfitted']):>14}",
+        f"{'mean':>5} {data['cases']:>6} {'':>6} {signed(means['fitted']):>12} "
+        f"{signed(means['unfitted']):>14}",
         f"pooled held-out SRCC, z-scored per fold (95% BCa): fitted {ci(pooled['fitted'])}, "
         f"unfitted {ci(pooled['unfitted'])}",
         f"difference fitted - unfitted (paired): {ci(diff)}{p}",

@@ -1,0 +1,136 @@
+"""The rated items of a comparison: rated cases or region pairs, in one shape.
+
+`bridge.core.data.ratings` reads rated case folders and region-pair tables;
+`load_rated` turns either into `RatedItems`: per item a reference and its comparison
+regions, per aspect an items x raters table of ratings, and, for the synthetic set,
+the known true deviations (`truth.csv`).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.core.data import ratings as rating_data
+from bridge.core.data import synth
+
+TRUTH_FILE = "truth.csv"  # the synthetic set's true deviations, beside its rated cases
+
+
+@dataclass(frozen=True)
+class RatedItems:
+    """The rated items (cases or region pairs), in one shape for scoring and statistics.
+
+    Attributes:
+        ids: Item ids.
+        references: Per item, the reference (image path, box or None).
+        comparisons: Per item, the comparison regions (image path, box or None).
+        ratings: Per aspect, an items x raters table (NaN: not rated).
+        raters: Rater names (columns of the tables).
+        synthetic: Synthetic data.
+        source: Where the items come from, in words.
+        truth: Per aspect, the known true deviation (synthetic set only).
+    """
+
+    ids: tuple[str, ...]
+    references: tuple[tuple[Path, Any], ...]
+    comparisons: tuple[tuple[tuple[Path, Any], ...], ...]
+    ratings: dict[str, np.ndarray]
+    raters: tuple[str, ...]
+    synthetic: bool
+    source: str
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def load_rated(
+    rated: Path | None = None,
+    ratings: Path | None = None,
+    pairs: Path | None = None,
+    images: Path | None = None,
+    raters: Sequence[str] = (),
+) -> RatedItems:
+    """Read rated cases or region pairs, or the synthetic set's rated cases.
+
+    Args:
+        rated: Case folders (`CASE001/0.jpg`, ...); default the synthetic set's.
+        ratings: Ratings table of the cases; default the one in `rated`.
+        pairs: A region-pair table, read instead of rated cases.
+        images: Folder relative paths in `pairs` refer to.
+        raters: Raters to keep, in this order (default: all).
+
+    Raises:
+        ValueError: On malformed input (from the readers), or an unknown rater.
+    """
+    if pairs is not None:
+        table = rating_data.read_region_pairs(pairs, images)
+        ids = tuple(p.id for p in table.pairs)
+        refs = tuple((p.image_a, p.box_a) for p in table.pairs)
+        comps = tuple(((p.image_b, p.box_b),) for p in table.pairs)
+        tables = rating_tables(table.ratings, ids, table.raters)
+        items = RatedItems(
+            ids, refs, comps, tables, table.raters, table.synthetic, f"region pairs {pairs}"
+        )
+    else:
+        rated = rated or synth.default_root() / "rated"
+        ratings = ratings or rating_data.default_ratings_path(rated)
+        table = rating_data.read_rated_cases(rated, ratings)
+        ids = tuple(c.id for c in table.cases)
+        refs = tuple((c.reference, None) for c in table.cases)
+        comps = tuple(tuple((p, None) for p in c.comparisons) for c in table.cases)
+        tables = rating_tables(table.ratings, ids, table.raters)
+        items = RatedItems(
+            ids, refs, comps, tables, table.raters, table.synthetic,
+            f"rated cases {rated} (ratings {ratings})", read_truth(rated, ids),
+        )  # fmt: skip
+    return pick_raters(items, raters)
+
+
+def rating_tables(
+    ratings: Iterable[rating_data.Rating], ids: Sequence[str], raters: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Per aspect (in `ASPECTS` order, others after), an items x raters table; NaN: not rated."""
+    row = {item: i for i, item in enumerate(ids)}
+    col = {rater: j for j, rater in enumerate(raters)}
+    tables: dict[str, np.ndarray] = {}
+    for r in ratings:
+        table = tables.setdefault(r.aspect, np.full((len(ids), len(raters)), np.nan))
+        table[row[r.item], col[r.rater]] = r.score
+    order = rating_data.ASPECTS
+    return {a: tables[a] for a in sorted(tables, key=lambda a: (*order, a).index(a))}
+
+
+def read_truth(rated: Path, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """The synthetic set's true deviations per aspect (`truth.csv`), if there for every item."""
+    path = Path(rated) / TRUTH_FILE
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    if not all(i in rows for i in ids):
+        return {}
+    color = np.array([float(rows[i]["color_deviation"]) for i in ids])
+    texture = np.array([float(rows[i]["texture_deviation"]) for i in ids])
+    return {"color": color, "texture": texture, "overall": color + texture}
+
+
+def pick_raters(items: RatedItems, wanted: Sequence[str]) -> RatedItems:
+    """The items with the ratings of the `wanted` raters only, in that order (all if empty).
+
+    Raises:
+        ValueError: On a rater the ratings do not name.
+    """
+    if not wanted:
+        return items
+    unknown = [r for r in wanted if r not in items.raters]
+    if unknown:
+        raise ValueError(
+            f"unknown rater {unknown[0]!r}; the ratings name {', '.join(items.raters)}"
+        )
+    cols = [items.raters.index(r) for r in wanted]
+    tables = {a: t[:, cols] for a, t in items.ratings.items()}
+    return replace(items, ratings=tables, raters=tuple(wanted))

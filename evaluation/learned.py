@@ -1,0 +1,124 @@
+"""Learned baselines of a comparison: scikit-learn on exported features and distances.
+
+Classification: four classifiers on the pooled deepest tap (and a ViT's class token)
+of every feature extractor, tuned by inner CV on the training split, scored on the
+test split. Ratings: ridge / SVR from per-layer and classical distances to the mean
+rating, and an ordinal model from one distance to the rating category, in nested CV
+over items; beside the raters' own agreement on the same scale. The models are
+`evaluation.baselines`; this module feeds them the comparison's data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from evaluation.catalog import Entry
+from evaluation.classification_data import ImageBatches, SplitData
+from evaluation.formatting import interval_record
+from evaluation.item_scores import Scores
+from evaluation.items import RatedItems
+from evaluation.options import Options
+
+
+def learned_baselines(
+    entries: Sequence[Entry],
+    data: SplitData | None,
+    images: ImageBatches,
+    scores: Scores,
+    items: RatedItems,
+    agree: dict[str, Any],
+    options: Options,
+) -> dict[str, Any]:
+    """scikit-learn models on exported features and distances, in (nested) cross-validation.
+
+    Args:
+        entries: The models; the feature extractors give the classification features.
+        data: The classification data (None: no classification baselines).
+        images: The classification images' batches.
+        scores: Every metric's per item scores.
+        items: The rated items.
+        agree: `evaluation.agreement.agreement(...)`: its per aspect mean ratings.
+        options: Seed, bootstrap resamples, provider.
+    """
+    from tqdm import tqdm
+
+    extractors = [e for e in entries if e.kind == "features"]
+    classification = []
+    if data is not None and extractors:
+        for entry in tqdm(extractors, desc="classification baselines", unit="model"):
+            classification += _classification_baselines(entry, data, images, options)
+    rating = {
+        aspect: _rating_baselines(scores, items, aspect, np.asarray(a["target"], float), options)
+        for aspect, a in agree["aspects"].items()
+    }
+    return {"classification": classification, "rating": rating}
+
+
+def _classification_baselines(
+    entry: Entry, data: SplitData, images: ImageBatches, options: Options
+) -> list[dict[str, Any]]:
+    """The four classifiers on one feature extractor's pooled deepest tap, on the test split."""
+    from evaluation import baselines, stats
+    from evaluation.features import FeatureExtractor
+
+    classes = list(data.classes)
+    y_train, y_test = data.labels("train"), data.labels("test")
+    groups = np.array([s.group or s.id for s in data.train])
+    contract = entry.manifest["input_contract"]
+    fx = FeatureExtractor(entry.path, prefer_gpu=options.prefer_gpu)
+    last = [t for t in fx.taps if not t.endswith("_cls")][-1]  # the deepest tap
+    taps = [t for t in (last, f"{last}_cls") if t in fx.taps]
+    x_train, x_test = (
+        baselines.pooled_features(fx, images.get(name, part, contract, entry.policy), taps=taps)
+        for name, part in (("train", data.train), ("test", data.test))
+    )
+    rows = []
+    for fitted in baselines.classification_baselines(
+        x_train, y_train, x_test, groups, seed=options.seed, n_jobs=-1
+    ):
+        metrics = stats.classification_metrics(
+            y_test, fitted.predictions, fitted.proba, classes,
+            n_resamples=min(options.bootstrap, 1000), seed=options.seed,
+        )  # fmt: skip
+        rows.append({
+            "backbone": entry.backbone, "framework": entry.framework,
+            "method": fitted.name, "best_params": fitted.best_params, "taps": taps,
+            "inner_balanced_accuracy": fitted.inner_score,
+            **{k: interval_record(v) for k, v in metrics.items()},
+        })  # fmt: skip
+    return rows
+
+
+def _rating_baselines(
+    scores: Scores, items: RatedItems, aspect: str, target: np.ndarray, options: Options
+) -> dict[str, Any]:
+    """Ridge / SVR from all distances, an ordinal model from one, the raters: one aspect."""
+    from evaluation import baselines
+
+    features = scores.of_family("layer", "classical")
+    rated = np.isfinite(target)
+    x = np.column_stack([v[rated] for v in features.values()])
+    regression = baselines.rating_baselines(x, target[rated], seed=options.seed)
+    table = items.ratings[aspect][rated]
+    present = table[np.isfinite(table)]
+    categories = tuple(range(int(np.floor(present.min())), int(np.ceil(present.max())) + 1))
+    ordinal = baselines.ordinal_baseline(
+        {n: v[rated] for n, v in scores.headline().items()}, table, items.raters, categories,
+        seed=options.seed,
+    )  # fmt: skip
+    return {
+        "features": len(features),
+        "categories": list(categories),
+        "regression": [
+            {"method": r.name, "srcc": r.srcc, "mae": r.mae, "folds": r.folds} for r in regression
+        ],
+        "ordinal": {
+            "chosen": list(ordinal.feature), "accuracy": ordinal.accuracy,
+            "mae": ordinal.mae, "qwk": ordinal.qwk, "per_rater": ordinal.per_rater,
+            "folds": ordinal.folds,
+        },
+        "raters": baselines.rater_agreement(items.ratings[aspect], items.raters, categories),
+    }  # fmt: skip

@@ -1,0 +1,187 @@
+"""The comparison report's figures, as PNG files.
+
+SRCC bars with CIs and the human-ceiling band, metric vs rating scatter with the
+fitted logistic curve, distance by severity category, per-layer correlation curves,
+confusion matrices, and a few example cases with their scores. Every figure of a
+synthetic data set carries a SYNTHETIC DATA mark. Drawn with matplotlib (Agg).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.core.data.image import crop, decode_image
+from evaluation.agreement import ORACLE
+from evaluation.item_scores import Scores
+from evaluation.items import RatedItems
+
+SYNTHETIC_MARK = "SYNTHETIC DATA"
+
+
+def draw_figures(
+    results: dict[str, Any], scores: Scores, items: RatedItems, folder: Path
+) -> dict[str, Path]:
+    """Draw every figure into `folder` (created); return figure name -> PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir()
+    figures: dict[str, Path] = {}
+    mark = SYNTHETIC_MARK if results["synthetic"] else None
+
+    def save(fig, name: str) -> None:
+        if mark:
+            fig.text(0.99, 0.01, mark, ha="right", va="bottom", color="#b00020", fontsize=9,
+                     weight="bold")  # fmt: skip
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        figures[name] = path
+
+    aspects = results["agreement"]["aspects"]
+    for aspect, a in aspects.items():
+        save(_srcc_bars(plt, aspect, a), f"srcc_{aspect}")
+    main = "overall" if "overall" in aspects else next(iter(aspects))
+    a = aspects[main]
+    target = np.array(a["target"], float)
+    columns = dict(scores.columns)
+    if items.truth.get(main) is not None:
+        columns[ORACLE] = items.truth[main]
+    top = [r["metric"] for r in a["rows"] if r["metric"] in columns][:4]
+    if top:
+        save(_scatter(plt, main, top, columns, target), "scatter")
+        save(_severity(plt, main, top[:2], columns, target), "severity")
+    if a["layers"]:
+        save(_layer_curves(plt, main, a["layers"]), "layers")
+    cls = results["classification"]
+    if cls["rows"]:
+        save(_confusions(plt, cls), "confusion")
+    best = a["best"]
+    if best:
+        save(_examples(plt, items, scores, best, target, main), "examples")
+    return figures
+
+
+def _srcc_bars(plt, aspect: str, a: dict[str, Any]):
+    rows = a["rows"]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.4))
+    y = np.arange(len(rows))[::-1]
+    est = np.array([r["srcc"]["estimate"] for r in rows])
+    low = np.array([r["srcc"]["low"] if r["srcc"]["low"] is not None else np.nan for r in rows])
+    high = np.array([r["srcc"]["high"] if r["srcc"]["high"] is not None else np.nan for r in rows])
+    colours = {"lpips": "#1f77b4", "dists": "#ff7f0e", "classical": "#7f7f7f",
+               "oracle": "#2ca02c", "baseline": "#d62728"}  # fmt: skip
+    ax.barh(y, est, color=[colours.get(r["family"], "#9467bd") for r in rows])
+    err = np.vstack([est - low, high - est])
+    ax.errorbar(est, y, xerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=2, lw=1)
+    ceiling = a["raters"]["ceiling"]
+    if ceiling:
+        lo = ceiling["low"] if ceiling["low"] is not None else ceiling["estimate"]
+        hi = ceiling["high"] if ceiling["high"] is not None else ceiling["estimate"]
+        ax.axvspan(lo, hi, color="#2ca02c", alpha=0.15, label="human ceiling (95% CI)")
+        ax.axvline(ceiling["estimate"], color="#2ca02c", lw=1.5)
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(y, [r["metric"] for r in rows], fontsize=8)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("SRCC with the mean rating (95% bootstrap CI)")
+    ax.set_title(f"Agreement with raters: {aspect}")
+    return fig
+
+
+def _scatter(plt, aspect: str, names: Sequence[str], columns, target: np.ndarray):
+    from evaluation import stats
+
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=False):
+        x = np.asarray(columns[name], float)
+        ok = np.isfinite(x) & np.isfinite(target)
+        ax.scatter(x[ok], target[ok], s=14, alpha=0.75)
+        try:
+            curve = stats.fit_logistic(x[ok], target[ok])
+            grid = np.linspace(x[ok].min(), x[ok].max(), 200)
+            ax.plot(grid, curve(grid), color="black", lw=1.2)
+        except (ValueError, RuntimeError):
+            pass
+        ax.set_xlabel(name if len(name) < 38 else name[:36] + "…", fontsize=8)
+        ax.set_ylabel(f"mean {aspect} rating")
+    fig.suptitle("Score vs rating, with the fitted logistic curve", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _severity(plt, aspect: str, names: Sequence[str], columns, target: np.ndarray):
+    category = np.round(target)
+    levels = [c for c in np.unique(category[np.isfinite(category)])]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=False):
+        x = np.asarray(columns[name], float)
+        groups = [x[(category == c) & np.isfinite(x)] for c in levels]
+        ax.boxplot(groups, tick_labels=[f"{int(c)}" for c in levels])
+        ax.set_xlabel(f"{aspect} rating category (rounded mean)")
+        ax.set_ylabel(name if len(name) < 30 else name[:28] + "…", fontsize=8)
+    fig.suptitle("Distance by severity category", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _layer_curves(plt, aspect: str, layers: Sequence[dict]):
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.4 * len(layers), 3.0), squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=False):
+        taps = list(dict.fromkeys(p["tap"] for p in layer["curve"]))
+        for mode in dict.fromkeys(p["mode"] for p in layer["curve"]):
+            points = {p["tap"]: p["srcc"] for p in layer["curve"] if p["mode"] == mode}
+            ax.plot(range(len(taps)), [points.get(t, np.nan) for t in taps], marker="o", label=mode)
+        ax.set_xticks(range(len(taps)), [t.split(".")[-1] for t in taps], fontsize=7, rotation=45)
+        title = layer["model"]
+        if layer["cv"]:
+            title += f"\nCV held-out SRCC {layer['cv']['mean']:.2f}"
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(f"SRCC ({aspect})")
+        ax.axhline(0, color="black", lw=0.5)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Per-layer agreement (descriptive; the choice is made inside CV)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _confusions(plt, cls: dict[str, Any]):
+    rows = cls["rows"]
+    classes = cls["classes"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(2.6 * len(rows), 2.8), squeeze=False)
+    for ax, r in zip(axes[0], rows, strict=False):
+        m = np.array(r["confusion"])
+        ax.imshow(m, cmap="Blues")
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                    color="white" if v > m.max() / 2 else "black")  # fmt: skip
+        ax.set_xticks(range(len(classes)), classes, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_title(f"{r['backbone']} {r['framework']}", fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+    axes[0][0].set_ylabel("true", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _examples(plt, items: RatedItems, scores: Scores, best: str, target: np.ndarray, aspect: str):
+    order = [i for i in np.argsort(target) if np.isfinite(target[i])]
+    picks = list(dict.fromkeys([order[0], order[len(order) // 2], order[-1]]))
+    fig, axes = plt.subplots(len(picks), 2, figsize=(4.4, 2.2 * len(picks)), squeeze=False)
+    for row, i in zip(axes, picks, strict=True):
+        ref, box = items.references[i]
+        other, obox = items.comparisons[i][0]
+        row[0].imshow(crop(decode_image(ref), box))
+        row[1].imshow(crop(decode_image(other), obox))
+        row[0].set_title(f"{items.ids[i]}: {aspect} {target[i]:.2f}", fontsize=8)
+        row[1].set_title(f"{best[:30]}: {scores.pairs[best][i, 0]:.3f}", fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.suptitle("Examples: lowest, median, highest mean rating", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,216 @@
+"""The comparison report's tables as CSV files, one function per table.
+
+Every table is (header, rows) of plain values (an empty cell where a value is
+missing): classification, torch vs Keras predictions, agreement, per rater SRCC,
+layers, inter-rater agreement, the framework table, classification baselines, fitted
+metrics, rating prediction and every item's scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evaluation.item_scores import Scores
+from evaluation.items import RatedItems
+
+Table = tuple[list[str], list[list[Any]]]  # header, rows
+
+_BOUNDS = ("", "_low", "_high")
+
+
+def write_tables(results: dict[str, Any], scores: Scores, items: RatedItems, folder: Path) -> None:
+    """Write every table of the results into `folder` as `<table>.csv`."""
+    aspects = results["agreement"]["aspects"]
+    learned = results.get("learned") or {}
+    tables = {
+        "classification": _classification(results["classification"]),
+        "classification_torch_vs_keras": _torch_vs_keras(results["classification"]),
+        "agreement": _agreement(aspects),
+        "per_rater_srcc": _per_rater(aspects, results["rated"]["raters"]),
+        "layers": _layers(aspects),
+        "inter_rater": _inter_rater(aspects),
+        "frameworks": _frameworks(results["frameworks"]),
+        "classification_baselines": _classification_baselines(learned),
+        "fitted_metrics": _fitted_metrics(results.get("fitted") or []),
+        "rating_prediction": _rating_prediction(learned),
+        "item_scores": _item_scores(aspects, scores, items),
+    }
+    for name, (header, rows) in tables.items():
+        _write_csv(folder / f"{name}.csv", header, rows)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in row])
+
+
+def _flat(value: dict | None) -> list:
+    """An interval record as three cells: estimate, low, high."""
+    if not value:
+        return [None, None, None]
+    return [value.get("estimate"), value.get("low"), value.get("high")]
+
+
+def _classification(cls: dict[str, Any]) -> Table:
+    keys = ["accuracy", "balanced_accuracy", "macro_f1"]
+    keys += sorted({k for r in cls["rows"] for k in r if k.startswith("auc_")})
+    header = ["backbone", "framework", "file", "n"] + [f"{k}{s}" for k in keys for s in _BOUNDS]
+    rows = [
+        [r["backbone"], r["framework"], r["file"], r["n"]]
+        + [v for k in keys for v in _flat(r.get(k))]
+        for r in cls["rows"]
+    ]
+    return header, rows
+
+
+def _torch_vs_keras(cls: dict[str, Any]) -> Table:
+    header = [
+        "backbone", "prediction_agreement", "mcnemar_statistic", "mcnemar_p", "logit_correlation"
+    ]  # fmt: skip
+    return header, [[p[k] for k in header] for p in cls["pairs"]]
+
+
+def _agreement(aspects: dict[str, Any]) -> Table:
+    header = [
+        "aspect", "metric", "family", "backbone", "framework", "srcc", "srcc_low", "srcc_high",
+        "krcc", "krcc_low", "krcc_high", "plcc", "plcc_low", "plcc_high", "srcc_minus_best",
+        "diff_low", "diff_high", "diff_p",
+    ]  # fmt: skip
+    rows = []
+    for aspect, a in aspects.items():
+        for r in a["rows"]:
+            vs = r.get("vs_best") or {}
+            rows.append([
+                aspect, r["metric"], r["family"], r["backbone"], r["framework"],
+                *_flat(r["srcc"]), *_flat(r["krcc"]), *_flat(r["plcc"]),
+                vs.get("estimate"), vs.get("low"), vs.get("high"), vs.get("p"),
+            ])  # fmt: skip
+    return header, rows
+
+
+def _per_rater(aspects: dict[str, Any], raters: Sequence[str]) -> Table:
+    rows = [
+        [aspect, r["metric"], *r["per_rater_srcc"]]
+        for aspect, a in aspects.items()
+        for r in a["rows"]
+    ]
+    return ["aspect", "metric", *raters], rows
+
+
+def _layers(aspects: dict[str, Any]) -> Table:
+    rows = []
+    for aspect, a in aspects.items():
+        for layer in a["layers"]:
+            for point in layer["curve"]:
+                rows.append([aspect, layer["model"], point["tap"], point["mode"], point["srcc"]])
+            if layer["cv"]:
+                cv = layer["cv"]
+                rows.append(
+                    [aspect, layer["model"], "CV choice: " + " | ".join(cv["chosen"]), "held-out",
+                     cv["mean"]]
+                )  # fmt: skip
+    return ["aspect", "model", "tap", "mode", "srcc"], rows
+
+
+def _inter_rater(aspects: dict[str, Any]) -> Table:
+    header = [
+        "aspect", "items", "missing_cells", "icc_2_1", "alpha_interval", "alpha_ordinal",
+        "ceiling_srcc", "ceiling_low", "ceiling_high",
+    ]  # fmt: skip
+    rows = []
+    for aspect, a in aspects.items():
+        ra = a["raters"]
+        rows.append(
+            [aspect, ra["n_items"], ra["n_missing_cells"], ra["icc_2_1"],
+             ra["krippendorff_alpha_interval"], ra["krippendorff_alpha_ordinal"],
+             *_flat(ra["ceiling"])]
+        )  # fmt: skip
+    return header, rows
+
+
+def _frameworks(frameworks: list[dict[str, Any]]) -> Table:
+    per_side = ("balanced_accuracy", "srcc_lpips", "srcc_dists", "train_seconds")
+    header = (
+        ["backbone"]
+        + [f"{side}_{k}" for side in ("torch", "keras") for k in per_side]
+        + ["lpips_pearson_between", "lpips_max_abs_diff", "dists_pearson_between",
+           "dists_max_abs_diff", "prediction_agreement", "mcnemar_p", "logit_correlation"]
+    )  # fmt: skip
+    rows = []
+    for r in frameworks:
+        line = [r["backbone"]]
+        for side in ("torch", "keras"):
+            s = r[side]
+            line += [
+                (s["balanced_accuracy"] or {}).get("estimate"),
+                (s["srcc_lpips"] or {}).get("estimate"),
+                (s["srcc_dists"] or {}).get("estimate"),
+                s["train_seconds"],
+            ]
+        for metric in ("lpips", "dists"):
+            between = r[f"{metric}_between"] or {}
+            line += [between.get("pearson"), between.get("max_abs_difference")]
+        c = r["classification"] or {}
+        line += [c.get("prediction_agreement"), c.get("mcnemar_p"), c.get("logit_correlation")]
+        rows.append(line)
+    return header, rows
+
+
+def _classification_baselines(learned: dict[str, Any]) -> Table:
+    header = [
+        "backbone", "framework", "method", "best_params", "inner_balanced_accuracy",
+        "balanced_accuracy", "balanced_accuracy_low", "balanced_accuracy_high", "macro_f1",
+    ]  # fmt: skip
+    rows = [
+        [r["backbone"], r["framework"], r["method"], json.dumps(r["best_params"]),
+         r["inner_balanced_accuracy"], *_flat(r["balanced_accuracy"]), r["macro_f1"]["estimate"]]
+        for r in learned.get("classification", [])
+    ]  # fmt: skip
+    return header, rows
+
+
+def _fitted_metrics(fitted: list[dict[str, Any]]) -> Table:
+    header = [
+        "source", "metric", "framework", "cases", "folds", "fitted_srcc", "fitted_low",
+        "fitted_high", "unfitted_srcc", "unfitted_low", "unfitted_high", "difference",
+        "difference_low", "difference_high", "difference_p", "unfitted_raw_srcc",
+    ]  # fmt: skip
+    rows = [
+        [f["source"], f["metric"], f["framework"], f["cases"], f["folds"],
+         *(f["pooled"][k][x] for k in ("fitted", "unfitted", "difference")
+           for x in ("srcc", "low", "high")),
+         f["pooled"]["difference"].get("p"), f["pooled"]["unfitted_raw"]["srcc"]]
+        for f in fitted
+    ]  # fmt: skip
+    return header, rows
+
+
+def _rating_prediction(learned: dict[str, Any]) -> Table:
+    rows = []
+    for aspect, a in (learned.get("rating") or {}).items():
+        for r in a["regression"]:
+            rows.append([aspect, r["method"], r["srcc"], r["mae"], None, None])
+        o = a["ordinal"]
+        rows.append([aspect, "ordinal", None, o["mae"], o["accuracy"], o["qwk"]])
+        m = a["raters"].get("mean", {})
+        rows.append([aspect, "raters", None, m.get("mae"), m.get("accuracy"), m.get("qwk")])
+    return ["aspect", "method", "srcc_within_folds", "mae", "accuracy", "qwk"], rows
+
+
+def _item_scores(aspects: dict[str, Any], scores: Scores, items: RatedItems) -> Table:
+    names = list(scores.columns)
+    header = ["item", *[f"mean_{a}" for a in items.ratings], *names]
+    rows = [
+        [item]
+        + [aspects[a]["target"][i] for a in items.ratings]
+        + [scores.columns[n][i] for n in names]
+        for i, item in enumerate(items.ids)
+    ]
+    return header, rows

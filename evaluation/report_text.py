@@ -1,0 +1,64 @@
+"""The comparison report's fixed prose: input rules, the synthetic-data note, methods.
+
+`INPUT_RULES` is also the epilog of `python -m evaluation.compare --help`.
+"""
+
+INPUT_RULES = (
+    "A model whose manifest does not match its ONNX file (or is missing) is left out and "
+    "listed under 'Problems found'; --strict stops instead.",
+    "A missing rating (empty cell) is left out: an item's mean rating averages the raters "
+    "who scored it; items nobody rated for an aspect are left out of that aspect.",
+    "--raters picks raters by name; an unknown name stops with the list of known ones.",
+    "Malformed tables (a non-numeric score, an unknown column, a case folder without its "
+    "images) stop with the file and the line, from the readers.",
+    "Scores are oriented as distances (PSNR is negated): larger means more different.",
+)
+
+SYNTHETIC_NOTE = (
+    "SYNTHETIC DATA: built-in simulated images and raters; the numbers exercise the "
+    "pipeline and say nothing about real dermatologists."
+)
+
+METHODS = {
+    "SRCC / KRCC": "Spearman / Kendall (tau-b) rank correlation of the raw scores with the "
+    "mean rating of the raters who scored an item.",
+    "PLCC": "Pearson correlation after a monotonic logistic fit of score to rating "
+    "(4-parameter; VQEG 5-parameter with --fit logistic5).",
+    "CIs": "bootstrap over items (BCa, paired when two metrics are compared), 95%.",
+    "vs best": "paired bootstrap of the SRCC difference between the best metric and this one, "
+    "with a two-sided bootstrap p-value.",
+    "Human ceiling": "leave-one-rater-out: each rater's SRCC with the mean of the others, "
+    "averaged over raters. A metric near the ceiling agrees with raters as well as they "
+    "agree with each other.",
+    "ICC(2,1), alpha": "inter-rater agreement: two-way random, absolute, single rater; "
+    "Krippendorff's alpha (interval and ordinal).",
+    "Layer choice": "which tap and cosine mode to use is chosen on the training folds of a "
+    "k-fold cross-validation and scored on the held-out fold; the per-layer curves are "
+    "descriptive (all items).",
+    "Classification baselines": "logistic regression, linear SVM, random forest and "
+    "k-nearest neighbours on pooled deep features, each tuned by inner cross-validation "
+    "grouped by lesion: do classical models on deep features match the fine-tuned networks?",
+    "Rating prediction": "ridge and support-vector regression from all distances to the mean "
+    "rating, and an ordinal (proportional-odds logit) model from one distance to the rating "
+    "category, in nested cross-validation: the inner folds choose, the outer folds score. "
+    "Accuracy, MAE and quadratic weighted kappa against the category, beside the raters' own "
+    "agreement on the same scale.",
+    "Metric fine-tuning": "LPIPS linear heads and DISTS alpha/beta fitted to the mean "
+    "rating (loss: minus the Pearson correlation) with the backbone frozen, clamped at zero "
+    "after every step as in the originals, on the training folds of a k-fold split; the "
+    "epoch is chosen on a validation part of the training folds, and results are reported "
+    "on the held-out folds only (python -m bridge.finetune_metric).",
+    "Orientation": "every score reads as a distance (PSNR is negated), so a positive "
+    "correlation means agreement with the severity ratings.",
+}
+
+FIGURE_TITLES = {
+    "srcc_overall": "SRCC with CIs and the human ceiling (overall)",
+    "srcc_color": "SRCC with CIs and the human ceiling (color)",
+    "srcc_texture": "SRCC with CIs and the human ceiling (texture)",
+    "scatter": "Score vs mean rating",
+    "severity": "Distance by severity category",
+    "layers": "Per-layer correlation curves",
+    "confusion": "Confusion matrices (test split)",
+    "examples": "Example cases",
+}
