@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.core.config import load_config
+from bridge.core.data import synth
 from bridge.core.files import sha256_file
 from bridge.core.fitting import CV_SUFFIX, METRIC_NAMES, fitted_name
 from bridge.core.runtime import KINDS, manifest_path, model_filename
@@ -224,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs,
         timings,
     )  # fmt: skip
-    rated = ["--rated", str(Path(config.data.path) / "rated")]
+    rated = ["--rated", str(Path(config.data.path) / synth.RATED_DIR)]
     if config.data.source != "synthetic":
         rated = []
     fits = []

@@ -47,6 +47,7 @@ from bridge.core.fitting import (
 from bridge.core.metrics import Heads, uniform_heads
 from bridge.core.spec import ArchSpec
 from evaluation import stats
+from evaluation.formatting import interval_record
 
 log = logging.getLogger(__name__)
 
@@ -365,10 +366,10 @@ def num(x) -> float | None:
 
 
 def _interval(interval) -> dict[str, Any]:
-    return {
-        "srcc": num(interval.estimate),
-        "low": num(interval.low),
-        "high": num(interval.high),
-        "level": interval.level,
-        "method": interval.method,
-    }
+    """`formatting.interval_record` as the fit record keeps it: `srcc`, no NaN (JSON)."""
+    record = interval_record(interval)
+    return {"srcc": num(record.pop("estimate")), **{k: _json(v) for k, v in record.items()}}
+
+
+def _json(value: Any) -> Any:
+    return num(value) if isinstance(value, float) else value

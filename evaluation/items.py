@@ -8,7 +8,6 @@ the known true deviations (`truth.csv`).
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,8 +17,6 @@ import numpy as np
 
 from bridge.core.data import ratings as rating_data
 from bridge.core.data import synth
-
-TRUTH_FILE = "truth.csv"  # the synthetic set's true deviations, beside its rated cases
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ def load_rated(
             ids, refs, comps, tables, table.raters, table.synthetic, f"region pairs {pairs}"
         )
     else:
-        rated = rated or synth.default_root() / "rated"
+        rated = rated or synth.default_root() / synth.RATED_DIR
         ratings = ratings or rating_data.default_ratings_path(rated)
         table = rating_data.read_rated_cases(rated, ratings)
         ids = tuple(c.id for c in table.cases)
@@ -85,7 +82,7 @@ def load_rated(
         tables = rating_tables(table.ratings, ids, table.raters)
         items = RatedItems(
             ids, refs, comps, tables, table.raters, table.synthetic,
-            f"rated cases {rated} (ratings {ratings})", read_truth(rated, ids),
+            f"rated cases {rated} (ratings {ratings})", synth.read_truth(rated, ids),
         )  # fmt: skip
     return pick_raters(items, raters)
 
@@ -102,20 +99,6 @@ def rating_tables(
         table[row[r.item], col[r.rater]] = r.score
     order = rating_data.ASPECTS
     return {a: tables[a] for a in sorted(tables, key=lambda a: (*order, a).index(a))}
-
-
-def read_truth(rated: Path, ids: Sequence[str]) -> dict[str, np.ndarray]:
-    """The synthetic set's true deviations per aspect (`truth.csv`), if there for every item."""
-    path = Path(rated) / TRUTH_FILE
-    if not path.is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = {r["case"]: r for r in csv.DictReader(f)}
-    if not all(i in rows for i in ids):
-        return {}
-    color = np.array([float(rows[i]["color_deviation"]) for i in ids])
-    texture = np.array([float(rows[i]["texture_deviation"]) for i in ids])
-    return {"color": color, "texture": texture, "overall": color + texture}
 
 
 def pick_raters(items: RatedItems, wanted: Sequence[str]) -> RatedItems:

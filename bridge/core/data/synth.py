@@ -68,7 +68,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from bridge.core.data.ratings import CASES_COLUMN, RATINGS_FILE, SCORED_ASPECTS
+from bridge.core.data.ratings import CASES_COLUMN, OVERALL, RATINGS_FILE, SCORED_ASPECTS
 from bridge.core.data.readers import (
     ISIC2019_CLASSES,
     ISIC2019_GROUND_TRUTH,
@@ -85,6 +85,7 @@ MANIFEST = "manifest.json"
 CLASSES = ("MEL", "NV", "BCC")
 ISIC_DIR = "isic2019"  # the ISIC 2019 part's folder in the set
 RATED_DIR = "rated"
+TRUTH_FILE = "truth.csv"  # the true deviations, beside the rated cases
 DEFAULT_ROOT = Path("data/synthetic")  # where every command looks for the built-in set
 
 # Independent random streams: (seed, stream, item...) seeds numpy's SeedSequence, so
@@ -244,6 +245,23 @@ def default_root() -> Path:
     if read_manifest(DEFAULT_ROOT) is not None:
         return DEFAULT_ROOT
     return ensure_synthetic(DEFAULT_ROOT)
+
+
+def read_truth(rated: str | os.PathLike, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """The true deviations per aspect of rated cases, where `truth.csv` has every one of `ids`.
+
+    Overall is color + texture (the ratings' overall is color + texture - 1 on their scales).
+    Any other folder gives {}.
+    """
+    path = Path(rated) / TRUTH_FILE
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    if not all(i in rows for i in ids):
+        return {}
+    truth = {a: np.array([float(rows[i][f"{a}_deviation"]) for i in ids]) for a in SCORED_ASPECTS}
+    return {**truth, OVERALL: sum(truth.values())}
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:
@@ -794,8 +812,8 @@ def _write_rated(folder: Path, config: SynthConfig) -> dict:
     truth = np.round(truth, 4)
     categories = rating_category(truth)
     _write_csv(
-        folder / "truth.csv",
-        ["case", "color_deviation", "texture_deviation", "color_category", "texture_category"],
+        folder / TRUTH_FILE,
+        ["case", *(f"{a}_deviation" for a in SCORED_ASPECTS), "color_category", "texture_category"],
         [
             [name, f"{c:.4f}", f"{t:.4f}", int(cc), int(tc)]
             for name, (c, t), (cc, tc) in zip(names, truth, categories, strict=True)

@@ -2,9 +2,9 @@
 
 It holds `report.html` (self-contained), `report.md`, the figures, and the tables as
 CSV and JSON. A synthetic data set is flagged on every page and every figure. The
-jobs are in their own modules: the figures (`evaluation.report_figures`), the CSV
-tables (`evaluation.report_tables`), the page tables (`evaluation.report_sections`),
-the pages (`evaluation.report_pages`) and their fixed prose (`evaluation.report_text`,
+jobs are in their own modules: the figures (`evaluation.report.figures`), the CSV
+tables (`evaluation.report.tables`), the page tables (`evaluation.report.sections`),
+the pages (`evaluation.report.pages`) and their fixed prose (`evaluation.report.text`,
 `INPUT_RULES` among it).
 """
 
@@ -20,10 +20,10 @@ from evaluation.formatting import plain
 from evaluation.item_scores import Scores
 from evaluation.items import RatedItems
 from evaluation.options import Options
-from evaluation.report_figures import draw_figures
-from evaluation.report_pages import html_page, markdown
-from evaluation.report_tables import write_tables
-from evaluation.report_text import INPUT_RULES
+from evaluation.report.figures import draw_figures
+from evaluation.report.pages import html_page, markdown
+from evaluation.report.tables import write_tables
+from evaluation.report.text import INPUT_RULES
 
 __all__ = ["INPUT_RULES", "write_report"]
 

@@ -1,6 +1,6 @@
 """The comparison report's pages: `report.md` and the self-contained `report.html`.
 
-Both show the same sections (`evaluation.report_sections`), figures, methods, input
+Both show the same sections (`evaluation.report.sections`), figures, methods, input
 rules, problems, the scorers left out on purpose and the provenance; the HTML page
 embeds its figures as data URIs and flags a synthetic data set at top and bottom.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.formatting import plain
-from evaluation.report_sections import sections
-from evaluation.report_text import FIGURE_TITLES, INPUT_RULES, METHODS, SYNTHETIC_NOTE
+from evaluation.report.sections import sections
+from evaluation.report.text import FIGURE_TITLES, INPUT_RULES, METHODS, SYNTHETIC_NOTE
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;

@@ -1,7 +1,7 @@
 """The comparison report's tables as text, one function per section, for both page formats.
 
 A `Section` is a title, a line of explanation, a header and rows of formatted cells
-(`evaluation.formatting`); `evaluation.report_pages` renders the list `sections`
+(`evaluation.formatting`); `evaluation.report.pages` renders the list `sections`
 returns as Markdown and as HTML, in this order: the headline, torch vs Keras,
 classification, agreement per aspect, per rater, inter-rater agreement, the layer
 choice, classification baselines, metrics fitted to ratings, rating prediction.
@@ -166,7 +166,7 @@ def _layer_choice(aspects: dict[str, Any]) -> Section | None:
             cv = layer["cv"]
             if not cv:
                 continue
-            picks = sorted(set(cv["chosen"]), key=cv["chosen"].count, reverse=True)
+            picks = sorted(dict.fromkeys(cv["chosen"]), key=cv["chosen"].count, reverse=True)
             rows.append([
                 aspect, layer["model"],
                 ", ".join(p.split(" ")[-1] + f" ({p.split(' ')[0]})" for p in picks[:3]),
@@ -239,7 +239,7 @@ def _fitted_metrics(fitted: list[dict[str, Any]]) -> Section | None:
 def _rating_prediction(aspect: str, a: dict[str, Any]) -> Section:
     rows = [[r["method"], num(r["srcc"]), num(r["mae"]), "", ""] for r in a["regression"]]
     o = a["ordinal"]
-    picks = sorted(set(o["chosen"]), key=o["chosen"].count, reverse=True)
+    picks = sorted(dict.fromkeys(o["chosen"]), key=o["chosen"].count, reverse=True)
     rows.append(
         [f"ordinal logit on one distance ({', '.join(picks[:2])})", "", num(o["mae"]),
          num(o["accuracy"]), num(o["qwk"])]
