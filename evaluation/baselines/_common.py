@@ -12,11 +12,11 @@ from bridge.core.data.splits import kfold
 
 logger = logging.getLogger(__name__)
 
-_MODEL = "model"
+MODEL = "model"
 """Name of the estimator step in every pipeline; grids address its parameters `model__...`."""
 
 
-def _matrix(name: str, values) -> np.ndarray:
+def matrix(name: str, values) -> np.ndarray:
     """A two-dimensional float array (samples x features), or a ValueError naming it."""
     array = np.asarray(values, dtype=float)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
@@ -26,15 +26,15 @@ def _matrix(name: str, values) -> np.ndarray:
     return array
 
 
-def _finite_matrix(name: str, values) -> np.ndarray:
-    """`_matrix` without NaN or infinite values."""
-    array = _matrix(name, values)
+def finite_matrix(name: str, values) -> np.ndarray:
+    """`matrix` without NaN or infinite values."""
+    array = matrix(name, values)
     if not np.isfinite(array).all():
         raise ValueError(f"{name} holds NaN or infinite values; expected finite features")
     return array
 
 
-def _groups(name: str, groups, n: int) -> np.ndarray | None:
+def groups(name: str, groups, n: int) -> np.ndarray | None:
     """One group label per sample, or None."""
     if groups is None:
         return None
@@ -44,7 +44,7 @@ def _groups(name: str, groups, n: int) -> np.ndarray | None:
     return array
 
 
-def _names(names: Sequence[str] | None, known: Mapping, what: str) -> list[str]:
+def names(names: Sequence[str] | None, known: Mapping, what: str) -> list[str]:
     """The requested model names (all by default), checked against `known`."""
     chosen = list(known) if names is None else list(names)
     if not chosen:
@@ -57,14 +57,14 @@ def _names(names: Sequence[str] | None, known: Mapping, what: str) -> list[str]:
     return chosen
 
 
-def _folds(name: str, folds: int) -> int:
+def folds(name: str, folds: int) -> int:
     """A fold count of at least 2."""
     if int(folds) != folds or folds < 2:
         raise ValueError(f"{name} must be an integer of at least 2, got {folds}")
     return int(folds)
 
 
-def _outer_splits(n: int, folds: int, seed: int, groups: np.ndarray | None):
+def outer_splits(n: int, folds: int, seed: int, groups: np.ndarray | None):
     """Outer train / held-out index pairs over `n` items, with enough units to split."""
     units = n if groups is None else len(np.unique(groups))
     what = "items" if groups is None else "groups"
@@ -73,16 +73,16 @@ def _outer_splits(n: int, folds: int, seed: int, groups: np.ndarray | None):
     return list(kfold(folds, seed, groups is not None).split(np.zeros(n), groups=groups))
 
 
-def _plain_params(params: Mapping) -> dict:
+def plain_params(params: Mapping) -> dict:
     """Grid-search parameters without the pipeline's step prefix, as plain Python values."""
     out = {}
     for key, value in params.items():
         plain = value.item() if isinstance(value, np.generic) else value
-        out[key.split("__", 1)[1] if key.startswith(f"{_MODEL}__") else key] = plain
+        out[key.split("__", 1)[1] if key.startswith(f"{MODEL}__") else key] = plain
     return out
 
 
-def _grid_search(estimator, grid: dict, scoring: str, cv, n_jobs: int | None = None):
+def grid_search(estimator, grid: dict, scoring: str, cv, n_jobs: int | None = None):
     """The tuning every baseline gets: a full grid, refit on the best, errors raised."""
     return GridSearchCV(
         estimator,

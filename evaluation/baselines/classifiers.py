@@ -22,15 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from evaluation.baselines._common import (
-    _MODEL,
-    _finite_matrix,
-    _folds,
-    _grid_search,
-    _groups,
-    _names,
-    _plain_params,
-)
+from evaluation.baselines import _common as common
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +30,7 @@ logger = logging.getLogger(__name__)
 def _logistic_regression(seed: int) -> Pipeline:
     """Standardised features, multinomial logistic regression with balanced class weights."""
     model = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
-    return Pipeline([("scale", StandardScaler()), (_MODEL, model)])
+    return Pipeline([("scale", StandardScaler()), (common.MODEL, model)])
 
 
 def _linear_svm(seed: int) -> Pipeline:
@@ -50,19 +42,19 @@ def _linear_svm(seed: int) -> Pipeline:
     ViT's 1536 pooled channels, its primal one ~100 s on a ResNet's 2048.
     """
     model = SVC(kernel="linear", class_weight="balanced", random_state=seed)
-    return Pipeline([("scale", StandardScaler()), (_MODEL, model)])
+    return Pipeline([("scale", StandardScaler()), (common.MODEL, model)])
 
 
 def _random_forest(seed: int) -> Pipeline:
     """A random forest (trees need no scaling) with balanced class weights."""
     model = RandomForestClassifier(n_estimators=100, class_weight="balanced", random_state=seed)
-    return Pipeline([(_MODEL, model)])
+    return Pipeline([(common.MODEL, model)])
 
 
 def _knn(seed: int) -> Pipeline:
     """Standardised features, k-nearest neighbours (deterministic: `seed` is unused)."""
     del seed
-    return Pipeline([("scale", StandardScaler()), (_MODEL, KNeighborsClassifier())])
+    return Pipeline([("scale", StandardScaler()), (common.MODEL, KNeighborsClassifier())])
 
 
 CLASSIFIERS: dict[str, tuple[Callable[[int], Pipeline], dict[str, tuple]]] = {
@@ -189,17 +181,17 @@ def classification_baselines(
             non-negative integers, fewer than 2 classes, fewer than `inner_folds` samples
             (or groups) of a class, or an unknown name.
     """
-    X_train = _finite_matrix("X_train", X_train)
-    X_test = _finite_matrix("X_test", X_test)
+    X_train = common.finite_matrix("X_train", X_train)
+    X_test = common.finite_matrix("X_test", X_test)
     if X_test.shape[1] != X_train.shape[1]:
         raise ValueError(
             f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}; "
             "expected the same features"
         )
     y = _class_labels(y_train, len(X_train))
-    folds = _folds("inner_folds", inner_folds)
-    chosen = _names(names, CLASSIFIERS, "classifier")
-    groups = _groups("group", groups_train, len(X_train))
+    folds = common.folds("inner_folds", inner_folds)
+    chosen = common.names(names, CLASSIFIERS, "classifier")
+    groups = common.groups("group", groups_train, len(X_train))
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise ValueError(f"expected at least 2 classes in y_train, got only class {classes[0]}")
@@ -220,14 +212,14 @@ def classification_baselines(
     results = []
     for name in chosen:
         factory, grid = CLASSIFIERS[name]
-        search = _grid_search(factory(seed), grid, "balanced_accuracy", cv, n_jobs)
+        search = common.grid_search(factory(seed), grid, "balanced_accuracy", cv, n_jobs)
         search.fit(X_train, y, groups=groups)
         predictions = search.predict(X_test).astype(np.int64)
         proba = None
         if hasattr(search.best_estimator_, "predict_proba"):
             proba = np.zeros((len(X_test), k))
             proba[:, search.classes_.astype(np.int64)] = search.predict_proba(X_test)
-        params = _plain_params(search.best_params_)
+        params = common.plain_params(search.best_params_)
         logger.info("%s: inner balanced accuracy %.3f with %s", name, search.best_score_, params)
         results.append(
             FittedClassifier(name, params, float(search.best_score_), predictions, proba)

@@ -18,11 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-from evaluation.baselines._common import (
-    _folds,
-    _groups,
-    _outer_splits,
-)
+from evaluation.baselines import _common as common
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +191,7 @@ def _cross_fit_ordinal(
     """The column chosen on each outer fold, and every item's held-out predicted category."""
     codes = reference - cats[0]
     chosen, held_out = [], np.zeros(len(codes), dtype=np.int64)
-    for train, test in _outer_splits(len(codes), folds, seed, groups):
+    for train, test in common.outer_splits(len(codes), folds, seed, groups):
         name, predicted = _fit_ordinal(x[train], codes[train], x[test], names, np.arange(len(cats)))
         chosen.append(name)
         held_out[test] = predicted
@@ -263,8 +259,8 @@ def ordinal_baseline(
     n = len(x)
     table = _ratings(ratings_table, raters, n)
     cats = _check_categories(categories)
-    folds = _folds("outer_folds", outer_folds)
-    group_all = _groups("group", groups, n)
+    folds = common.folds("outer_folds", outer_folds)
+    group_all = common.groups("group", groups, n)
     keep, reference = _reference_categories(table, x, cats)
     gk = None if group_all is None else group_all[keep]
     chosen, predicted_cats = _cross_fit_ordinal(x[keep], reference, names, cats, folds, seed, gk)

@@ -21,29 +21,20 @@ from sklearn.svm import SVR
 
 from bridge.core.data.splits import kfold
 from evaluation import stats
-from evaluation.baselines._common import (
-    _MODEL,
-    _folds,
-    _grid_search,
-    _groups,
-    _matrix,
-    _names,
-    _outer_splits,
-    _plain_params,
-)
+from evaluation.baselines import _common as common
 
 logger = logging.getLogger(__name__)
 
 
 def _ridge(seed: int) -> Pipeline:
     """Standardised features, ridge regression (the seed matters to the sag solvers only)."""
-    return Pipeline([("scale", StandardScaler()), (_MODEL, Ridge(random_state=seed))])
+    return Pipeline([("scale", StandardScaler()), (common.MODEL, Ridge(random_state=seed))])
 
 
 def _svr(seed: int) -> Pipeline:
     """Standardised features, RBF support-vector regression (deterministic)."""
     del seed
-    return Pipeline([("scale", StandardScaler()), (_MODEL, SVR(kernel="rbf", gamma="scale"))])
+    return Pipeline([("scale", StandardScaler()), (common.MODEL, SVR(kernel="rbf", gamma="scale"))])
 
 
 REGRESSORS: dict[str, tuple[Callable[[int], Pipeline], dict[str, tuple]]] = {
@@ -123,19 +114,19 @@ def rating_baselines(
             is named), infinite targets, too few items (or groups) for the folds, or an unknown
             name.
     """
-    X = _matrix("X", X)
+    X = common.matrix("X", X)
     target = _rating_targets(y, len(X))
-    outer = _folds("outer_folds", outer_folds)
-    inner = _folds("inner_folds", inner_folds)
-    chosen = _names(names, REGRESSORS, "regressor")
-    group_all = _groups("group", groups, len(X))
+    outer = common.folds("outer_folds", outer_folds)
+    inner = common.folds("inner_folds", inner_folds)
+    chosen = common.names(names, REGRESSORS, "regressor")
+    group_all = common.groups("group", groups, len(X))
     keep = ~np.isnan(target)
     if not keep.all():
         logger.info("rating baselines: %d item(s) without a target dropped", int((~keep).sum()))
     Xk, yk = X[keep], target[keep]
     _check_finite_columns(Xk)
     gk = None if group_all is None else group_all[keep]
-    splits = _outer_splits(len(yk), outer, seed, gk)
+    splits = common.outer_splits(len(yk), outer, seed, gk)
     inner_cv = kfold(inner, seed, gk is not None)
     _check_inner_units(splits, inner, gk)
 
@@ -203,11 +194,11 @@ def _nested_regression(
     held_out, normalised = np.full(len(y), np.nan), np.full(len(y), np.nan)
     params = []
     for train, test in splits:
-        search = _grid_search(factory(seed), grid, "neg_mean_absolute_error", inner_cv)
+        search = common.grid_search(factory(seed), grid, "neg_mean_absolute_error", inner_cv)
         search.fit(X[train], y[train], groups=None if groups is None else groups[train])
         held_out[test] = search.predict(X[test])
         normalised[test] = (sps.rankdata(held_out[test]) - 0.5) / len(test)
-        params.append(_plain_params(search.best_params_))
+        params.append(common.plain_params(search.best_params_))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant predictions: SRCC is NaN
         srcc = float(stats.srcc(normalised, y))

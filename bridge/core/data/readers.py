@@ -191,7 +191,12 @@ class _ImageFinder:
         raise table.error(f"image {image_id!r}: no {image_id}{{{suffixes}}} in {where}{more}", row)
 
 
-def _log_set(data: ClassificationSet, source: Path) -> None:
+def _read_set(
+    name: str, samples: Sequence[Sample], classes: Sequence[str], group_by: str | None, source: Path
+) -> ClassificationSet:
+    """The set a reader read from `source` (synthetic if marked so), logged with its counts."""
+    folder = source if source.is_dir() else source.parent
+    data = ClassificationSet(name, tuple(samples), tuple(classes), group_by, is_synthetic(folder))
     counts = {c: 0 for c in data.classes}
     for s in data.samples:
         counts[s.label] += 1
@@ -204,6 +209,7 @@ def _log_set(data: ClassificationSet, source: Path) -> None:
         " [synthetic]" if data.synthetic else "",
         ", ".join(f"{c} {n}" for c, n in counts.items()),
     )
+    return data
 
 
 # ================================================================ classification
@@ -245,15 +251,9 @@ def read_isic2019(
     finder.check(table)
     groups = {} if metadata_csv is None else _isic2019_groups(metadata_csv, table, seen)
     samples = tuple(Sample(i, p, label, groups.get(i)) for i, p, label in entries)
-    data = ClassificationSet(
-        "isic2019",
-        samples,
-        in_order(ISIC2019_CLASSES, (s.label for s in samples)),
-        "lesion_id" if metadata_csv is not None else None,
-        is_synthetic(table.path.parent),
-    )
-    _log_set(data, table.path)
-    return data
+    classes = in_order(ISIC2019_CLASSES, (s.label for s in samples))
+    group_by = "lesion_id" if metadata_csv is not None else None
+    return _read_set("isic2019", samples, classes, group_by, table.path)
 
 
 def _one_hot_label(table: Table, row: Row, columns: dict[str, str], image_id: str) -> str:
@@ -341,15 +341,8 @@ def read_isic2020(
         group = row.get(columns["patient_id"]) or None
         samples.append(Sample(image_id, finder.find(image_id, row), label, group))
     finder.check(table)
-    data = ClassificationSet(
-        "isic2020",
-        tuple(samples),
-        in_order(ISIC2020_CLASSES, (s.label for s in samples)),
-        "patient_id",
-        is_synthetic(table.path.parent),
-    )
-    _log_set(data, table.path)
-    return data
+    classes = in_order(ISIC2020_CLASSES, (s.label for s in samples))
+    return _read_set("isic2020", samples, classes, "patient_id", table.path)
 
 
 def read_ham10000(
@@ -385,15 +378,8 @@ def read_ham10000(
         group = row.get(columns["lesion_id"]) or None
         samples.append(Sample(image_id, finder.find(image_id, row), label, group))
     finder.check(table)
-    data = ClassificationSet(
-        "ham10000",
-        tuple(samples),
-        tuple(sorted({s.label for s in samples})),
-        "lesion_id",
-        is_synthetic(table.path.parent),
-    )
-    _log_set(data, table.path)
-    return data
+    classes = sorted({s.label for s in samples})
+    return _read_set("ham10000", samples, classes, "lesion_id", table.path)
 
 
 def read_class_folders(root: str | os.PathLike[str]) -> ClassificationSet:
@@ -427,6 +413,4 @@ def read_class_folders(root: str | os.PathLike[str]) -> ClassificationSet:
                 f"{root / cls}: class folder has no images ({' '.join(IMAGE_SUFFIXES)})"
             )
         samples += [Sample(f"{cls}/{p.name}", p, cls, None) for p in files]
-    data = ClassificationSet("folders", tuple(samples), tuple(classes), None, is_synthetic(root))
-    _log_set(data, root)
-    return data
+    return _read_set("folders", samples, classes, None, root)
