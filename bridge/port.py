@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 
 from bridge.core.spec import get_arch
-from bridge.core.weights import check_state_dict, head_size, read_state_dict
+from bridge.core.weights import check_state_dict, head_size, read_state_dict, write_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"{args.weights}: Keras weights must end with .weights.h5")
         _, tagged = tf_models.keras_file_info(args.weights)
         k = args.num_classes or tagged
-        keras_model = tf_models.create_model(spec, k, weights=args.weights)
-        import torch_models
-
-        state = tf_models.torch_state_dict(keras_model)
-        model = torch_models.create_model(spec, head_size(state, spec), weights=state)
-        torch_models.save_weights(model, args.out)
+        model = tf_models.create_model(spec, k, weights=args.weights)
+        state = tf_models.torch_state_dict(model)
+        if args.out.endswith(".safetensors"):
+            write_state_dict(state, args.out)  # numpy only: a Keras-only install can do this
+        else:  # torch's own pickle
+            try:
+                import torch_models
+            except ImportError:
+                raise ValueError(
+                    f"{args.out}: writing .pth needs torch (pip install dermsim[torch]); "
+                    "or write .safetensors"
+                ) from None
+            torch_model = torch_models.create_model(spec, head_size(state, spec), weights=state)
+            torch_models.save_weights(torch_model, args.out)
     log.info(
         "wrote %s (%s, %d classes, from %s)",
         args.out,

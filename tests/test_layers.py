@@ -23,8 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bridge", "torch_models", "tf_models", "evaluation")
 
-TORCH_SIDE = ("torch", "torchvision", "timm", "onnxscript", "lpips", "DISTS_pytorch")
-KERAS_SIDE = ("tensorflow", "keras", "tf2onnx", "tf_keras")
+TORCH_SIDE = (
+    "torch", "torchvision", "timm", "onnxscript", "lpips", "DISTS_pytorch", "safetensors.torch",
+)  # fmt: skip
+KERAS_SIDE = ("tensorflow", "keras", "tf2onnx", "tf_keras", "safetensors.tensorflow")
 FRAMEWORKS = TORCH_SIDE + KERAS_SIDE
 
 
@@ -46,7 +48,8 @@ class Floor:
 
 
 FLOORS = (
-    Floor("ground", ("bridge.core",), ("ground",), FRAMEWORKS),
+    # `bridge/__init__` runs before every `bridge.core` module: it keeps the ground's rules
+    Floor("ground", ("bridge.core", "bridge.__init__"), ("ground",), FRAMEWORKS),
     Floor("torch", ("torch_models",), ("ground", "torch"), KERAS_SIDE),
     Floor("keras", ("tf_models",), ("ground", "keras"), TORCH_SIDE),
     Floor("evaluation", ("evaluation",), ("ground", "evaluation"), FRAMEWORKS),
@@ -56,6 +59,8 @@ FLOORS = (
 
 def floor_of(module: str) -> Floor | None:
     """The floor of a project module (the most specific prefix wins), None outside."""
+    if module == "bridge":
+        module = "bridge.__init__"
     matches = [
         (len(prefix), floor)
         for floor in FLOORS
@@ -110,17 +115,17 @@ def violations(root: Path) -> list[str]:
         where = path.relative_to(root)
         for line, target in imports_of(module, path, known):
             top = target.split(".")[0]
-            if top in floor.forbidden:
+            if any(target == f or target.startswith(f + ".") for f in floor.forbidden):
                 problems.append(f"{where}:{line}: {floor.name} floor imports {target}")
                 continue
             if top not in PACKAGES:
                 continue  # the standard library or an allowed third-party package
-            owner = next((m for m in _parents(target) if m in known), None)
-            if owner is None:
+            loaded = [m for m in _parents(target) if m in known]  # the module and its packages
+            if not loaded:
                 problems.append(f"{where}:{line}: imports {target}, not a module of the project")
                 continue
-            if owner != module:
-                graph[module].add(owner)
+            owner = loaded[0]
+            graph[module].update(m for m in loaded if m != module and not _contains(m, module))
             to = floor_of(owner)
             if to.name not in floor.may_import:
                 problems.append(
@@ -128,6 +133,11 @@ def violations(root: Path) -> list[str]:
                 )
     problems += [f"import cycle: {' -> '.join(c)}" for c in _cycles(graph)]
     return problems
+
+
+def _contains(package: str, module: str) -> bool:
+    """Whether `module` lies inside `package` (a module is loaded after its packages)."""
+    return module.startswith(package + ".")
 
 
 def _parents(name: str) -> list[str]:
@@ -199,6 +209,7 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     (tmp_path / "bridge" / "core").mkdir(exist_ok=True)
     (tmp_path / "bridge" / "core" / "__init__.py").touch()
     for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(textwrap.dedent(text))
     return tmp_path
 
@@ -253,4 +264,27 @@ def test_a_cycle_is_caught(tmp_path):
     )
     assert violations(root) == [
         "import cycle: evaluation.a -> evaluation.b -> evaluation.c -> evaluation.a"
+    ]
+
+
+def test_a_cycle_through_a_package_init_is_caught(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "evaluation/rep/__init__.py": "from evaluation import cmp\n",
+            "evaluation/rep/tables.py": "",
+            "evaluation/cmp.py": "from evaluation.rep.tables import x\n",
+        },
+    )
+    assert violations(root) == ["import cycle: evaluation.cmp -> evaluation.rep -> evaluation.cmp"]
+
+
+def test_the_bridge_package_init_keeps_the_ground_rules(tmp_path):
+    root = _tree(tmp_path, {"bridge/__init__.py": "import torch\nfrom bridge import export\n"})
+    (tmp_path / "bridge" / "export.py").touch()
+    (tmp_path / "evaluation" / "uses_safetensors.py").write_text("import safetensors.torch\n")
+    assert sorted(violations(root)) == [
+        "bridge/__init__.py:1: ground floor imports torch",
+        "bridge/__init__.py:2: ground floor imports bridge.export (tools floor)",
+        "evaluation/uses_safetensors.py:1: evaluation floor imports safetensors.torch",
     ]

@@ -92,3 +92,38 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "junk.pth").write_bytes(pickle.dumps([1, 2]) * 3)
     with pytest.raises(ValueError, match=r"junk.pth: unreadable torch weights file"):
         read_torch_file(tmp_path / "junk.pth")
+
+
+def test_untyped_storages_of_newer_dtypes(tmp_path):
+    # uint16 goes through _rebuild_tensor_v3 and torch.storage.UntypedStorage (bytes)
+    tensor = torch.tensor([[1, 2, 60000], [4, 5, 6]], dtype=torch.int32).to(torch.uint16)
+    torch.save({"u16": tensor, "view": tensor.t()}, tmp_path / "u16.pth")
+    got = read_torch_file(tmp_path / "u16.pth")
+    assert got["u16"].dtype == np.uint16
+    assert got["u16"].tolist() == [[1, 2, 60000], [4, 5, 6]]
+    assert got["view"].tolist() == [[1, 4], [2, 5], [60000, 6]]
+
+
+def _zip_with_pickle(path, data: bytes):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", data)
+        z.writestr("archive/byteorder", "little")
+
+
+def test_malformed_pickles_name_the_file(tmp_path):
+    # a storage class called like a function, and a tensor longer than its storage
+    called = b"\x80\x02ctorch\nFloatStorage\n)R."
+    _zip_with_pickle(tmp_path / "called.pth", called)
+    with pytest.raises(ValueError, match=r"called.pth: unreadable torch weights file"):
+        read_torch_file(tmp_path / "called.pth")
+    path = tmp_path / "short.pth"
+    torch.save({"w": torch.arange(6.0)}, path)
+    with zipfile.ZipFile(path) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    storage = next(n for n in files if n.endswith("/data/0"))
+    files[storage] = files[storage][:8]  # two floats left of six
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    with pytest.raises(ValueError, match=r"short.pth: unreadable .*past the end of its storage"):
+        read_torch_file(path)

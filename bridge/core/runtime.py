@@ -74,6 +74,8 @@ def find_models(
     for path in sorted(folder.glob("*.onnx")):
         try:
             manifest = read_manifest(path)
+            if manifest.get("kind") not in kinds:
+                continue  # another kind: not hashed, not reported
             verify(path, manifest)
         except (FileNotFoundError, ValueError) as err:
             if strict:
@@ -81,8 +83,7 @@ def find_models(
             problems.append(f"{path.name}: left out: {err}")
             log.warning("%s: left out: %s", path.name, err)
             continue
-        if manifest.get("kind") in kinds:
-            found.append((path, manifest))
+        found.append((path, manifest))
     return found, problems
 
 

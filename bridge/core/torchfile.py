@@ -43,6 +43,10 @@ _DTYPES = {
     "Char": np.int8,
     "Byte": np.uint8,
     "Bool": np.bool_,
+    "UInt16": np.uint16,
+    "UInt32": np.uint32,
+    "UInt64": np.uint64,
+    "Untyped": np.uint8,  # torch.storage.UntypedStorage: bytes, typed by the tensor
 }
 _TORCH_DTYPES = {
     "float64": "Double",
@@ -55,6 +59,9 @@ _TORCH_DTYPES = {
     "int8": "Char",
     "uint8": "Byte",
     "bool": "Bool",
+    "uint16": "UInt16",
+    "uint32": "UInt32",
+    "uint64": "UInt64",
 }
 
 
@@ -146,6 +153,8 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _GLOBALS:
             return _GLOBALS[(module, name)]
+        if (module, name) == ("torch.storage", "UntypedStorage"):
+            return _DType("Untyped")
         if module == "torch":
             if name.endswith("Storage") and name[: -len("Storage")] in _DTYPES:
                 return _DType(name[: -len("Storage")])
@@ -167,18 +176,18 @@ def read_torch_file(path: str | os.PathLike) -> Any:
             anything but tensors and plain Python values.
     """
     path = Path(path)
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # how torch.load tells the formats apart
     try:
-        if zipfile.is_zipfile(path):
+        if zipped:
             obj = _read_zip(path)
         else:
             with open(path, "rb") as f:
                 obj = _read_legacy(f)
-    except (pickle.UnpicklingError, EOFError, KeyError, struct.error, zipfile.BadZipFile) as err:
+        return _to_numpy(obj)
+    except Exception as err:  # a damaged or hostile pickle can raise almost anything
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise ValueError(f"{path}: unreadable torch weights file ({reason})") from None
-    except ValueError as err:
-        raise ValueError(f"{path}: unreadable torch weights file ({err})") from None
-    return _to_numpy(obj)
 
 
 def _read_zip(path: Path) -> Any:
@@ -199,7 +208,7 @@ def _read_zip(path: Path) -> Any:
             if key not in storages:
                 raw = archive.read(f"{prefix}data/{key}")
                 entry = _Storage(dtype, int(numel))
-                entry.data = np.frombuffer(raw, dtype.numpy).copy()
+                entry.data = np.frombuffer(raw, dtype.numpy)  # read-only: tensors copy out
                 storages[key] = entry
             return storages[key]
 
@@ -238,7 +247,7 @@ def _read_legacy(f: BinaryIO) -> Any:
         raw = f.read(nbytes)
         if len(raw) != nbytes:
             raise ValueError("file ends inside a storage (truncated)")
-        root.data = np.frombuffer(raw, root.dtype.numpy).copy()
+        root.data = np.frombuffer(raw, root.dtype.numpy)  # read-only: tensors copy out
     return obj
 
 
