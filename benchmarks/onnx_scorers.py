@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import torch_models  # noqa: F401  (torchvision importable on the CPU torch)
+from bridge.core.metrics import METRICS
 from bridge.core.runtime import open_model
 from bridge.core.spec import get_arch, vgg_features_layout
 from bridge.core.weights import random_state_dict
@@ -70,9 +71,6 @@ def measure(fn, repeats: int) -> float:
     """Median seconds of `fn` after one warm-up call."""
     fn()
     return statistics.median(_timed(fn) for _ in range(repeats))
-
-
-METRICS = ("lpips", "dists")
 
 
 def setup(home: Path) -> tuple[dict, dict]:

@@ -41,7 +41,8 @@ from bridge.core.data import synth
 from bridge.core.files import sha256_file
 from bridge.core.fitting import CV_SUFFIX, METRIC_NAMES, fitted_name
 from bridge.core.runtime import KINDS, manifest_path, model_filename
-from bridge.core.training import best_checkpoint, run_folder
+from bridge.core.spec import FRAMEWORKS
+from bridge.core.training import RUN_FILE, best_checkpoint, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +121,17 @@ def _last_line(path: Path, width: int = 100) -> str:
 
 def _missing_archs(run_root: Path, archs: Sequence[str], framework: str) -> list[str]:
     """Archs without a finished run (run.json) for this framework."""
-    return [a for a in archs if not (run_folder(run_root, a, framework) / "run.json").is_file()]
+    return [a for a in archs if not (run_folder(run_root, a, framework) / RUN_FILE).is_file()]
 
 
 def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
     """Finished runs whose exports are missing or come from another checkpoint."""
     stale = []
-    for run_json in sorted(run_root.glob("*/run.json")):
+    for run_json in sorted(run_root.glob(f"*/{RUN_FILE}")):
         run = run_json.parent
         info = json.loads(run_json.read_text())
         sha = sha256_file(best_checkpoint(run, info["framework"]))
-        origins = {"native": [info["framework"]], "both": ["torch", "keras"]}.get(origin, [origin])
+        origins = {"native": [info["framework"]], "both": list(FRAMEWORKS)}.get(origin, [origin])
         manifests = [
             manifest_path(models / model_filename(f"{run_root.name}-{run.name}", kind, o))
             for kind in KINDS
@@ -146,7 +147,7 @@ def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
 
 def _fitted(run: Path, name: str, models: Path) -> bool:
     """Whether both metrics were fitted on this run's current best checkpoint."""
-    info = json.loads((run / "run.json").read_text())
+    info = json.loads((run / RUN_FILE).read_text())
     sha = sha256_file(best_checkpoint(run, info["framework"]))
     records = [models / (fitted_name(f"{name}-{run.name}", m) + CV_SUFFIX) for m in METRIC_NAMES]
     return all(
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.data.source != "synthetic":
         rated = []
     fits = []
-    for run_json in sorted(run_root.glob("*/run.json")):
+    for run_json in sorted(run_root.glob(f"*/{RUN_FILE}")):
         info = json.loads(run_json.read_text())
         if info["arch"].removesuffix("_tiny") not in FINETUNE or _fitted(
             run_json.parent, run_root.name, models

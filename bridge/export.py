@@ -40,9 +40,15 @@ import numpy as np
 from bridge.core.files import atomic_path, sha256_file
 from bridge.core.graphs import GraphSpec
 from bridge.core.metrics import Heads, reference_heads, uniform_heads
-from bridge.core.runtime import KINDS, MANIFEST_FORMAT, manifest_path, model_filename
+from bridge.core.runtime import (
+    KINDS,
+    MANIFEST_FORMAT,
+    SCORER_KINDS,
+    manifest_path,
+    model_filename,
+)
 from bridge.core.spec import FRAMEWORKS, ArchSpec, InputContract, get_arch
-from bridge.core.training import best_checkpoint
+from bridge.core.training import RUN_FILE, best_checkpoint
 from bridge.core.weights import KERAS_SUFFIX, StateDict, check_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -114,8 +120,8 @@ def run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Training run folders: each path is one, or a folder of runs (all its runs, sorted)."""
     found = []
     for path in map(Path, paths):
-        if path.is_dir() and not (path / "run.json").exists():
-            inner = sorted(p.parent for p in path.glob("*/run.json"))
+        if path.is_dir() and not (path / RUN_FILE).exists():
+            inner = sorted(p.parent for p in path.glob(f"*/{RUN_FILE}"))
             if inner:
                 found.extend(inner)
                 continue
@@ -126,7 +132,7 @@ def run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def source_from_run(run_dir: str | os.PathLike) -> Source:
     """A source from a training run folder (its best checkpoint and run.json)."""
     run_dir = Path(run_dir)
-    info_path = run_dir / "run.json"
+    info_path = run_dir / RUN_FILE
     if not info_path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a finished training run (no run.json)")
     info = json.loads(info_path.read_text())
@@ -172,7 +178,7 @@ def default_heads(kind: str, spec: ArchSpec, choice: str | None) -> Heads | None
     """
     from bridge.core.metrics import is_fitted_heads, read_fitted_heads
 
-    if kind not in ("lpips", "dists"):
+    if kind not in SCORER_KINDS:
         return None
     if choice is None and spec.name == "vgg16":
         try:
@@ -219,7 +225,7 @@ def export(
         native = exporter.export(graph, tmp, OPSET, dynamic=dynamic_size(source.spec, kind))
         _name_dynamic_axes(tmp, dynamic_size(source.spec, kind))
         error, bound = _parity(tmp, native, probes, kind)
-        shared = _shared_reference_works(tmp, probes[-1]) if kind in ("lpips", "dists") else False
+        shared = _shared_reference_works(tmp, probes[-1]) if kind in SCORER_KINDS else False
         if error > bound:
             raise ValueError(
                 f"{path.name}: ONNX differs from the native {origin} model by {error:.2e} "
@@ -294,9 +300,9 @@ def _parity(onnx_file: Path, native, probes, kind: str) -> tuple[float, float]:
             if g.shape != e.shape:
                 raise ValueError(f"{onnx_file.name}: output shape {g.shape} != native {e.shape}")
             err = float(np.abs(g - e).max())
-            if kind not in ("lpips", "dists"):
+            if kind not in SCORER_KINDS:
                 bound = FEATURE_BOUND
-            if kind in ("lpips", "dists") and name == "distance":
+            if kind in SCORER_KINDS and name == "distance":
                 worst = max(worst, err)
             else:  # relative to scale
                 worst = max(worst, err / max(1.0, float(np.abs(e).max())))
@@ -395,7 +401,7 @@ def _manifest(source, kind, origin, path, heads, error, bound, probes) -> dict:
     return {
         "format": MANIFEST_FORMAT,
         "kind": kind,
-        "metric": kind if kind in ("lpips", "dists") else None,
+        "metric": kind if kind in SCORER_KINDS else None,
         "backbone": source.spec.name,
         "num_classes": source.num_classes if kind == "classifier" else None,
         "taps": list(source.spec.tap_names) if kind == "features" else None,

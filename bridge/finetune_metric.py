@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.core.data.image import DEFAULT_POLICY
 from bridge.core.fitting import (
     METRIC_NAMES,
     FitConfig,
@@ -115,7 +116,7 @@ def fit_metric(
         raise ValueError(
             f"{spec.name} takes {source.contract.native_size} px images only, not --size {size}"
         )
-    policy = (source.run or {}).get("resize_policy") or "shorter_center_crop"
+    policy = (source.run or {}).get("resize_policy") or DEFAULT_POLICY
     interpolation = source.contract.interpolation
     heads0 = start_heads(metric, spec, start)
     theta0 = flatten_heads(heads0)

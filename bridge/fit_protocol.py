@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bridge.core.data.image import decode_image, model_input
+from bridge.core.data.image import DEFAULT_POLICY, decode_image, model_input
 from bridge.core.data.ratings import RatedCase
 from bridge.core.fitting import (
     FitConfig,
@@ -148,7 +148,7 @@ def case_terms(
     module,
     cases: Sequence[RatedCase],
     size: int,
-    policy: str = "shorter_center_crop",
+    policy: str = DEFAULT_POLICY,
     interpolation: str = "bilinear",
     check: Heads | None = None,
     batch: int = 16,

@@ -13,7 +13,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from bridge.core.spec import get_arch
+from bridge.core.spec import FRAMEWORKS, get_arch
 from bridge.core.weights import check_state_dict, head_size, read_state_dict, write_state_dict
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--from",
         dest="origin",
         required=True,
-        choices=("torch", "keras"),
+        choices=FRAMEWORKS,
         help="framework of --weights",
     )
     parser.add_argument(

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.core.data.image import DEFAULT_POLICY
 from bridge.core.runtime import find_models, model_name
 
 DEMO_COMMAND = "tox -e demo"
-DEFAULT_POLICY = "shorter_center_crop"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.feature import graycomatrix, graycoprops
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bridge.core.data.image import INTERPOLATIONS, RESIZE_POLICIES, fit
+from bridge.core.data.image import DEFAULT_POLICY, INTERPOLATIONS, RESIZE_POLICIES, fit
 
 PSNR_CAP = 100.0
 """PSNR (dB) reported for identical regions, whose true PSNR is infinite."""
@@ -135,7 +135,7 @@ def classical_scores(
     a: np.ndarray,
     b: np.ndarray,
     size: int = 128,
-    policy: str = "shorter_center_crop",
+    policy: str = DEFAULT_POLICY,
     metrics: Sequence[str] | None = None,
     interpolation: str = "bilinear",
 ) -> dict[str, float]:
@@ -168,7 +168,7 @@ def classical_many(
     reference: np.ndarray,
     others: Sequence[np.ndarray],
     size: int = 128,
-    policy: str = "shorter_center_crop",
+    policy: str = DEFAULT_POLICY,
     metrics: Sequence[str] | None = None,
     interpolation: str = "bilinear",
 ) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.core.data.image import decode_image, model_input
+from bridge.core.training import RUN_FILE
 from evaluation.catalog import Entry
 
 
@@ -62,8 +63,8 @@ def split_data(
     run = runs[0] if runs else {}
     if config_file is not None:
         config = load_config(config_file)
-    elif run.get("dir") and (Path(run["dir"]) / "run.json").is_file():
-        config = config_from_dict(json.loads((Path(run["dir"]) / "run.json").read_text())["config"])
+    elif run.get("dir") and (Path(run["dir"]) / RUN_FILE).is_file():
+        config = config_from_dict(json.loads((Path(run["dir"]) / RUN_FILE).read_text())["config"])
     else:
         return None
     splits = splits_file or (Path(run["splits_file"]) if run.get("splits_file") else None)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.core.data import synth
-from bridge.core.data.image import MAX_PIXELS, RESIZE_POLICIES
+from bridge.core.data.image import DEFAULT_POLICY, MAX_PIXELS, RESIZE_POLICIES
 from bridge.core.data.readers import is_synthetic
 from evaluation.explore_app import Explorer, find_scorers, load_scorers
 from evaluation.explore_http import make_server
@@ -55,9 +55,10 @@ def _default_images(images: str | None) -> tuple[Path | None, bool]:
     if DEFAULT_IMAGES.is_dir():
         return DEFAULT_IMAGES, True
     log.warning(
-        "no %s here (python -m bridge.core.data.synth --out data/synthetic writes it) and no "
+        "no %s here (python -m bridge.core.data.synth --out %s writes it) and no "
         "--images: only uploaded images can be compared",
         DEFAULT_IMAGES,
+        synth.DEFAULT_ROOT,
     )
     return None, False
 
@@ -99,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--policy",
-        default="shorter_center_crop",
+        default=DEFAULT_POLICY,
         help=f"how regions are fitted to a scorer's size: {', '.join(RESIZE_POLICIES)}",
     )
     parser.add_argument("--cpu", action="store_true", help="do not try the CUDA provider")

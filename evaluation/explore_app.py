@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from bridge.core.data.image import (
+    DEFAULT_POLICY,
     IMAGE_SUFFIXES,
     MAX_PIXELS,
     Box,
@@ -86,7 +87,7 @@ def find_scorers(models_dir: str | os.PathLike) -> list[Path]:
 
 
 def load_scorers(
-    paths: Sequence[str | os.PathLike], policy: str = "shorter_center_crop", prefer_gpu: bool = True
+    paths: Sequence[str | os.PathLike], policy: str = DEFAULT_POLICY, prefer_gpu: bool = True
 ) -> list[Scorer]:
     """Open every scorer once (verified against its manifest), ordered for the table."""
     scorers = [Scorer(path, policy=policy, prefer_gpu=prefer_gpu) for path in paths]

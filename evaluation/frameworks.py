@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from bridge.core.metrics import METRICS
+from bridge.core.spec import FRAMEWORKS
 from evaluation.catalog import Entry
 from evaluation.item_scores import Scores
-
-FRAMEWORKS = ("torch", "keras")
-METRICS = ("lpips", "dists")
 
 
 def frameworks(

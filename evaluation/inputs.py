@@ -14,7 +14,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bridge.core.data.image import RESIZE_POLICIES, Box, RecentImages, model_input, parse_box
+from bridge.core.data.image import (
+    DEFAULT_POLICY,
+    RESIZE_POLICIES,
+    Box,
+    RecentImages,
+    model_input,
+    parse_box,
+)
 from bridge.core.runtime import Model, open_model
 
 MIN_SIDE = 32
@@ -44,7 +51,7 @@ class ImageModel:
         self,
         model: str | os.PathLike | Model,
         size: int | None = None,
-        policy: str = "shorter_center_crop",
+        policy: str = DEFAULT_POLICY,
         prefer_gpu: bool = True,
     ):
         self.model: Model = (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.core.data.image import Box, box_text, parse_box
+from bridge.core.data.image import DEFAULT_POLICY, Box, box_text, parse_box
 from bridge.core.files import atomic_path
 from bridge.core.runtime import SCORER_KINDS
 from evaluation.inputs import ImageModel
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--size", type=int, default=None, help="side regions are fitted to (default: native)"
     )
     parser.add_argument(
-        "--policy", default="shorter_center_crop", help="stretch, shorter_center_crop or pad"
+        "--policy", default=DEFAULT_POLICY, help="stretch, shorter_center_crop or pad"
     )
     parser.add_argument(
         "--batch", type=int, default=16, help="pairs per batch with --pairs (default 16)"

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.core.data.image import DEFAULT_POLICY
+
 SOURCES = ("synthetic", "isic2019", "isic2020", "ham10000", "folders")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
@@ -51,7 +53,7 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     image_size: int = 224
-    resize_policy: str = "shorter_center_crop"
+    resize_policy: str = DEFAULT_POLICY
     interpolation: str = "bilinear"
     cache: bool = True
     normalization: str = "weights"

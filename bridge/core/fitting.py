@@ -29,12 +29,12 @@ import numpy as np
 from bridge.core.data.ratings import OVERALL, RatedCase, default_ratings_path, read_rated_cases
 from bridge.core.data.splits import kfold
 from bridge.core.data.synth import RATED_DIR, default_root
-from bridge.core.metrics import Heads
+from bridge.core.metrics import METRICS, Heads
 from bridge.core.spec import ArchSpec
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = ("lpips", "dists")
+METRIC_NAMES = METRICS  # the metrics whose heads can be fitted: both
 MIN_PER_PART = 3  # cases in every held-out fold, validation part and fitting part
 LOSS = "-pearson(case distance, mean rating of the aspect)"
 CONSTANT_RTOL = 1e-6  # a term varying less than this (relative) over the cases is constant

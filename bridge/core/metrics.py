@@ -22,6 +22,7 @@ import numpy as np
 from bridge.core.files import atomic_path
 from bridge.core.spec import ArchSpec, get_arch
 
+METRICS = ("lpips", "dists")  # the feature-distance metrics, as scorer kinds and CLI names
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 LPIPS_EPS = 1e-10
@@ -208,7 +209,7 @@ def read_fitted_heads(path: str | os.PathLike, metric: str, spec: str | ArchSpec
     if not isinstance(fit, dict):
         raise ValueError(f"{path}: the fit record is not a JSON object")
     spec = get_arch(spec)
-    if metric not in ("lpips", "dists"):
+    if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected lpips or dists")
     state = _read(path)
     prefix = f"{metric}."

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from bridge.core.files import sha256_file
+from bridge.core.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "dermsim-onnx/1"
-KINDS = ("classifier", "features", "lpips", "dists")  # what an exported file computes
-SCORER_KINDS = ("lpips", "dists")
+SCORER_KINDS = METRICS
+KINDS = ("classifier", "features", *SCORER_KINDS)  # what an exported file computes
 
 
 # ----------------------------------------------------------------- naming

@@ -46,6 +46,7 @@ from bridge.core.weights import (
 
 log = logging.getLogger(__name__)
 
+RUN_FILE = "run.json"  # a finished run: config, data, provenance, results
 SELECTION_METRIC = "balanced_accuracy"  # best epoch: highest validation balanced accuracy
 
 
@@ -448,7 +449,7 @@ def finish(run: Run, runlog: RunLog, test: dict[str, Any], versions: dict[str, s
         "config": run.config.to_dict(),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions},
     }
-    path = run.dir / "run.json"
+    path = run.dir / RUN_FILE
     write_json(path, info)
     return path
 

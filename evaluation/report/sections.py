@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from bridge.core.spec import FRAMEWORKS
 from evaluation.formatting import format_ci as ci
 from evaluation.formatting import format_interval
 from evaluation.formatting import format_number as num
@@ -84,7 +85,7 @@ def _between(b: dict | None) -> str:
 def _frameworks(frameworks: list[dict[str, Any]]) -> Section:
     rows = []
     for r in frameworks:
-        for side in ("torch", "keras"):
+        for side in FRAMEWORKS:
             s = r[side]
             between = [r["lpips_between"], r["dists_between"]]
             c = r["classification"] or {}

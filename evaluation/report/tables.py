@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge.core.metrics import METRICS
+from bridge.core.spec import FRAMEWORKS
 from evaluation.item_scores import Scores
 from evaluation.items import RatedItems
 
@@ -139,14 +141,14 @@ def _frameworks(frameworks: list[dict[str, Any]]) -> Table:
     per_side = ("balanced_accuracy", "srcc_lpips", "srcc_dists", "train_seconds")
     header = (
         ["backbone"]
-        + [f"{side}_{k}" for side in ("torch", "keras") for k in per_side]
+        + [f"{side}_{k}" for side in FRAMEWORKS for k in per_side]
         + ["lpips_pearson_between", "lpips_max_abs_diff", "dists_pearson_between",
            "dists_max_abs_diff", "prediction_agreement", "mcnemar_p", "logit_correlation"]
     )  # fmt: skip
     rows = []
     for r in frameworks:
         line = [r["backbone"]]
-        for side in ("torch", "keras"):
+        for side in FRAMEWORKS:
             s = r[side]
             line += [
                 (s["balanced_accuracy"] or {}).get("estimate"),
@@ -154,7 +156,7 @@ def _frameworks(frameworks: list[dict[str, Any]]) -> Table:
                 (s["srcc_dists"] or {}).get("estimate"),
                 s["train_seconds"],
             ]
-        for metric in ("lpips", "dists"):
+        for metric in METRICS:
             between = r[f"{metric}_between"] or {}
             line += [between.get("pearson"), between.get("max_abs_difference")]
         c = r["classification"] or {}

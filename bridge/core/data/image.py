@@ -59,6 +59,7 @@ INTERPOLATIONS = {
     "area": Image.Resampling.BOX,
 }
 RESIZE_POLICIES = ("stretch", "shorter_center_crop", "pad")
+DEFAULT_POLICY = "shorter_center_crop"  # the models' own input: every caller's default
 # file suffixes of images every reader, lister and explorer accepts (what decode_image reads)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -389,7 +390,7 @@ def resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilin
 def fit(
     image: np.ndarray,
     size: int,
-    policy: str = "shorter_center_crop",
+    policy: str = DEFAULT_POLICY,
     interpolation: str = "bilinear",
 ) -> np.ndarray:
     """Bring an image to `size` x `size` by one of `RESIZE_POLICIES`.
@@ -434,7 +435,7 @@ def fit(
 def model_input(
     image: np.ndarray,
     size: int,
-    policy: str = "shorter_center_crop",
+    policy: str = DEFAULT_POLICY,
     interpolation: str = "bilinear",
     box: Box | None = None,
 ) -> np.ndarray:

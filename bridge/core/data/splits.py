@@ -28,7 +28,10 @@ SPLITS = ("train", "val", "test")
 
 
 def kfold(folds: int, seed: int, grouped: bool = False):
-    """The one k-fold splitter of every cross-validation: shuffled and seeded.
+    """The one k-fold splitter of every unstratified cross-validation: shuffled, seeded.
+
+    (The classification baselines' inner folds, stratified by class, are scikit-learn's
+    `StratifiedKFold` / `StratifiedGroupKFold`, in `evaluation.baselines.classifiers`.)
 
     `KFold(n_splits=folds, shuffle=True, random_state=seed)`, or with `grouped` the
     shuffled `GroupKFold` (no group in two folds; scikit-learn >= 1.6 shuffles it, older

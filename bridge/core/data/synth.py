@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bridge.core.config import DataConfig
 from bridge.core.data.lesions import Lesion, case_patches
 from bridge.core.data.ratings import CASES_COLUMN, OVERALL, RATINGS_FILE, SCORED_ASPECTS
 from bridge.core.data.readers import (
@@ -85,7 +86,8 @@ CLASSES = ("MEL", "NV", "BCC")
 ISIC_DIR = "isic2019"  # the ISIC 2019 part's folder in the set
 RATED_DIR = "rated"
 TRUTH_FILE = "truth.csv"  # the true deviations, beside the rated cases
-DEFAULT_ROOT = Path("data/synthetic")  # where every command looks for the built-in set
+# where every command looks for the built-in set: a config's default data path
+DEFAULT_ROOT = Path(DataConfig().path)
 
 # Independent random streams: (seed, stream, item...) seeds numpy's SeedSequence, so
 # an item's pixels do not depend on how many items come before it.
