@@ -20,6 +20,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bridge", "torch_models", "tf_models", "evaluation")
 
@@ -214,9 +216,9 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     return tmp_path
 
 
-def test_an_upward_import_inside_a_function_is_caught(tmp_path):
-    root = _tree(
-        tmp_path,
+# A generated tree per case: the files in it, and every violation the check must report.
+BAD_TREES = {
+    "an upward import inside a function": (
         {
             "bridge/core/new.py": """
                 def helper():
@@ -225,15 +227,9 @@ def test_an_upward_import_inside_a_function_is_caught(tmp_path):
             """,
             "evaluation/stats.py": "",
         },
-    )
-    assert violations(root) == [
-        "bridge/core/new.py:3: ground floor imports evaluation.stats (evaluation floor)"
-    ]
-
-
-def test_a_framework_under_type_checking_and_a_twin_import_are_caught(tmp_path):
-    root = _tree(
-        tmp_path,
+        ["bridge/core/new.py:3: ground floor imports evaluation.stats (evaluation floor)"],
+    ),
+    "a framework under TYPE_CHECKING, a twin import, a relative import upward": (
         {
             "evaluation/typed.py": """
                 from typing import TYPE_CHECKING
@@ -245,46 +241,44 @@ def test_a_framework_under_type_checking_and_a_twin_import_are_caught(tmp_path):
             "bridge/core/rel.py": "from .. import export\n",
             "bridge/export.py": "",
         },
-    )
-    assert sorted(violations(root)) == [
-        "bridge/core/rel.py:1: ground floor imports bridge.export (tools floor)",
-        "evaluation/typed.py:4: evaluation floor imports torch",
-        "tf_models/twin.py:1: keras floor imports torch_models.backbones (torch floor)",
-    ]
-
-
-def test_a_cycle_is_caught(tmp_path):
-    root = _tree(
-        tmp_path,
+        [
+            "bridge/core/rel.py:1: ground floor imports bridge.export (tools floor)",
+            "evaluation/typed.py:4: evaluation floor imports torch",
+            "tf_models/twin.py:1: keras floor imports torch_models.backbones (torch floor)",
+        ],
+    ),
+    "a cycle through a function-level import": (
         {
             "evaluation/a.py": "from evaluation import b\n",
             "evaluation/b.py": "def f():\n    import evaluation.c\n",
             "evaluation/c.py": "from evaluation.a import x\n",
         },
-    )
-    assert violations(root) == [
-        "import cycle: evaluation.a -> evaluation.b -> evaluation.c -> evaluation.a"
-    ]
-
-
-def test_a_cycle_through_a_package_init_is_caught(tmp_path):
-    root = _tree(
-        tmp_path,
+        ["import cycle: evaluation.a -> evaluation.b -> evaluation.c -> evaluation.a"],
+    ),
+    "a cycle through a package's __init__": (
         {
             "evaluation/rep/__init__.py": "from evaluation import cmp\n",
             "evaluation/rep/tables.py": "",
             "evaluation/cmp.py": "from evaluation.rep.tables import x\n",
         },
-    )
-    assert violations(root) == ["import cycle: evaluation.cmp -> evaluation.rep -> evaluation.cmp"]
+        ["import cycle: evaluation.cmp -> evaluation.rep -> evaluation.cmp"],
+    ),
+    "bridge/__init__ keeps the ground's rules; a framework submodule": (
+        {
+            "bridge/__init__.py": "import torch\nfrom bridge import export\n",
+            "bridge/export.py": "",
+            "evaluation/uses_safetensors.py": "import safetensors.torch\n",
+        },
+        [
+            "bridge/__init__.py:1: ground floor imports torch",
+            "bridge/__init__.py:2: ground floor imports bridge.export (tools floor)",
+            "evaluation/uses_safetensors.py:1: evaluation floor imports safetensors.torch",
+        ],
+    ),
+}
 
 
-def test_the_bridge_package_init_keeps_the_ground_rules(tmp_path):
-    root = _tree(tmp_path, {"bridge/__init__.py": "import torch\nfrom bridge import export\n"})
-    (tmp_path / "bridge" / "export.py").touch()
-    (tmp_path / "evaluation" / "uses_safetensors.py").write_text("import safetensors.torch\n")
-    assert sorted(violations(root)) == [
-        "bridge/__init__.py:1: ground floor imports torch",
-        "bridge/__init__.py:2: ground floor imports bridge.export (tools floor)",
-        "evaluation/uses_safetensors.py:1: evaluation floor imports safetensors.torch",
-    ]
+@pytest.mark.parametrize("case", BAD_TREES)
+def test_a_bad_tree_is_caught(tmp_path, case):
+    files, expected = BAD_TREES[case]
+    assert sorted(violations(_tree(tmp_path, files))) == sorted(expected)
