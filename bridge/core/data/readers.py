@@ -1,8 +1,9 @@
 """Readers of the classification formats, one decoder each (docs/data-formats.md).
 
 ISIC 2019, ISIC 2020, HAM10000 and a folder per class become a `ClassificationSet`
-of `Sample`s. Readers check that every image named exists but decode none
-(`bridge.core.data.image` does that, later). Tables are read by
+of `Sample`s, each with the sex, age and body site its table records (`Attributes`,
+for subgroup analyses). Readers check that every image named exists but decode
+none (`bridge.core.data.image` does that, later). Tables are read by
 `bridge.core.data.tables` (CSV, one-line errors naming file and line); rated cases
 and region pairs are read by `bridge.core.data.ratings`.
 
@@ -19,7 +20,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,29 @@ _ID_SUFFIXES = (".jpg", ".png", ".jpeg")
 _SYNTHETIC_PARENTS = 3
 
 
+# Cells that mean "not recorded" in the demographic columns (compared lower-case).
+_MISSING_CELLS = frozenset({"", "unknown", "na", "n/a", "nan", "none"})
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What a table records about an image's patient and lesion; None where it does not.
+
+    Values are normalised across the formats: text lower-cased (`sex` as written,
+    e.g. "female"/"male"; `site` as the format names it, e.g. "head/neck", "back"),
+    an empty cell or "unknown" (also "NA", "n/a", "nan", "none") is None.
+
+    Attributes:
+        sex: The patient's sex.
+        age: The patient's (approximate) age in years.
+        site: The lesion's body site.
+    """
+
+    sex: str | None = None
+    age: float | None = None
+    site: str | None = None
+
+
 @dataclass(frozen=True)
 class Sample:
     """One classification image.
@@ -52,12 +76,15 @@ class Sample:
         label: Class name.
         group: Patient or lesion id for grouped splits; None: the image is its own
             group.
+        attributes: Sex, age and body site where the table records them (ISIC 2019
+            metadata, ISIC 2020, HAM10000); all None otherwise.
     """
 
     id: str
     path: Path
     label: str
     group: str | None
+    attributes: Attributes = field(default_factory=Attributes)
 
 
 @dataclass(frozen=True)
@@ -228,7 +255,8 @@ def read_isic2019(
             `ISIC_2019_Training_Input/` beside the CSV if it exists, else the CSV's
             folder.
         metadata_csv: Optional `ISIC_2019_Training_Metadata.csv`; its `lesion_id`
-            becomes the sample group (an empty cell: no group).
+            becomes the sample group (an empty cell: no group), its optional `sex`,
+            `age_approx` and `anatom_site_general` the sample's `attributes`.
 
     Returns:
         The set; `classes` are the one-hot columns that have at least one image, in
@@ -237,7 +265,8 @@ def read_isic2019(
     Raises:
         FileNotFoundError: If a CSV does not exist.
         ValueError: On a missing column, a row without exactly one 1, a duplicate
-            image id, a missing image, or a metadata id not in the ground truth.
+            image id, a missing image, a metadata id not in the ground truth, or a
+            metadata age that is not a number.
     """
     table = read_table(ground_truth_csv)
     columns = table.require("image", *ISIC2019_CLASSES)
@@ -249,8 +278,11 @@ def read_isic2019(
         label = _one_hot_label(table, row, columns, image_id)
         entries.append((image_id, finder.find(image_id, row), label))
     finder.check(table)
-    groups = {} if metadata_csv is None else _isic2019_groups(metadata_csv, table, seen)
-    samples = tuple(Sample(i, p, label, groups.get(i)) for i, p, label in entries)
+    meta = {} if metadata_csv is None else _isic2019_metadata(metadata_csv, table, seen)
+    samples = []
+    for image_id, path, label in entries:
+        group, attributes = meta.get(image_id, (None, Attributes()))
+        samples.append(Sample(image_id, path, label, group, attributes))
     classes = in_order(ISIC2019_CLASSES, (s.label for s in samples))
     group_by = "lesion_id" if metadata_csv is not None else None
     return _read_set("isic2019", samples, classes, group_by, table.path)
@@ -278,35 +310,80 @@ def _one_hot_label(table: Table, row: Row, columns: dict[str, str], image_id: st
     return ones[0]
 
 
-def _isic2019_groups(
+def _isic2019_metadata(
     metadata_csv: str | os.PathLike[str], truth: Table, truth_ids: dict[str, Row]
-) -> dict[str, str | None]:
-    """The metadata's `lesion_id` of each image (None: empty cell); warns on gaps."""
+) -> dict[str, tuple[str | None, Attributes]]:
+    """The metadata's `lesion_id` (None: empty cell) and attributes of each image.
+
+    Sex, age and site come from the optional `sex`, `age_approx` and
+    `anatom_site_general` columns; warns on ground-truth images without a row.
+    """
     meta = read_table(metadata_csv)
     columns = meta.require("image", "lesion_id")
+    attribute_columns = _attribute_columns(meta, "sex", "age_approx", "anatom_site_general")
     seen: dict[str, Row] = {}
-    groups: dict[str, str | None] = {}
+    out: dict[str, tuple[str | None, Attributes]] = {}
     for row in meta.rows:
         image_id = meta.unique_id(row, columns["image"], seen)
         if image_id not in truth_ids:
             raise meta.error(
                 f"image {image_id!r} is not in the ground truth {truth.path.name}", row
             )
-        groups[image_id] = row.get(columns["lesion_id"]) or None
-    if len(groups) < len(truth_ids):
+        group = row.get(columns["lesion_id"]) or None
+        out[image_id] = (group, _attributes(meta, row, *attribute_columns))
+    if len(out) < len(truth_ids):
         log.warning(
             "%s: %d of %d ground-truth images have no metadata row (no lesion group)",
             meta.path,
-            len(truth_ids) - len(groups),
+            len(truth_ids) - len(out),
             len(truth_ids),
         )
-    return groups
+    return out
+
+
+def _attribute_columns(
+    table: Table, sex: str, age: str, site: str
+) -> tuple[str | None, str | None, str | None]:
+    """The table's columns of sex, age and body site (each None if absent)."""
+    return table.column(sex), table.column(age), table.column(site)
+
+
+def _attributes(
+    table: Table, row: Row, sex: str | None, age: str | None, site: str | None
+) -> Attributes:
+    """A row's sex, age and body site (columns from `_attribute_columns`), normalised.
+
+    Raises:
+        ValueError: On an age that is neither a missing cell nor a number >= 0.
+    """
+
+    def text(column: str | None) -> str | None:
+        value = row.get(column).lower()
+        return None if value in _MISSING_CELLS else value
+
+    age_text = text(age)
+    years = None
+    if age_text is not None:
+        try:
+            years = float(age_text)
+        except ValueError:
+            years = math.nan
+        if not (math.isfinite(years) and years >= 0):
+            raise table.error(
+                f"column {age!r}: age {row.get(age)!r}: expected a number of years >= 0 "
+                "or an empty cell",
+                row,
+            )
+    return Attributes(sex=text(sex), age=years, site=text(site))
 
 
 def read_isic2020(
     train_csv: str | os.PathLike[str], image_dir: str | os.PathLike[str] | None = None
 ) -> ClassificationSet:
     """Read the ISIC 2020 `train.csv`: label = benign_malignant, group = patient_id.
+
+    The optional `sex`, `age_approx` and `anatom_site_general_challenge` columns
+    become the samples' `attributes`.
 
     Args:
         train_csv: The `train.csv` table.
@@ -316,11 +393,15 @@ def read_isic2020(
     Raises:
         FileNotFoundError: If the CSV does not exist.
         ValueError: On a missing column, a label other than benign/malignant, a
-            `target` that contradicts it, a duplicate image name or a missing image.
+            `target` that contradicts it, a duplicate image name, a missing image or
+            an age that is not a number.
     """
     table = read_table(train_csv)
     columns = table.require("image_name", "patient_id", "benign_malignant")
     target_column = table.column("target")
+    attribute_columns = _attribute_columns(
+        table, "sex", "age_approx", "anatom_site_general_challenge"
+    )
     finder = _ImageFinder([_images_folder(table, ISIC2020_IMAGES, image_dir)])
     seen: dict[str, Row] = {}
     samples = []
@@ -339,7 +420,8 @@ def read_isic2020(
         if target and float(target) != ISIC2020_CLASSES.index(label):
             raise table.error(f"target {target} contradicts benign_malignant {label!r}", row)
         group = row.get(columns["patient_id"]) or None
-        samples.append(Sample(image_id, finder.find(image_id, row), label, group))
+        attributes = _attributes(table, row, *attribute_columns)
+        samples.append(Sample(image_id, finder.find(image_id, row), label, group, attributes))
     finder.check(table)
     classes = in_order(ISIC2020_CLASSES, (s.label for s in samples))
     return _read_set("isic2020", samples, classes, "patient_id", table.path)
@@ -350,6 +432,9 @@ def read_ham10000(
 ) -> ClassificationSet:
     """Read `HAM10000_metadata.csv`: label = dx, group = lesion_id.
 
+    The optional `sex`, `age` and `localization` columns become the samples'
+    `attributes` ("unknown" is None).
+
     Args:
         metadata_csv: The metadata table.
         image_dir: Folder of `<image_id>.jpg`; default the CSV's folder. Images are
@@ -358,11 +443,12 @@ def read_ham10000(
 
     Raises:
         FileNotFoundError: If the CSV does not exist.
-        ValueError: On a missing column, an empty dx, a duplicate image id or a
-            missing image.
+        ValueError: On a missing column, an empty dx, a duplicate image id, a
+            missing image or an age that is not a number.
     """
     table = read_table(metadata_csv)
     columns = table.require("lesion_id", "image_id", "dx")
+    attribute_columns = _attribute_columns(table, "sex", "age", "localization")
     base = Path(image_dir) if image_dir is not None else table.path.parent
     folders = [base]
     for part in HAM10000_IMAGE_PARTS:
@@ -376,7 +462,8 @@ def read_ham10000(
         if not label:
             raise table.error(f"image {image_id!r}: empty dx", row)
         group = row.get(columns["lesion_id"]) or None
-        samples.append(Sample(image_id, finder.find(image_id, row), label, group))
+        attributes = _attributes(table, row, *attribute_columns)
+        samples.append(Sample(image_id, finder.find(image_id, row), label, group, attributes))
     finder.check(table)
     classes = sorted({s.label for s in samples})
     return _read_set("ham10000", samples, classes, "lesion_id", table.path)
