@@ -3,7 +3,8 @@
 `split_data` finds the data set and splits the exported classifiers were trained on
 (from their training runs, or a config and splits file given instead), read with
 `bridge.core.data.sources.load_dataset` and `bridge.core.data.splits`;
-`ImageBatches` decodes and fits those images once per model input contract.
+`ImageBatches` decodes and fits those images once per model input contract;
+`subgroups` splits samples by sex, age band (`AGE_BANDS`) and body site.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from bridge.core.data.image import decode_image, model_input
 from bridge.core.training import RUN_FILE
 from evaluation.catalog import Entry
 
+# Age bands of the subgroups: (label, lowest age, age the band stops below); None: open.
+AGE_BANDS = (("<40", None, 40.0), ("40–59", 40.0, 60.0), ("≥60", 60.0, None))
+SUBGROUP_ATTRIBUTES = ("sex", "age", "site")  # `Sample.attributes` fields split by
+
 
 @dataclass(frozen=True)
 class SplitData:
@@ -29,17 +34,62 @@ class SplitData:
         test: Held-out test samples.
         classes: Class names, in the classifiers' output order.
         where: Description, for the report.
+        group_by: What a sample's group is ("lesion_id", "patient_id") or None.
     """
 
     train: tuple
     test: tuple
     classes: tuple[str, ...]
     where: str
+    group_by: str | None = None
 
     def labels(self, part: str) -> np.ndarray:
         """The class indices of the `train` or `test` samples."""
         classes = list(self.classes)
         return np.array([classes.index(s.label) for s in getattr(self, part)])
+
+    def groups(self, part: str) -> list[str]:
+        """The cluster of each `train` or `test` sample (`sample_groups`)."""
+        return sample_groups(getattr(self, part))
+
+
+def sample_groups(samples: Sequence) -> list[str]:
+    """The cluster of each sample for a grouped bootstrap: its group, else its own id."""
+    return [s.group or s.id for s in samples]
+
+
+def age_band(age: float | None) -> str | None:
+    """The `AGE_BANDS` label of an age in years (None: no age, or NaN)."""
+    if age is None:
+        return None
+    for label, low, stop in AGE_BANDS:
+        if (low is None or age >= low) and (stop is None or age < stop):
+            return label
+    return None
+
+
+def subgroups(samples: Sequence) -> list[tuple[str, str, np.ndarray]]:
+    """The subgroups of `samples` by each of `SUBGROUP_ATTRIBUTES`, where recorded.
+
+    Sex and body site split by each value present (sorted), age by `AGE_BANDS`
+    (in band order); samples without the value are in no subgroup of that attribute.
+
+    Returns:
+        (attribute, value, indices into `samples`) of every non-empty subgroup.
+    """
+    out = []
+    for attribute in SUBGROUP_ATTRIBUTES:
+        values = [getattr(s.attributes, attribute) for s in samples]
+        if attribute == "age":
+            values = [age_band(v) for v in values]
+            order = [label for label, _, _ in AGE_BANDS]
+        else:
+            order = sorted({v for v in values if v is not None})
+        for value in order:
+            indices = np.array([i for i, v in enumerate(values) if v == value], dtype=int)
+            if len(indices):
+                out.append((attribute, value, indices))
+    return out
 
 
 def split_data(
@@ -80,7 +130,7 @@ def split_data(
     if not test:
         raise ValueError(f"{splits}: the test split is empty")
     where = f"{dataset.name} test split of {splits} ({len(test)} images)"
-    return SplitData(train, test, classes, where)
+    return SplitData(train, test, classes, where, dataset.group_by)
 
 
 class ImageBatches:
