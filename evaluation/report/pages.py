@@ -15,6 +15,7 @@ from typing import Any
 
 from evaluation.formatting import plain
 from evaluation.report.sections import sections
+from evaluation.report.subgroups import with_subgroups
 from evaluation.report.text import FIGURE_TITLES, INPUT_RULES, METHODS, SYNTHETIC_NOTE
 
 CSS = """
@@ -40,7 +41,7 @@ def markdown(results: dict[str, Any], figures: dict[str, Path]) -> str:
     lines += [f"Rated items: {results['rated']['source']}; {results['rated']['n_items']} items, "
               f"raters {', '.join(results['rated']['raters'])}; per-case rule: "
               f"{results['rated']['rule']}.", ""]  # fmt: skip
-    for title, text, header, rows in sections(results):
+    for title, text, header, rows in with_subgroups(sections(results), results):
         lines += [f"## {title}", ""]
         if text:
             lines += [text, ""]
@@ -77,7 +78,7 @@ def html_page(results: dict[str, Any], figures: dict[str, Path]) -> str:
         f" per-case rule: {e(results['rated']['rule'])}.</p>",
     ]  # fmt: skip
     order = ["srcc_overall", "srcc_color", "srcc_texture", "scatter", "severity"]
-    for k, (title, text, header, rows) in enumerate(sections(results)):
+    for k, (title, text, header, rows) in enumerate(with_subgroups(sections(results), results)):
         parts.append(f"<h2>{e(title)}</h2>")
         if text:
             parts.append(f"<p class='muted'>{e(text)}</p>")
