@@ -372,6 +372,55 @@ def test_rated_cases_empty_and_unrecognised(tmp_path: Path) -> None:
         read_rated_cases(root, bad_col)
 
 
+def _groups(data) -> dict[str, str]:
+    return {case.id: case.group for case in data.cases}
+
+
+def test_rated_cases_without_group_column_are_their_own_groups(tmp_path: Path) -> None:
+    data = read_rated_cases(_cases(tmp_path), _long_csv(tmp_path / "r.csv"))
+    assert _groups(data) == {"CASE001": "CASE001", "CASE002": "CASE002", "CASE003": "CASE003"}
+
+
+def test_rated_cases_wide_group_column(tmp_path: Path) -> None:
+    root = _cases(tmp_path)
+    path = _write(
+        tmp_path / "wide.csv",
+        "CASES,A_color,group,A_texture\nCASE001,2,P1,3\nCASE002,4,,4\nCASE003,1,P1,1\n",
+    )
+    data = read_rated_cases(root, path)
+    assert data.raters == ("A",) and len(data.ratings) == 9  # GROUP is not a rater column
+    assert _groups(data) == {"CASE001": "P1", "CASE002": "CASE002", "CASE003": "P1"}
+
+
+def test_rated_cases_wide_xlsx_group_column(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    book.active.append(["CASES", "Group", "A_color", "A_texture"])
+    book.active.append(["CASE001", "patient 7", 2, 3])
+    book.active.append(["CASE002", 7, 4, 4])  # a number is read as its text
+    book.save(tmp_path / "wide.xlsx")
+    data = read_rated_cases(_cases(tmp_path), tmp_path / "wide.xlsx")
+    assert _groups(data) == {"CASE001": "patient 7", "CASE002": "7", "CASE003": "CASE003"}
+
+
+def test_rated_cases_long_group_column(tmp_path: Path) -> None:
+    lines = ["case,rater,aspect,score,GROUP"]
+    lines += [",".join(map(str, r)) + (",P1" if r[0] == "CASE001" else ",P2") for r in LONG]
+    lines[2] = lines[2].removesuffix("P1")  # a row may leave the case's group empty
+    data = read_rated_cases(_cases(tmp_path), _write(tmp_path / "r.csv", "\n".join(lines)))
+    assert _groups(data) == {"CASE001": "P1", "CASE002": "P2", "CASE003": "CASE003"}
+
+
+def test_rated_cases_long_case_in_two_groups(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "r.csv",
+        "case,rater,aspect,score,group\n"
+        "CASE001,A,color,2,P1\nCASE002,A,color,2,P2\nCASE001,B,color,3,P3\n",
+    )
+    message = r"case 'CASE001' is in group 'P3' here but in group 'P1' at line 2"
+    with pytest.raises(ValueError, match=_at(path, "line 4") + message):
+        read_rated_cases(_cases(tmp_path), path)
+
+
 def test_rated_cases_folder_without_reference(tmp_path: Path) -> None:
     root = _cases(tmp_path)
     _jpeg(root / "CASE004" / "1.jpg")
@@ -409,6 +458,19 @@ def test_region_pairs_without_raters_and_image_dir(tmp_path: Path) -> None:
     path = _write(tmp_path / "pairs.csv", "id,image_a,box_a,image_b,box_b\np,a.jpg,,a.jpg,\n")
     data = read_region_pairs(path, image_dir=tmp_path / "elsewhere")
     assert data.pairs[0].id == "p" and data.raters == () and data.ratings == ()
+    assert data.pairs[0].group == "p"  # no group column: its own group
+
+
+def test_region_pairs_group_column(tmp_path: Path) -> None:
+    _jpeg(tmp_path / "a.jpg")
+    path = _write(
+        tmp_path / "pairs.csv",
+        "image_a,box_a,image_b,box_b,Group,dr1\n"
+        "a.jpg,,a.jpg,,lesion 1,2\na.jpg,,a.jpg,,,3\na.jpg,,a.jpg,,lesion 1,4\n",
+    )
+    data = read_region_pairs(path)
+    assert [p.group for p in data.pairs] == ["lesion 1", "pair2", "lesion 1"]
+    assert data.raters == ("dr1",) and len(data.ratings) == 3
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,11 @@ file and line); docs/data-formats.md describes the formats.
 
 This module owns the rating conventions: the aspects (`SCORED_ASPECTS`, which raters
 score, and `OVERALL`, derived from them where not given; `ASPECTS` is all three),
-the ratings table's default file name (`RATINGS_FILE`, `default_ratings_path`) and
-the wide table's case column (`CASES_COLUMN`). The synthetic-set generator writes
-its rated cases with them.
+the ratings table's default file name (`RATINGS_FILE`, `default_ratings_path`), the
+wide table's case column (`CASES_COLUMN`) and the optional group column of every
+table (`GROUP_COLUMN`: the patient or lesion an item belongs to, so that
+cross-validation never splits one). The synthetic-set generator writes its rated
+cases with them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ OVERALL = "overall"  # 1-7; where not given: the sum of the scored aspects, less
 ASPECTS = (*SCORED_ASPECTS, OVERALL)  # every aspect, in the order ratings are sorted
 RATINGS_FILE = "ratings.csv"  # the ratings table's name in a rated-cases folder
 CASES_COLUMN = "CASES"  # first column of a wide ratings table ("case" is accepted too)
+GROUP_COLUMN = "GROUP"  # optional patient / lesion column of every table (any letter case)
 _LONG_COLUMNS = ("case", "rater", "aspect", "score")
 _ASPECT_ALIASES = {"colour": "color"}
 _CASE_IMAGE = re.compile(
@@ -59,11 +62,18 @@ class RatedCase:
         id: Case id: the folder name (e.g. "CASE001").
         reference: `0.<ext>`: the lesion or scar region.
         comparisons: `1.<ext>`, `2.<ext>`, ... in numeric order (normal skin regions).
+        group: The patient or lesion the case belongs to (the ratings table's group
+            column); given empty (the default), the case is its own group: its id.
     """
 
     id: str
     reference: Path
     comparisons: tuple[Path, ...]
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", self.id)
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,8 @@ class RegionPair:
         box_a: Region of `image_a` in source pixels; None: the whole image.
         image_b: Second image file.
         box_b: Region of `image_b`; None: the whole image.
+        group: The patient or lesion the pair belongs to (the table's `group` cell);
+            given empty (the default), the pair is its own group: its id.
     """
 
     id: str
@@ -148,6 +160,11 @@ class RegionPair:
     box_a: Box | None
     image_b: Path
     box_b: Box | None
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", self.id)
 
 
 @dataclass(frozen=True)
@@ -225,21 +242,25 @@ def read_rated_cases(
     are ignored. The ratings table (.csv, or .xlsx: first sheet unless `sheet`;
     conventionally `default_ratings_path(cases_dir)`) is either
 
-    * long: columns `case, rater, aspect, score` (others ignored; an empty score
-      is a missing rating), or
+    * long: columns `case, rater, aspect, score` and optionally `group` (others
+      ignored; an empty score is a missing rating), or
     * wide: first column `CASES`, then `<rater>_color`, `<rater>_texture` and
-      optionally `<rater>_overall`; empty cells are missing ratings.
+      optionally `<rater>_overall`, and optionally a `GROUP` column; empty cells
+      are missing ratings.
 
-    Aspects match case-insensitively and "colour" means "color". Where a rater
-    gave color and texture but no overall, overall = color + texture - 1 (1-4
-    scales -> 1-7, docs/data-formats.md).
+    Aspects and the group column match case-insensitively and "colour" means
+    "color". Where a rater gave color and texture but no overall, overall = color +
+    texture - 1 (1-4 scales -> 1-7, docs/data-formats.md). The group (patient or
+    lesion) becomes `RatedCase.group`; a case whose group cells are all empty, or
+    that the table does not group, is its own group. In a long table a case's rows
+    may leave the group empty, but the groups they give must agree.
 
     Raises:
         FileNotFoundError: If the folder or the table does not exist.
         ValueError: On a malformed case folder, an unrecognised header, an unknown
             aspect, a non-numeric score, a duplicate (case, rater, aspect), a case
-            without folder, or no ratings at all. Cases without ratings are only
-            logged.
+            without folder, a case given two groups, or no ratings at all. Cases
+            without ratings are only logged.
     """
     cases_dir = Path(cases_dir)
     cases = _scan_cases(cases_dir)
@@ -262,10 +283,12 @@ def read_rated_cases(
     if not scores.values:
         raise ValueError(f"{table.path}: no ratings (no scored cell)")
     _derive_overall(scores.values)
+    cases = {k: replace(c, group=scores.groups.get(k, "")) for k, c in cases.items()}
     data = _rated_set(cases, scores.values, raters, table, cases_dir)
     log.info(
-        "rated cases: %d cases, %d raters, %d ratings (%s) from %s%s",
+        "rated cases: %d cases (%d groups), %d raters, %d ratings (%s) from %s%s",
         len(data.cases),
+        len({c.group for c in data.cases}),
         len(data.raters),
         len(data.ratings),
         ", ".join(data.aspects),
@@ -329,7 +352,9 @@ class _Scores:
         self.cases_dir = cases_dir
         self.values: dict[tuple[str, str, str], float] = {}
         self.raters: dict[str, None] = {}  # in order of first score
+        self.groups: dict[str, str] = {}  # case -> the group its table rows give
         self._first_at: dict[tuple[str, str, str], Row] = {}
+        self._group_at: dict[str, Row] = {}
 
     def add(self, row: Row, case: str, rater: str, aspect: str, score: float | None) -> None:
         """Record a score (None: an empty cell, nothing recorded); raise on a duplicate."""
@@ -347,10 +372,26 @@ class _Scores:
         self.values[key], self._first_at[key] = score, row
         self.raters.setdefault(rater, None)
 
+    def group(self, row: Row, case: str, group: str) -> None:
+        """Record the case's group ("": not given); raise if it differs from one given before."""
+        if not group:
+            return
+        if case not in self.cases:
+            raise self.table.error(f"case {case!r} has no folder in {self.cases_dir}", row)
+        first = self.groups.setdefault(case, group)
+        if first != group:
+            raise self.table.error(
+                f"case {case!r} is in group {group!r} here but in group {first!r} at "
+                f"{self._group_at[case].where}; a case belongs to one group",
+                row,
+            )
+        self._group_at.setdefault(case, row)
+
 
 def _read_long(table: Table, scores: _Scores) -> None:
-    """Add the rows of a long table: `case, rater, aspect, score`."""
+    """Add the rows of a long table: `case, rater, aspect, score[, group]`."""
     columns = table.require(*_LONG_COLUMNS)
+    group_column = table.column(GROUP_COLUMN)
     for row in table.rows:
         case, rater, aspect = (row.get(columns[k]) for k in ("case", "rater", "aspect"))
         for name, value in (("case", case), ("rater", rater), ("aspect", aspect)):
@@ -361,12 +402,14 @@ def _read_long(table: Table, scores: _Scores) -> None:
                 f"aspect {aspect!r}: expected color (colour), texture or overall", row
             )
         scores.add(row, case, rater, _aspect_name(aspect), table.score(row, columns["score"]))
+        scores.group(row, case, row.get(group_column))
 
 
 def _read_wide(table: Table, scores: _Scores) -> list[str]:
-    """Add the cells of a wide table: `CASES, <rater>_<aspect>...`; the raters in column order."""
+    """Add the cells of a wide table: `CASES[, GROUP], <rater>_<aspect>...`; the raters in order."""
     case_column = table.columns[0]
-    rated = _rater_columns(table, table.columns[1:])
+    group_column = table.column(GROUP_COLUMN)
+    rated = _rater_columns(table, (c for c in table.columns[1:] if c != group_column))
     if not rated:
         raise table.error("no <rater>_color / <rater>_texture columns after CASES")
     case_rows: dict[str, Row] = {}
@@ -374,6 +417,7 @@ def _read_wide(table: Table, scores: _Scores) -> list[str]:
         case = table.unique_id(row, case_column, case_rows)
         for column, rater, aspect in rated:
             scores.add(row, case, rater, aspect, table.score(row, column))
+        scores.group(row, case, row.get(group_column))
     return list(dict.fromkeys(rater for _, rater, _ in rated))
 
 
@@ -423,7 +467,9 @@ def read_region_pairs(
 
     Boxes are `"x,y,w,h"` in source pixels (quoted in the CSV); an empty box is the
     whole image. An optional `id` or `pair` column names the pairs (default
-    "pair<N>", N the 1-based data row). Every other column is a rater: numeric or
+    "pair<N>", N the 1-based data row); an optional `group` column says which
+    patient or lesion a pair belongs to (`RegionPair.group`; an empty cell or no
+    column: the pair is its own group). Every other column is a rater: numeric or
     empty cells, aspect "overall" unless the column is `<rater>_<aspect>`. No
     rater column is fine (pairs to score only). The table may also be .xlsx.
 
@@ -440,7 +486,8 @@ def read_region_pairs(
     table = read_table(pairs_csv)
     columns = table.require("image_a", "box_a", "image_b", "box_b")
     id_column = table.column("id") or table.column("pair")
-    used = {*columns.values(), id_column}
+    group_column = table.column(GROUP_COLUMN)
+    used = {*columns.values(), id_column, group_column}
     rater_columns = _rater_columns(table, (c for c in table.columns if c not in used), OVERALL)
     base = Path(image_dir) if image_dir is not None else table.path.parent
     seen: dict[str, Row] = {}
@@ -456,7 +503,7 @@ def read_region_pairs(
             (_pair_image(table, row, columns, s, base), _pair_box(table, row, columns, s))
             for s in "ab"
         ]
-        pairs.append(RegionPair(pair_id, *sides[0], *sides[1]))
+        pairs.append(RegionPair(pair_id, *sides[0], *sides[1], group=row.get(group_column)))
         for column, rater, aspect in rater_columns:
             score = table.score(row, column)
             if score is not None:
@@ -470,8 +517,9 @@ def read_region_pairs(
         synthetic=is_synthetic(table.path.parent),
     )
     log.info(
-        "region pairs: %d pairs, %d raters, %d ratings from %s%s",
+        "region pairs: %d pairs (%d groups), %d raters, %d ratings from %s%s",
         len(data.pairs),
+        len({p.group for p in data.pairs}),
         len(data.raters),
         len(data.ratings),
         table.path,
