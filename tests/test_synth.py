@@ -14,6 +14,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from bridge.core.data import synth
+from bridge.core.data.ratings import read_rated_cases
 from bridge.core.data.readers import is_synthetic
 from bridge.core.data.synth import SynthConfig, ensure_synthetic, generate, read_manifest
 
@@ -80,7 +81,7 @@ def test_marker_and_manifest(small):
     manifest = json.loads((small / "manifest.json").read_text())
     assert manifest["synthetic"] is True
     assert manifest["generator"] == "dermsim.synth"
-    assert manifest["version"] == 1
+    assert manifest["version"] == synth.VERSION == 2
     assert manifest["config"] == {
         "seed": 3,
         "per_class": 6,
@@ -88,7 +89,9 @@ def test_marker_and_manifest(small):
         "cases": 8,
         "raters": 5,
         "views_per_lesion": 2,
+        "cases_per_patient": 3,
     }
+    assert manifest["counts"]["patients"] == 3  # 3 + 3 + 2 cases
     assert manifest["counts"]["images"] == 18
     assert manifest["counts"]["lesions"] == 9
     assert manifest["counts"]["per_class"] == {"MEL": 6, "NV": 6, "BCC": 6}
@@ -145,17 +148,20 @@ def test_last_lesion_of_a_class_may_have_fewer_views(tmp_path):
 
 
 def ratings_table(root: Path) -> tuple[list[str], np.ndarray]:
+    """The rater columns of the wide ratings table (after CASES, GROUP) and their scores."""
     header, rows = read_csv(root / "rated" / "ratings.csv")
-    scores = np.array([[float(r[h]) if r[h] else np.nan for h in header[1:]] for r in rows])
-    return header, scores
+    scores = np.array([[float(r[h]) if r[h] else np.nan for h in header[2:]] for r in rows])
+    return header[2:], scores
 
 
 def test_ratings_wide_table(small):
     header, scores = ratings_table(small)
     raters = [f"R{j}" for j in range(1, 6)]
-    assert header == ["CASES"] + [f"{r}_{a}" for r in raters for a in ("color", "texture")]
-    _, rows = read_csv(small / "rated" / "ratings.csv")
+    assert header == [f"{r}_{a}" for r in raters for a in ("color", "texture")]
+    names, rows = read_csv(small / "rated" / "ratings.csv")
+    assert names[:2] == ["CASES", "GROUP"]
     assert [r["CASES"] for r in rows] == [f"CASE{i:03d}" for i in range(1, 9)]
+    assert [r["GROUP"] for r in rows] == ["PAT001"] * 3 + ["PAT002"] * 3 + ["PAT003"] * 2
     present = scores[~np.isnan(scores)]
     assert set(np.unique(present)) <= {1.0, 2.0, 3.0, 4.0}
     missing = np.isnan(scores)
@@ -174,9 +180,54 @@ def test_truth_agrees_with_mean_rating(small):
         category = np.array([int(r[f"{aspect}_category"]) for r in rows])
         assert ((deviation >= 0) & (deviation <= 1)).all()
         assert np.array_equal(category, synth.rating_category(deviation))
-        columns = [i for i, h in enumerate(ratings_header[1:]) if h.endswith(f"_{aspect}")]
+        columns = [i for i, h in enumerate(ratings_header) if h.endswith(f"_{aspect}")]
         mean = np.nanmean(scores[:, columns], axis=1)
         assert spearmanr(deviation, mean).statistic > 0.5, aspect
+
+
+def test_rated_cases_come_in_patients_sharing_their_skin(tmp_path):
+    """Several cases per patient (the GROUP column), and a patient's normal skin is alike."""
+    out = generate(tmp_path / "s", SynthConfig(per_class=1, size=32, cases=24, raters=2))
+    data = read_rated_cases(out / "rated", out / "rated" / "ratings.csv")
+    by_patient = defaultdict(list)
+    for case in data.cases:
+        by_patient[case.group].append(case)
+    assert len(by_patient) == 8 and {len(v) for v in by_patient.values()} == {3}
+    assert read_manifest(out)["counts"]["patients"] == 8
+
+    def skin(case):  # mean colour of the normal-skin regions
+        return np.mean(
+            [np.asarray(Image.open(p), np.float32).mean((0, 1)) for p in case.comparisons], 0
+        )
+
+    colour = {c.id: skin(c) for c in data.cases}
+    within, between = [], []
+    for a in data.cases:
+        for b in data.cases:
+            if a.id < b.id:
+                gap = np.linalg.norm(colour[a.id] - colour[b.id])
+                (within if a.group == b.group else between).append(gap)
+    assert np.median(within) < 0.5 * np.median(between)
+    # one case per patient: every case its own group
+    one_each = SynthConfig(per_class=1, size=16, cases=4, raters=2, cases_per_patient=1)
+    single = generate(tmp_path / "one", one_each)
+    rows = read_csv(single / "rated" / "ratings.csv")[1]
+    assert len({r["GROUP"] for r in rows}) == 4
+
+
+def test_an_older_set_is_regenerated_with_its_config(tmp_path):
+    tiny = SynthConfig(seed=2, per_class=1, size=16, cases=4, raters=2)
+    out = generate(tmp_path / "s", tiny)
+    assert synth.current(out) == out  # this version: used as it is
+    manifest = read_manifest(out)
+    old = {**manifest, "version": 1, "config": {**manifest["config"], "cases": 5}}
+    del old["config"]["cases_per_patient"]  # version 1 did not know it
+    (out / "manifest.json").write_text(json.dumps(old))
+    (out / "rated" / "ratings.csv").write_text("CASES,R1_color\n")
+    assert synth.current(out) == out
+    assert read_manifest(out)["version"] == synth.VERSION
+    assert read_manifest(out)["config"] == {**tiny.as_dict(), "cases": 5}
+    assert read_csv(out / "rated" / "ratings.csv")[0][:2] == ["CASES", "GROUP"]
 
 
 def test_lesion_region_shows_the_true_deviation(tmp_path):

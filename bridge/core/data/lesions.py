@@ -2,8 +2,9 @@
 
 `Lesion.draw` paints a melanoma, nevus or basal cell carcinoma (the class differences of
 `bridge.core.data.synth`'s docstring) and `Lesion.view` renders one view of it;
-`case_patches` paints a rated case (a lesion or scar region and two normal-skin
-regions of one patient) with its true colour and texture deviation. Pure numpy and
+`PatientSkin.draw` draws a patient's skin (tone and normal texture) and
+`case_patches` paints a rated case on it (a lesion or scar region and two normal-skin
+regions of that patient) with its true colour and texture deviation. Pure numpy and
 OpenCV, driven by the generators the caller passes, so every picture depends only on
 its seed.
 """
@@ -418,23 +419,56 @@ _COLOUR_SHIFTS = np.array(
 )
 
 
-def case_patches(rng: np.random.Generator, size: int) -> tuple[list[np.ndarray], np.ndarray, int]:
-    """A patient's lesion region and two normal-skin regions, and the truth."""
+@dataclass(frozen=True)
+class PatientSkin:
+    """One patient's normal skin, shared by all of the patient's rated cases.
+
+    Attributes:
+        tone: RGB skin tone in [0, 1].
+        pores: Amplitude of the fine pore texture.
+        pore_sigma: Its correlation length, in pixels.
+        lines: Amplitude of the skin lines (two crossing stripe sets).
+        period: Their period, in pixels.
+        angles: Their two directions, in radians.
+        blotch: Amplitude of the faint blotchiness.
+    """
+
+    tone: np.ndarray
+    pores: float
+    pore_sigma: float
+    lines: float
+    period: float
+    angles: np.ndarray
+    blotch: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, size: int) -> PatientSkin:
+        """A patient's skin for patches of `size` pixels."""
+        return cls(
+            tone=_skin_tone(rng.beta(1.8, 2.4)),
+            pores=float(rng.uniform(0.015, 0.04)),
+            pore_sigma=float(rng.uniform(0.6, 1.2) * size / 96),
+            lines=float(rng.uniform(0.01, 0.03)),
+            period=float(rng.uniform(0.08, 0.14) * size),
+            angles=rng.uniform(0.0, np.pi) + np.array([0.0, rng.uniform(0.8, 1.6)]),
+            blotch=float(rng.uniform(0.01, 0.03)),
+        )
+
+
+def case_patches(
+    rng: np.random.Generator, size: int, skin: PatientSkin
+) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """A lesion region and two normal-skin regions of the patient with `skin`, and the truth.
+
+    The deviations, the direction of the colour change and every pixel's noise are the
+    case's own (`rng`); the tone and normal texture are the patient's.
+    """
     deviation = rng.uniform(0.0, 1.0, 2)
-    tone = _skin_tone(rng.beta(1.8, 2.4))
     direction = _COLOUR_SHIFTS[rng.integers(len(_COLOUR_SHIFTS))]
     direction = direction + rng.normal(0.0, 0.1, 3)
     shift = 25.0 * direction / np.linalg.norm(direction)
-    patient = {
-        "pores": rng.uniform(0.015, 0.04),
-        "pore_sigma": rng.uniform(0.6, 1.2) * size / 96,
-        "lines": rng.uniform(0.01, 0.03),
-        "period": rng.uniform(0.08, 0.14) * size,
-        "angles": rng.uniform(0.0, np.pi) + np.array([0.0, rng.uniform(0.8, 1.6)]),
-        "blotch": rng.uniform(0.01, 0.03),
-    }
     quality = int(rng.integers(88, 96))
-    patches = [_patch(rng, size, tone, patient, shift, deviation * (k == 0)) for k in range(3)]
+    patches = [_patch(rng, size, skin, shift, deviation * (k == 0)) for k in range(3)]
     return patches, deviation, quality
 
 
@@ -447,19 +481,18 @@ def _stripes(rng: np.random.Generator, size: int, angle: float, period: float) -
 def _patch(
     rng: np.random.Generator,
     size: int,
-    tone: np.ndarray,
-    patient: dict,
+    skin: PatientSkin,
     shift: np.ndarray,
     deviation: np.ndarray,
 ) -> np.ndarray:
     """A region of the patient's skin; with deviation > 0, a lesion or scar in it."""
     colour_dev, texture_dev = deviation
     x, y = _grid(size)
-    lines = sum(_stripes(rng, size, a, patient["period"]) for a in patient["angles"]) / 2
+    lines = sum(_stripes(rng, size, a, skin.period) for a in skin.angles) / 2
     normal = (
-        patient["pores"] * _field(rng, size, patient["pore_sigma"])
-        + patient["lines"] * lines
-        + patient["blotch"] * _field(rng, size, size / 4)
+        skin.pores * _field(rng, size, skin.pore_sigma)
+        + skin.lines * lines
+        + skin.blotch * _field(rng, size, size / 4)
     )
     mask = np.zeros_like(x)
     scar = np.zeros_like(x)
@@ -471,7 +504,7 @@ def _patch(
         rough = _field(rng, size, rng.uniform(0.6, 1.2))
         scar = 0.11 * striation + 0.07 * rough
     texture = 1.0 + normal * (1.0 - 0.6 * texture_dev * mask) + texture_dev * mask * scar
-    image = np.clip(tone * texture[..., None], 0.0, 1.0).astype(np.float32)
+    image = np.clip(skin.tone * texture[..., None], 0.0, 1.0).astype(np.float32)
     if colour_dev > 0:
         lab = cv2.cvtColor(image, cv2.COLOR_RGB2Lab)
         wobble = 1.0 + 0.1 * _field(rng, size, size / 4)

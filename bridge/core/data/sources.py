@@ -13,13 +13,13 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> ClassificationSet:
     """Read the configured data set, with class subset and per-class cap applied.
 
     With `source = "synthetic"` the built-in set is generated into `cfg.path` first
-    when it is not there yet.
+    when it is not there yet, or made by an older generator (`synth.current`).
     """
     path = Path(cfg.path)
     images = cfg.images or None
     if cfg.source == "synthetic":
         # an existing synthetic folder is used as generated (any size); else make the default
-        root = path if synth.read_manifest(path) is not None else synth.ensure_synthetic(path)
+        root = synth.current(path)
         folder = root / synth.ISIC_DIR
         dataset = readers.read_isic2019(
             folder / readers.ISIC2019_GROUND_TRUTH,

@@ -10,7 +10,7 @@ in the real formats so that the real readers are exercised::
                                                     lesion_id,sex
     DIR/isic2019/ISIC_2019_Training_Input/SYN_0000001.jpg ...
     DIR/rated/CASE001/0.jpg, 1.jpg, 2.jpg           0: lesion/scar region, 1-2: normal skin
-    DIR/rated/ratings.csv                           CASES,R1_color,R1_texture,R2_color,...
+    DIR/rated/ratings.csv                           CASES,GROUP,R1_color,R1_texture,...
     DIR/rated/truth.csv                             case,color_deviation,texture_deviation,
                                                     color_category,texture_category
 
@@ -31,11 +31,14 @@ follow the dermoscopic textbook and overlap on purpose:
 
 A few metadata cells (age, site, sex) are empty, as in the real file.
 
-Rated part: each case is a patient (skin tone and texture); `1.jpg` and `2.jpg` are
-normal skin of that patient, `0.jpg` a lesion or scar region whose colour deviation
-(a CIELAB shift: redness, brownness, darkening or hypopigmentation) and texture
-deviation (scar striation and roughness replacing the normal skin lines) are drawn
-independently and uniformly in [0, 1]; `truth.csv` holds them. Each rater has a
+Rated part: the cases come in patients of `cases_per_patient` consecutive cases
+(`GROUP` column of the ratings table: PAT001, ...; the last patient may have fewer);
+a patient's cases share the skin tone and normal texture, so cross-validation must be
+grouped by patient. `1.jpg` and `2.jpg` are normal skin of the case's patient, `0.jpg`
+a lesion or scar region whose colour deviation (a CIELAB shift: redness, brownness,
+darkening or hypopigmentation) and texture deviation (scar striation and roughness
+replacing the normal skin lines) are the case's own, drawn independently and
+uniformly in [0, 1]; `truth.csv` holds them. Each rater has a
 bias, a noise level and thresholds of their own:
 `score = 1 + #{thresholds below 1 + 3 * deviation + bias + noise}` (thresholds near
 1.5, 2.5, 3.5, so clip(round(.), 1, 4) for an ideal rater), per aspect. The last
@@ -47,7 +50,7 @@ config reproduces them byte for byte with the same numpy, OpenCV and Pillow.
 Command line::
 
     python -m bridge.core.data.synth --out DIR [--seed 0] [--per-class 150] [--size 96]
-        [--cases 48] [--raters 6] [--views-per-lesion 3]
+        [--cases 48] [--raters 6] [--views-per-lesion 3] [--cases-per-patient 3]
 """
 
 from __future__ import annotations
@@ -67,8 +70,14 @@ import numpy as np
 from PIL import Image
 
 from bridge.core.config import DataConfig
-from bridge.core.data.lesions import Lesion, case_patches
-from bridge.core.data.ratings import CASES_COLUMN, OVERALL, RATINGS_FILE, SCORED_ASPECTS
+from bridge.core.data.lesions import Lesion, PatientSkin, case_patches
+from bridge.core.data.ratings import (
+    CASES_COLUMN,
+    GROUP_COLUMN,
+    OVERALL,
+    RATINGS_FILE,
+    SCORED_ASPECTS,
+)
 from bridge.core.data.readers import (
     ISIC2019_CLASSES,
     ISIC2019_GROUND_TRUTH,
@@ -80,7 +89,7 @@ from bridge.core.data.readers import (
 log = logging.getLogger(__name__)
 
 GENERATOR = "dermsim.synth"
-VERSION = 1
+VERSION = 2  # 2: rated cases grouped by patient (GROUP column, shared skin)
 MANIFEST = "manifest.json"
 CLASSES = ("MEL", "NV", "BCC")
 ISIC_DIR = "isic2019"  # the ISIC 2019 part's folder in the set
@@ -91,7 +100,7 @@ DEFAULT_ROOT = Path(DataConfig().path)
 
 # Independent random streams: (seed, stream, item...) seeds numpy's SeedSequence, so
 # an item's pixels do not depend on how many items come before it.
-_ORDER, _LESION, _VIEW, _META, _CASE, _RATER, _MISSING = range(1, 8)
+_ORDER, _LESION, _VIEW, _META, _CASE, _RATER, _MISSING, _PATIENT = range(1, 9)
 
 
 _SITES = (
@@ -124,6 +133,7 @@ class SynthConfig:
         cases: Number of rated cases.
         raters: Number of simulated raters (R1..Rn).
         views_per_lesion: Images per lesion (grouped splits matter).
+        cases_per_patient: Rated cases per patient (grouped folds matter).
     """
 
     seed: int = 0
@@ -132,6 +142,7 @@ class SynthConfig:
     cases: int = 48
     raters: int = 6
     views_per_lesion: int = 3
+    cases_per_patient: int = 3
 
     def __post_init__(self) -> None:
         limits = {
@@ -141,6 +152,7 @@ class SynthConfig:
             "cases": (1, 999_999),
             "raters": (1, 1000),
             "views_per_lesion": (1, 1000),
+            "cases_per_patient": (1, 1000),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)
@@ -191,11 +203,13 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig()) -> Pat
         if tmp.exists():
             shutil.rmtree(tmp)
     log.info(
-        "wrote synthetic set to %s: %d images (%d lesions), %d rated cases x %d raters",
+        "wrote synthetic set to %s: %d images (%d lesions), %d rated cases (%d patients) "
+        "x %d raters",
         out,
         counts["images"],
         counts["lesions"],
         counts["cases"],
+        counts["patients"],
         counts["raters"],
     )
     return out
@@ -224,15 +238,42 @@ def ensure_synthetic(out: str | os.PathLike, config: SynthConfig = SynthConfig()
     return generate(out, config)
 
 
-def default_root() -> Path:
-    """The built-in synthetic set at `DEFAULT_ROOT`, generated on first use.
+def current(out: str | os.PathLike) -> Path:
+    """The synthetic set at `out`, generated when missing or made by an older `VERSION`.
 
-    A set already there is used as it is (whatever config made it), so commands that
-    read it never regenerate what the trainers wrote.
+    A set of this version is used as it is (whatever config made it), so commands that
+    read it never regenerate what the trainers wrote. An older set is regenerated with
+    the config its manifest records (settings it does not record at their defaults),
+    a missing one with the default config.
+
+    Raises:
+        ValueError: As `generate`, if `out` is something else than a synthetic set.
     """
-    if read_manifest(DEFAULT_ROOT) is not None:
-        return DEFAULT_ROOT
-    return ensure_synthetic(DEFAULT_ROOT)
+    out = Path(out)
+    manifest = read_manifest(out)
+    if manifest is None:
+        return ensure_synthetic(out)
+    if manifest.get("version") == VERSION:
+        return out
+    known = {f.name for f in fields(SynthConfig)}
+    recorded = manifest.get("config")
+    try:
+        config = SynthConfig(**{k: v for k, v in recorded.items() if k in known})
+    except (AttributeError, TypeError, ValueError):
+        config = SynthConfig()
+    log.info(
+        "synthetic set %s is version %s, not %d: regenerating it (%s)",
+        out,
+        manifest.get("version"),
+        VERSION,
+        _cli_args(config),
+    )
+    return generate(out, config)
+
+
+def default_root() -> Path:
+    """The built-in synthetic set at `DEFAULT_ROOT`, generated on first use (`current`)."""
+    return current(DEFAULT_ROOT)
 
 
 def read_truth(rated: str | os.PathLike, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -417,11 +458,19 @@ def _demography(rng: np.random.Generator, name: str) -> tuple[str, str, str]:
 def _write_rated(folder: Path, config: SynthConfig) -> dict:
     folder.mkdir(parents=True)
     names = [f"CASE{i + 1:03d}" for i in range(config.cases)]
+    patient_of = [i // config.cases_per_patient for i in range(config.cases)]
+    patients = [f"PAT{p + 1:03d}" for p in patient_of]
+    skins = {
+        p: PatientSkin.draw(_rng(config.seed, _PATIENT, p), config.size)
+        for p in dict.fromkeys(patient_of)
+    }
     truth = np.zeros((config.cases, len(SCORED_ASPECTS)))
     for i, name in enumerate(names):
         case = folder / name
         case.mkdir()
-        patches, truth[i], quality = case_patches(_rng(config.seed, _CASE, i), config.size)
+        patches, truth[i], quality = case_patches(
+            _rng(config.seed, _CASE, i), config.size, skins[patient_of[i]]
+        )
         for k, patch in enumerate(patches):
             _write_jpeg(case / f"{k}.jpg", patch, quality)
     truth = np.round(truth, 4)
@@ -435,16 +484,17 @@ def _write_rated(folder: Path, config: SynthConfig) -> dict:
         ],
     )
     scores = _ratings(config.seed, truth, config.raters)
-    header = [CASES_COLUMN] + [
+    header = [CASES_COLUMN, GROUP_COLUMN] + [
         f"R{j + 1}_{aspect}" for j in range(config.raters) for aspect in SCORED_ASPECTS
     ]
     rows = [
-        [name] + ["" if np.isnan(s) else str(int(s)) for s in scores[i].reshape(-1)]
+        [name, patients[i]] + ["" if np.isnan(s) else str(int(s)) for s in scores[i].reshape(-1)]
         for i, name in enumerate(names)
     ]
     _write_csv(folder / RATINGS_FILE, header, rows)
     return {
         "cases": config.cases,
+        "patients": len(skins),
         "raters": config.raters,
         "missing_ratings": int(np.isnan(scores).sum()),
     }
@@ -494,6 +544,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--raters", type=int, default=defaults.raters, help="simulated raters")
     parser.add_argument(
         "--views-per-lesion", type=int, default=defaults.views_per_lesion, help="images per lesion"
+    )
+    parser.add_argument(
+        "--cases-per-patient",
+        type=int,
+        default=defaults.cases_per_patient,
+        help="rated cases per patient",
     )
     args = parser.parse_args(argv)
     config = SynthConfig(**{f.name: getattr(args, f.name) for f in fields(SynthConfig)})
