@@ -9,7 +9,6 @@ two splits. The test split is never used to choose anything.
 from __future__ import annotations
 
 import csv
-import inspect
 import logging
 import os
 import warnings
@@ -33,17 +32,15 @@ def kfold(folds: int, seed: int, grouped: bool = False):
     (The classification baselines' inner folds, stratified by class, are scikit-learn's
     `StratifiedKFold` / `StratifiedGroupKFold`, in `evaluation.baselines.classifiers`.)
 
-    `KFold(n_splits=folds, shuffle=True, random_state=seed)`, or with `grouped` the
-    shuffled `GroupKFold` (no group in two folds; scikit-learn >= 1.6 shuffles it, older
-    versions assign groups to folds by size, deterministically). Call its `split(X)` /
-    `split(X, y, groups)`.
+    `KFold(n_splits=folds, shuffle=True, random_state=seed)`, or with `grouped`
+    `GroupKFold(n_splits=folds, shuffle=True, random_state=seed)`: the groups are shuffled
+    and dealt into folds of equal group counts, so no group is in two folds (a fold's item
+    count depends on its groups' sizes). Call its `split(X)` / `split(X, y, groups)`.
     """
     from sklearn.model_selection import GroupKFold, KFold
 
     if grouped:
-        seeded = "shuffle" in inspect.signature(GroupKFold).parameters
-        options = {"shuffle": True, "random_state": seed} if seeded else {}
-        return GroupKFold(n_splits=folds, **options)
+        return GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     return KFold(n_splits=folds, shuffle=True, random_state=seed)
 
 
