@@ -2,8 +2,9 @@
 
 `bridge.core.data.ratings` reads rated case folders and region-pair tables;
 `load_rated` turns either into `RatedItems`: per item a reference and its comparison
-regions, per aspect an items x raters table of ratings, and, for the synthetic set,
-the known true deviations (`truth.csv`).
+regions and its group (patient or lesion: every cross-validation over the items keeps
+a group in one fold), per aspect an items x raters table of ratings, and, for the
+synthetic set, the known true deviations (`truth.csv`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class RatedItems:
         synthetic: Synthetic data.
         source: Where the items come from, in words.
         truth: Per aspect, the known true deviation (synthetic set only).
+        groups: Per item, its group (patient or lesion; `RatedCase.group`,
+            `RegionPair.group`); left empty, every item is its own group (its id).
+
+    Raises:
+        ValueError: If `groups` is given but not one per item.
     """
 
     ids: tuple[str, ...]
@@ -42,6 +48,21 @@ class RatedItems:
     synthetic: bool
     source: str
     truth: dict[str, np.ndarray] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            object.__setattr__(self, "groups", tuple(self.ids))
+        elif len(self.groups) != len(self.ids):
+            raise ValueError(
+                f"{self.source}: {len(self.groups)} groups for {len(self.ids)} items; "
+                "expected one group per item"
+            )
+
+    @property
+    def n_groups(self) -> int:
+        """The number of distinct groups (patients or lesions)."""
+        return len(set(self.groups))
 
 
 def load_rated(
@@ -70,8 +91,9 @@ def load_rated(
         comps = tuple(((p.image_b, p.box_b),) for p in table.pairs)
         tables = rating_tables(table.ratings, ids, table.raters)
         items = RatedItems(
-            ids, refs, comps, tables, table.raters, table.synthetic, f"region pairs {pairs}"
-        )
+            ids, refs, comps, tables, table.raters, table.synthetic, f"region pairs {pairs}",
+            groups=tuple(p.group for p in table.pairs),
+        )  # fmt: skip
     else:
         rated = rated or synth.default_root() / synth.RATED_DIR
         ratings = ratings or rating_data.default_ratings_path(rated)
@@ -83,6 +105,7 @@ def load_rated(
         items = RatedItems(
             ids, refs, comps, tables, table.raters, table.synthetic,
             f"rated cases {rated} (ratings {ratings})", synth.read_truth(rated, ids),
+            groups=tuple(c.group for c in table.cases),
         )  # fmt: skip
     return pick_raters(items, raters)
 
@@ -103,6 +126,8 @@ def rating_tables(
 
 def pick_raters(items: RatedItems, wanted: Sequence[str]) -> RatedItems:
     """The items with the ratings of the `wanted` raters only, in that order (all if empty).
+
+    The items, their groups and the truth stay as they are.
 
     Raises:
         ValueError: On a rater the ratings do not name.

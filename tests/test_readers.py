@@ -489,3 +489,33 @@ def test_region_pairs_bad_rows(tmp_path: Path, row: str, message: str) -> None:
     )
     with pytest.raises(ValueError, match=_at(path, "line 3") + message):
         read_region_pairs(path)
+
+
+# ------------------------------------------------------------------ rated items
+
+
+def test_rated_items_carry_the_groups(tmp_path: Path) -> None:
+    from evaluation.items import RatedItems, load_rated, pick_raters
+
+    root = _cases(tmp_path)
+    path = _write(
+        tmp_path / "wide.csv",
+        "CASES,GROUP,A_color,A_texture,B_color\nCASE001,P1,2,3,1\nCASE002,,4,4,2\nCASE003,P1,1,1,\n",
+    )
+    items = load_rated(root, path)
+    assert items.groups == ("P1", "CASE002", "P1") and items.n_groups == 2
+    assert pick_raters(items, ["B"]).groups == items.groups
+    _jpeg(tmp_path / "a.jpg")
+    pairs = _write(
+        tmp_path / "pairs.csv", "image_a,box_a,image_b,box_b,group,dr1\na.jpg,,a.jpg,,L1,2\n"
+        "a.jpg,,a.jpg,,,3\na.jpg,,a.jpg,,L1,1\n",
+    )  # fmt: skip
+    items = load_rated(pairs=pairs)
+    assert items.groups == ("L1", "pair2", "L1") and items.n_groups == 2
+    image = (tmp_path / "a.jpg", None)
+    plain = RatedItems(("x", "y"), (image,) * 2, ((image,),) * 2, {}, (), False, "two items")
+    assert plain.groups == ("x", "y")  # no groups given: every item its own
+    with pytest.raises(ValueError, match=r"^two items: 1 groups for 2 items; expected one group"):
+        RatedItems(
+            ("x", "y"), (image,) * 2, ((image,),) * 2, {}, (), False, "two items", {}, ("g",)
+        )
