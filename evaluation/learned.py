@@ -4,7 +4,10 @@ Classification: four classifiers on the pooled deepest tap (and a ViT's class to
 of every feature extractor, tuned by inner CV on the training split, scored on the
 test split. Ratings: ridge / SVR from per-layer and classical distances to the mean
 rating, and an ordinal model from one distance to the rating category, in nested CV
-over items; beside the raters' own agreement on the same scale. The models are
+over items grouped by patient or lesion (`RatedItems.groups`: no group on both sides of
+a fold); beside the raters' own agreement on the same scale and the naive baselines on
+the same folds (the training part's median rating, `median_predictor`, and median
+category, `median_category`), rows of the same table. The models are
 `evaluation.baselines`; this module feeds them the comparison's data.
 """
 
@@ -21,6 +24,8 @@ from evaluation.formatting import interval_record
 from evaluation.item_scores import Scores
 from evaluation.items import RatedItems
 from evaluation.options import Options
+
+NAIVE_CATEGORY = "median_category"  # the ordinal model's naive row: each training part's median
 
 
 def learned_baselines(
@@ -95,30 +100,42 @@ def _classification_baselines(
 def _rating_baselines(
     scores: Scores, items: RatedItems, aspect: str, target: np.ndarray, options: Options
 ) -> dict[str, Any]:
-    """Ridge / SVR from all distances, an ordinal model from one, the raters: one aspect."""
+    """Ridge / SVR from all distances, an ordinal model from one, the raters: one aspect.
+
+    Both kinds of model run on folds grouped by `items.groups`; the regression rows end
+    with the naive `median_predictor`, then the ordinal model's naive `median_category`
+    (its MAE in categories, as the ordinal row's).
+    """
     from evaluation import baselines
 
     features = scores.of_family("layer", "classical")
     rated = np.isfinite(target)
+    groups = np.asarray(items.groups)[rated]
     x = np.column_stack([v[rated] for v in features.values()])
-    regression = baselines.rating_baselines(x, target[rated], seed=options.seed)
+    regression = baselines.rating_baselines(x, target[rated], seed=options.seed, groups=groups)
     table = items.ratings[aspect][rated]
     present = table[np.isfinite(table)]
     categories = tuple(range(int(np.floor(present.min())), int(np.ceil(present.max())) + 1))
     ordinal = baselines.ordinal_baseline(
         {n: v[rated] for n, v in scores.headline().items()}, table, items.raters, categories,
-        seed=options.seed,
+        seed=options.seed, groups=groups,
     )  # fmt: skip
+    naive_ordinal = {
+        "method": NAIVE_CATEGORY, "srcc": None, "mae": ordinal.naive["mae"],
+        "folds": ordinal.folds,
+    }  # fmt: skip
     return {
         "features": len(features),
         "categories": list(categories),
+        "groups": len(set(groups)),
         "regression": [
             {"method": r.name, "srcc": r.srcc, "mae": r.mae, "folds": r.folds} for r in regression
-        ],
+        ]
+        + [naive_ordinal],
         "ordinal": {
             "chosen": list(ordinal.feature), "accuracy": ordinal.accuracy,
             "mae": ordinal.mae, "qwk": ordinal.qwk, "per_rater": ordinal.per_rater,
-            "folds": ordinal.folds,
+            "folds": ordinal.folds, "naive": ordinal.naive,
         },
         "raters": baselines.rater_agreement(items.ratings[aspect], items.raters, categories),
     }  # fmt: skip

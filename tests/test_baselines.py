@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -13,8 +14,10 @@ from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
 from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 
+from bridge.core.data.splits import kfold
 from evaluation.baselines import (
     CLASSIFIERS,
+    NAIVE,
     REGRESSORS,
     FittedClassifier,
     OrdinalResult,
@@ -67,6 +70,30 @@ def spy(monkeypatch):
     return SpySearch.calls
 
 
+@pytest.fixture
+def outer_spy(monkeypatch):
+    """Every outer split the rating baselines make (they all come from `outer_splits`)."""
+    calls = []
+    real = _common.outer_splits
+
+    def record(n, folds, seed, groups):
+        splits = real(n, folds, seed, groups)
+        calls.append((groups, splits))
+        return splits
+
+    monkeypatch.setattr(_common, "outer_splits", record)
+    return calls
+
+
+def assert_groups_kept_together(groups, splits, folds: int) -> None:
+    """No group on both sides of any split, every item held out once."""
+    assert groups is not None and len(splits) == folds
+    held = np.concatenate([test for _, test in splits])
+    assert sorted(held) == list(range(len(groups)))
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+
+
 def blobs(n: int, k: int = 3, d: int = 8, sep: float = 4.0, seed: int = 0):
     rng = np.random.default_rng(seed)
     y = np.arange(n) % k
@@ -81,7 +108,7 @@ def blobs(n: int, k: int = 3, d: int = 8, sep: float = 4.0, seed: int = 0):
 
 def test_registries_are_seeded_pipelines_with_small_grids() -> None:
     assert list(CLASSIFIERS) == ["logistic_regression", "linear_svm", "random_forest", "knn"]
-    assert list(REGRESSORS) == ["ridge", "svr"]
+    assert list(REGRESSORS) == ["ridge", "svr", "median_predictor"] and NAIVE == "median_predictor"
     for registry in (CLASSIFIERS, REGRESSORS):
         for name, (factory, grid) in registry.items():
             estimator = factory(7)
@@ -93,7 +120,7 @@ def test_registries_are_seeded_pipelines_with_small_grids() -> None:
             if "random_state" in params:
                 assert params["random_state"] == 7, name
             n_combinations = int(np.prod([len(v) for v in grid.values()]))
-            assert 1 < n_combinations <= 8, name
+            assert 1 < n_combinations <= 8 or (name == NAIVE and not grid), name
             for key, values in grid.items():
                 clone(estimator).set_params(**{key: values[0]})  # the grid addresses the model
     forest = CLASSIFIERS["random_forest"][0](0).steps[-1][1]
@@ -203,10 +230,12 @@ def test_ridge_recovers_a_linear_signal() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(150, 6))
     y = 4 + X @ np.array([1.0, -0.5, 0.3, 0.0, 0.0, 0.0]) + 0.3 * rng.normal(size=150)
-    ridge, svr = rating_baselines(X, y)
+    ridge, svr, median = rating_baselines(X, y)
     assert isinstance(ridge, RatingPrediction) and ridge.name == "ridge"
     assert ridge.srcc > 0.8 and svr.srcc > 0.7
     assert ridge.mae < 0.5
+    assert median.name == NAIVE and median.mae > 2 * ridge.mae  # the models beat the naive one
+    assert np.isnan(median.srcc) and median.chosen_params == ({},) * 5
     assert ridge.folds == 5 and len(ridge.chosen_params) == 5
     assert set(ridge.chosen_params[0]) == {"alpha"}
     assert set(svr.chosen_params[0]) == {"C", "epsilon"}
@@ -260,6 +289,41 @@ def test_rating_folds_respect_cases_inside_and_out(spy) -> None:
     assert covered == set(range(30))
 
 
+def test_the_median_predictor_is_each_training_parts_median() -> None:
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(30, 2)), rng.exponential(size=30)
+    patients = np.arange(30) // 3
+    (median,) = rating_baselines(X, y, 3, 3, seed=5, groups=patients, names=[NAIVE])
+    for train, test in kfold(3, 5, grouped=True).split(X, groups=patients):  # the same folds
+        np.testing.assert_allclose(median.predictions[test], np.median(y[train]))
+    assert median.mae == pytest.approx(np.mean(np.abs(median.predictions - y)))
+
+
+def test_grouped_rating_folds_never_split_a_group(outer_spy, spy) -> None:
+    """Outer folds of both baselines, and the inner folds of every regressor (the naive one
+    too): no patient on both sides. Patients are interleaved, not in blocks."""
+    rng = np.random.default_rng(7)
+    patients = rng.permutation(np.repeat(np.arange(12), 3))
+    X = np.column_stack([patients, rng.normal(size=(36, 2))])
+    y = X[:, 1] + rng.normal(size=36)
+    rating_baselines(X, y, outer_folds=4, inner_folds=3, groups=patients)
+    columns, table, raters = severity_data(36, seed=7)
+    ordinal_baseline(columns, table, raters, outer_folds=4, groups=patients)
+    assert len(outer_spy) == 2
+    for groups, splits in outer_spy:
+        np.testing.assert_array_equal(groups, patients)
+        assert_groups_kept_together(groups, splits, 4)
+    fits = [call for call in spy if call[0] == "fit"]
+    predictions = [call for call in spy if call[0] == "predict"]
+    assert len(fits) == len(predictions) == 4 * len(REGRESSORS)
+    for (_, seen, cv, X_fit, y_fit, groups), (_, predicted) in zip(fits, predictions, strict=True):
+        assert not seen & predicted  # no held-out patient was trained on
+        assert isinstance(cv, GroupKFold)
+        np.testing.assert_array_equal(groups, X_fit[:, 0])
+        for train, test in cv.split(X_fit, y_fit, groups):
+            assert not set(groups[train]) & set(groups[test])
+
+
 def test_rating_nan_targets_are_dropped_and_nan_columns_refused() -> None:
     rng = np.random.default_rng(3)
     X = rng.normal(size=(40, 3))
@@ -307,6 +371,8 @@ def test_ordinal_recovers_a_determining_distance() -> None:
     assert isinstance(result, OrdinalResult)
     assert result.feature == ("signal",) * 5 and result.folds == 5
     assert result.qwk > 0.9 and result.accuracy > 0.6 and result.mae < 0.5
+    assert set(result.naive) == {"accuracy", "mae", "qwk"}
+    assert result.naive["mae"] > 3 * result.mae and abs(result.naive["qwk"]) < 0.2
     assert set(result.per_rater) == set(raters)
     for scores in result.per_rater.values():
         assert scores["qwk"] > 0.8
@@ -364,6 +430,18 @@ def test_ordinal_categories_missing_from_a_fold_do_not_crash() -> None:
     # a constant distance cannot order anything either
     result = ordinal_baseline({"d": np.ones(n)}, table, ["a", "b"])
     assert result.feature == ("",) * 5
+
+
+def test_ordinal_naive_is_each_training_parts_median_category() -> None:
+    columns, table, raters = severity_data(40, seed=8)
+    patients = np.arange(40) // 4
+    result = ordinal_baseline(columns, table, raters, outer_folds=5, seed=2, groups=patients)
+    ref = reference(table)
+    naive = np.empty(40)
+    for train, test in kfold(5, 2, grouped=True).split(ref, groups=patients):
+        naive[test] = np.floor(np.median(ref[train]) + 0.5)
+    assert result.naive["mae"] == pytest.approx(np.mean(np.abs(naive - ref)))
+    assert result.naive["accuracy"] == pytest.approx(np.mean(naive == ref))
 
 
 def test_ordinal_with_groups_and_bad_input() -> None:
@@ -486,3 +564,45 @@ def test_pooled_features_of_an_onnx_extractor(vgg_extractor) -> None:
         [outputs[tap].astype(np.float64).mean(axis=(2, 3)) for tap in fx.taps], axis=1
     )
     np.testing.assert_allclose(features, manual, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison's rating baselines (evaluation.learned)
+
+
+def test_the_comparisons_rating_baselines_fold_by_the_items_groups(outer_spy) -> None:
+    """`learned` passes `RatedItems.groups` to both baselines, and adds the naive rows."""
+    from evaluation.item_scores import Scores
+    from evaluation.items import RatedItems
+    from evaluation.learned import NAIVE_CATEGORY, _rating_baselines
+    from evaluation.options import Options
+
+    rng = np.random.default_rng(9)
+    n = 30
+    patients = tuple(f"P{i}" for i in rng.permutation(np.repeat(np.arange(10), 3)))
+    latent = rng.uniform(1, 7, n)
+    table = np.clip(np.round(latent[:, None] + 0.5 * rng.normal(size=(n, 3))), 1, 7)
+    table[4] = np.nan  # an unrated item is left out; its patient's other items stay
+    target = table.mean(axis=1)  # NaN for the unrated item
+    image = (Path("unused.jpg"), None)
+    items = RatedItems(
+        tuple(f"CASE{i:03d}" for i in range(n)), (image,) * n, ((image,),) * n,
+        {"overall": table}, ("a", "b", "c"), True, "test items", groups=patients,
+    )  # fmt: skip
+    noisy = {name: latent + s * rng.normal(size=n) for name, s in (("a", 0.3), ("b", 3.0))}
+    scores = Scores(
+        columns={"layer a": noisy["a"], "layer b": noisy["b"], "ssim": noisy["b"]},
+        info={"layer a": {"family": "layer"}, "layer b": {"family": "layer"},
+              "ssim": {"family": "classical"}},
+    )  # fmt: skip
+    out = _rating_baselines(scores, items, "overall", target, Options())
+    assert len(outer_spy) == 2  # regression, ordinal
+    kept = np.delete(np.asarray(patients), 4)
+    for groups, splits in outer_spy:
+        np.testing.assert_array_equal(groups, kept)
+        assert_groups_kept_together(groups, splits, 5)
+    assert out["groups"] == items.n_groups == 10
+    rows = {r["method"]: r for r in out["regression"]}
+    assert list(rows) == ["ridge", "svr", NAIVE, NAIVE_CATEGORY]
+    assert rows[NAIVE_CATEGORY]["mae"] == out["ordinal"]["naive"]["mae"]
+    assert rows["ridge"]["mae"] < rows[NAIVE]["mae"]

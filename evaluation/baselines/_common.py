@@ -69,7 +69,9 @@ def outer_splits(n: int, folds: int, seed: int, groups: np.ndarray | None):
     units = n if groups is None else len(np.unique(groups))
     what = "items" if groups is None else "groups"
     if units < folds:
-        raise ValueError(f"{folds} outer folds need at least {folds} {what}, got {units}")
+        raise ValueError(
+            f"{folds} outer folds need at least {folds} {what}, got {units}; use fewer folds"
+        )
     return list(kfold(folds, seed, groups is not None).split(np.zeros(n), groups=groups))
 
 

@@ -5,7 +5,8 @@ ratings and keep the categories' order. On each outer training part every candid
 gets its own model and the one with the best training-part quadratic weighted kappa is kept,
 then it predicts the held-out cases. Accuracy, mean absolute error and quadratic weighted
 kappa are given against the reference (the rounded mean rating) and against each rater, next
-to the raters' own agreement on the same scale (`rater_agreement`).
+to the raters' own agreement on the same scale (`rater_agreement`), and next to the naive
+baseline on the same folds: every held-out case gets the median category of its training part.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
@@ -39,6 +40,10 @@ class OrdinalResult:
         per_rater: Rater -> `accuracy`, `mae`, `qwk` of the predicted category against that
             rater's (rounded) score, over the items the rater scored.
         folds: Number of outer folds.
+        naive: `accuracy`, `mae`, `qwk` against the reference of the naive baseline on the
+            same folds: each held-out item gets the median reference category of its
+            training part (rounded half up; the best constant for the MAE). Constant within
+            each fold, its QWK is near 0; a model that does not beat its MAE learned nothing.
     """
 
     feature: tuple[str, ...]
@@ -48,6 +53,7 @@ class OrdinalResult:
     qwk: float
     per_rater: dict[str, dict[str, float]]
     folds: int
+    naive: dict[str, float] = field(default_factory=dict)
 
 
 def _check_categories(categories: Sequence[int]) -> np.ndarray:
@@ -187,15 +193,20 @@ def _cross_fit_ordinal(
     folds: int,
     seed: int,
     groups: np.ndarray | None,
-) -> tuple[list[str], np.ndarray]:
-    """The column chosen on each outer fold, and every item's held-out predicted category."""
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per outer fold the chosen column; per item the held-out and the naive category.
+
+    The naive category is the median category of the item's training part.
+    """
     codes = reference - cats[0]
     chosen, held_out = [], np.zeros(len(codes), dtype=np.int64)
+    naive = np.zeros(len(codes), dtype=np.int64)
     for train, test in common.outer_splits(len(codes), folds, seed, groups):
         name, predicted = _fit_ordinal(x[train], codes[train], x[test], names, np.arange(len(cats)))
         chosen.append(name)
         held_out[test] = predicted
-    return chosen, held_out + cats[0]
+        naive[test] = np.floor(np.median(codes[train]) + 0.5)
+    return chosen, held_out + cats[0], naive + cats[0]
 
 
 def _per_rater_metrics(
@@ -233,7 +244,8 @@ def ordinal_baseline(
     itself is kept (every candidate has the same number of parameters, one slope and the
     thresholds, so the in-sample comparison is fair, and the held-out part is never looked at).
     The held-out items get the category of highest predicted probability. QWK is
-    `cohen_kappa_score(weights="quadratic", labels=categories)`.
+    `cohen_kappa_score(weights="quadratic", labels=categories)`. The naive baseline (`naive`)
+    predicts each held-out item its training part's median category, on the same folds.
 
     Items without any rating, or with a NaN in any column, are left out.
 
@@ -244,7 +256,8 @@ def ordinal_baseline(
         categories: The consecutive integer categories (1..7).
         outer_folds: Number of outer folds.
         seed: Seed of the fold assignment.
-        groups: Optional case of each item; no case is split across folds.
+        groups: Optional group of each item (patient, lesion or case); no group is split
+            across folds.
 
     Returns:
         The chosen column per fold, held-out predictions, and their agreement with the
@@ -263,17 +276,23 @@ def ordinal_baseline(
     group_all = common.groups("group", groups, n)
     keep, reference = _reference_categories(table, x, cats)
     gk = None if group_all is None else group_all[keep]
-    chosen, predicted_cats = _cross_fit_ordinal(x[keep], reference, names, cats, folds, seed, gk)
+    chosen, predicted_cats, naive_cats = _cross_fit_ordinal(
+        x[keep], reference, names, cats, folds, seed, gk
+    )
     overall = _category_metrics(reference, predicted_cats, cats)
+    naive = _category_metrics(reference, naive_cats, cats)
     per_rater = _per_rater_metrics(table[keep], raters, predicted_cats, cats)
     predictions = np.full(n, np.nan)
     predictions[keep] = predicted_cats
     logger.info(
-        "ordinal baseline: accuracy %.3f, MAE %.3f, QWK %.3f (columns %s)",
+        "ordinal baseline: accuracy %.3f, MAE %.3f, QWK %.3f (columns %s); naive median "
+        "category: accuracy %.3f, MAE %.3f",
         overall["accuracy"],
         overall["mae"],
         overall["qwk"],
         ", ".join(chosen),
+        naive["accuracy"],
+        naive["mae"],
     )
     return OrdinalResult(
         tuple(chosen),
@@ -283,6 +302,7 @@ def ordinal_baseline(
         overall["qwk"],
         per_rater,
         folds,
+        naive,
     )
 
 

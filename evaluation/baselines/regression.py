@@ -2,7 +2,10 @@
 
 They run in nested cross-validation grouped by case: the outer folds give every case a
 prediction from a model that never saw it, and the hyper-parameters are chosen by an inner
-grid search (mean absolute error) on the outer training part only.
+grid search (mean absolute error) on the outer training part only. Beside them, on the same
+folds, the naive `median_predictor` predicts every held-out case the median target of its
+training part (the best constant for mean absolute error): a model that does not beat it has
+learned nothing from the distances.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
+from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -37,13 +41,26 @@ def _svr(seed: int) -> Pipeline:
     return Pipeline([("scale", StandardScaler()), (common.MODEL, SVR(kernel="rbf", gamma="scale"))])
 
 
+def _median(seed: int) -> Pipeline:
+    """The naive baseline: the training targets' median, whatever the features."""
+    del seed
+    return Pipeline([(common.MODEL, DummyRegressor(strategy="median"))])
+
+
+NAIVE = "median_predictor"
+"""The key of the naive baseline in `REGRESSORS`: nothing to tune, fitted on each training
+part alone like every other regressor."""
+
 REGRESSORS: dict[str, tuple[Callable[[int], Pipeline], dict[str, tuple]]] = {
     "ridge": (_ridge, {"model__alpha": tuple(float(a) for a in np.logspace(-3, 3, 7))}),
     "svr": (_svr, {"model__C": (0.1, 1.0, 10.0), "model__epsilon": (0.1, 0.5)}),
+    NAIVE: (_median, {}),
 }
 """Name -> (estimator factory taking a seed, parameter grid) of the rating regressors.
 
 The SVR's `epsilon` (the width of the loss-free tube) is in rating units (the 1-7 scale).
+`NAIVE` predicts a constant per fold, so its SRCC (ranked within folds) is NaN: it is there
+for its MAE.
 """
 
 
@@ -82,7 +99,8 @@ def rating_baselines(
     """Predict the mean rating from distances in nested cross-validation.
 
     Outer folds come from `bridge.core.data.splits.kfold`: shuffled `KFold`, or shuffled
-    `GroupKFold` when groups (cases) are given, so the items of one case are never split. On
+    `GroupKFold` when groups (patients, lesions, cases) are given, so the items of one group are
+    never split. On
     each outer training part, `GridSearchCV` (scoring: negative mean absolute error) picks the
     hyper-parameters over inner folds of the same kind, built from that part only; the refit
     model predicts the outer held-out part. Every item is thus predicted by a model that never
@@ -103,8 +121,9 @@ def rating_baselines(
         outer_folds: Number of outer folds.
         inner_folds: Number of inner folds.
         seed: Seed of the fold assignments.
-        groups: Optional case of each item.
-        names: Which `REGRESSORS` to run (default: all, in their order).
+        groups: Optional group of each item (patient, lesion or case).
+        names: Which `REGRESSORS` to run (default: all, in their order, the naive
+            `NAIVE` last).
 
     Returns:
         One `RatingPrediction` per name, in the order of `names`.
