@@ -10,8 +10,10 @@ their heads given per-channel terms, so each rated case's terms are computed onc
 that framework's own LPIPS / DISTS module (checked against the module's distance).
 
 The protocol (`bridge.fit_protocol`): choices made inside folds, reported on held-out
-folds. The numpy side (config, heads, terms, folds) is `bridge.core.fitting`; the fit
-record and its files are `bridge.fit_record`.
+folds; folds and validation parts are grouped by the ratings table's group column
+(patient or lesion; a case without one is its own group). The numpy side (config,
+heads, terms, folds) is `bridge.core.fitting`; the fit record and its files are
+`bridge.fit_record`.
 
 Outputs in --out: `<name>-fitted-<metric>.heads.safetensors` (the heads, with the fit
 record in its metadata), the ONNX scorer `<name>-fitted-<metric>-<framework>.onnx` and
@@ -107,7 +109,7 @@ def fit_metric(
     if metric not in METRIC_NAMES:
         raise ValueError(f"unknown metric {metric!r}; expected lpips, dists or both")
     fw = framework_module(framework)
-    check_enough_cases(len(data.cases), config)
+    check_enough_cases(len(data.cases), config, data.groups)
     spec = source.spec
     size = int(size if size is not None else source.contract.native_size)
     if size < 1:
@@ -126,11 +128,13 @@ def fit_metric(
     terms = case_terms(
         fw, module, data.cases, size, policy, interpolation, check=heads0, progress=progress
     )
-    cv = cross_validate(fw.fit_heads, metric, terms, data.target, theta0, config, progress)
+    cv = cross_validate(
+        fw.fit_heads, metric, terms, data.target, theta0, config, progress, data.groups
+    )
     results = summarise(cv, data.target, config)
     final = choose_epoch(
         fw.fit_heads, metric, terms, data.target, np.arange(len(data.cases)), theta0, config,
-        key=config.folds,
+        key=config.folds, groups=data.groups,
     )  # fmt: skip
 
     image = {"image_size": size, "resize_policy": policy, "interpolation": interpolation}
@@ -213,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     framework = args.framework or (source.run or {}).get("framework") or "torch"
     framework_module(framework)  # an unknown name fails before any work
     data = load_rated(args.rated, args.ratings, args.aspect)
-    check_enough_cases(len(data.cases), config)
+    check_enough_cases(len(data.cases), config, data.groups)
     for metric in metrics:
         result = fit_metric(
             source, metric, framework, data, args.out, config, size=args.size, start=args.start

@@ -1,6 +1,8 @@
 """The protocol of fitting metric heads to ratings: choices inside folds, scores outside.
 
-1. outer K-fold over the rated cases (`bridge.core.fitting.outer_folds`);
+1. outer K-fold over the rated cases (`bridge.core.fitting.outer_folds`), grouped by
+   patient or lesion (`RatedCase.group`) when the groups are given: no group is in two
+   folds, nor in both the fitting and the validation part below;
 2. in each outer fold, a seeded 20% of the training cases is held back for validation;
    the heads are trained on the rest (full-batch Adam on -Pearson(case distance, mean
    rating), clamped at 0 after every step, from the source's default heads) and the
@@ -93,6 +95,7 @@ class CrossValidation:
         unfitted: Every case's distance with the starting heads.
         unfitted_z: The same, z-scored within each fold (pooled as the fitted ones).
         fold_of: Each case's outer fold (0-based).
+        grouped: Whether the folds and validation parts were made of whole groups.
     """
 
     folds: list[tuple[np.ndarray, np.ndarray]]
@@ -102,6 +105,7 @@ class CrossValidation:
     unfitted: np.ndarray
     unfitted_z: np.ndarray
     fold_of: np.ndarray
+    grouped: bool = False
 
 
 def framework_module(framework: str) -> ModuleType:
@@ -231,15 +235,17 @@ def choose_epoch(
     start: np.ndarray,
     config: FitConfig,
     key: int,
+    groups: Sequence[str] | None = None,
 ) -> EpochChoice:
     """Fit on part of `train`, pick the epoch with the best SRCC on the rest.
 
     The heads are optimised divided by the starting heads' mean (`FitConfig.lr` is in
     those units) and scaled back. On a few validation cases SRCC takes few values and
     ties are common: they go to the higher validation Pearson correlation, then to the
-    earliest epoch. An undefined correlation never wins.
+    earliest epoch. An undefined correlation never wins. With `groups` (one per case)
+    the validation part is made of whole groups (`validation_split`).
     """
-    fit_idx, val_idx = validation_split(train, config.validation, config.seed, key)
+    fit_idx, val_idx = validation_split(train, config.validation, config.seed, key, groups)
     scale = float(np.mean(start))
     trainable = varying_channels(terms[fit_idx])
     snapshots, _ = fit_heads(
@@ -270,10 +276,15 @@ def cross_validate(
     start: np.ndarray,
     config: FitConfig,
     progress: bool = True,
+    groups: Sequence[str] | None = None,
 ) -> CrossValidation:
-    """Outer K-fold: choose and fit on each training part, score its held-out fold only."""
-    check_enough_cases(len(target), config)
-    folds = outer_folds(len(target), config.folds, config.seed)
+    """Outer K-fold: choose and fit on each training part, score its held-out fold only.
+
+    With `groups` (one per case: patient or lesion) the outer folds and every validation
+    part are made of whole groups, so no group is on both sides of any split.
+    """
+    check_enough_cases(len(target), config, groups)
+    folds = outer_folds(len(target), config.folds, config.seed, groups)
     n = len(target)
     fitted, fitted_z = np.empty(n), np.empty(n)
     fold_of = np.empty(n, int)
@@ -281,13 +292,17 @@ def cross_validate(
     for k, (train, test) in enumerate(
         tqdm(folds, desc=f"{metric} folds", unit="fold", disable=not progress)
     ):
-        choice = choose_epoch(fit_heads, metric, terms, target, train, start, config, key=k)
+        choice = choose_epoch(
+            fit_heads, metric, terms, target, train, start, config, key=k, groups=groups
+        )
         choices.append(choice)
         fitted[test] = term_distances(metric, terms[test], choice.heads)
         fold_of[test] = k
     unfitted = term_distances(metric, terms, start)
     fitted_z, unfitted_z = _zscore(fitted, folds), _zscore(unfitted, folds)
-    return CrossValidation(folds, choices, fitted, fitted_z, unfitted, unfitted_z, fold_of)
+    return CrossValidation(
+        folds, choices, fitted, fitted_z, unfitted, unfitted_z, fold_of, groups is not None
+    )
 
 
 def _zscore(values: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -1,10 +1,10 @@
 """The fit record of metric heads fitted to ratings, the files it goes into, and its table.
 
 The record (format `dermsim-fit/1`) says everything needed to judge and repeat a fit:
-source weights and their sha256, data, folds, the validation rule and every epoch it
-checked, the config and the held-out results. It is stored in the heads file's
-metadata, in the exported scorer's manifest (`heads`), and in `<stem>.cv.json` with
-every case's held-out distances.
+source weights and their sha256, data, folds (and what they were grouped by), the
+validation rule and every epoch it checked, the config and the held-out results. It
+is stored in the heads file's metadata, in the exported scorer's manifest (`heads`),
+and in `<stem>.cv.json` with every case's group and held-out distances.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def fit_record(
             "cases": len(data.cases),
             "case_folders": data.folders,
             "raters": list(data.raters),
+            "groups": data.n_groups,
             "aspect": data.aspect,
             "target": "mean rating over the raters who rated the case",
             "synthetic": data.synthetic,
@@ -95,12 +96,13 @@ def fit_record(
         },
         "folds": {
             "k": config.folds,
-            "split": f"KFold(n_splits={config.folds}, shuffle=True, random_state={config.seed})",
+            "split": _split(config, cv, data),
             "held_out": [[ids[i] for i in test] for _, test in cv.folds],
         },
         "validation": {
             "rule": (
-                f"a seeded {config.validation:.0%} (at least {MIN_PER_PART}) of each "
+                f"a seeded {config.validation:.0%} (at least {MIN_PER_PART}"
+                f"{', whole groups' if cv.grouped else ''}) of each "
                 "training part chooses the epoch with the best validation SRCC (checked "
                 f"every {config.check_every} epochs and at 0 = the starting heads; ties go "
                 "to the higher validation Pearson, then the earliest); the heads of that "
@@ -116,6 +118,17 @@ def fit_record(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
     }
+
+
+def _split(config: FitConfig, cv: CrossValidation, data: RatedData) -> str:
+    """The outer folds' splitter, as scikit-learn would be called, and what it grouped by."""
+    options = f"n_splits={config.folds}, shuffle=True, random_state={config.seed}"
+    if not cv.grouped:
+        return f"KFold({options})"
+    return (
+        f"GroupKFold({options}) over {data.n_groups} groups (the ratings table's group "
+        "column: patient or lesion; a case without one is its own group)"
+    )
 
 
 def write_outputs(
@@ -136,6 +149,7 @@ def write_outputs(
     per_case = [
         {
             "case": ids[i],
+            "group": data.groups[i],
             "fold": int(cv.fold_of[i]) + 1,
             "rating": float(data.target[i]),
             "fitted_distance": float(cv.fitted[i]),
@@ -176,6 +190,13 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _grouping(record: dict[str, Any]) -> str:
+    """`" of N groups"` where the record's folds were grouped (patients, lesions), else ""."""
+    grouped = record["folds"].get("split", "").startswith("GroupKFold")
+    groups = record["data"].get("groups")
+    return f" of {groups} groups" if grouped and groups else ""
+
+
 def format_table(record: dict[str, Any]) -> str:
     """The held-out SRCC table of a fit record, fitted vs unfitted, per fold and pooled."""
     data, results = record["data"], record["results"]
@@ -190,7 +211,8 @@ def format_table(record: dict[str, Any]) -> str:
     lines = [
         f"{record['metric']} on {record['source']['name']} (fitted in {record['framework']}), "
         f"aspect {data['aspect']}, {data['cases']} rated cases"
-        f"{' (synthetic)' if data['synthetic'] else ''}, {record['folds']['k']} folds",
+        f"{' (synthetic)' if data['synthetic'] else ''}, {record['folds']['k']} folds"
+        f"{_grouping(record)}",
         f"{'fold':>5} {'cases':>6} {'epoch':>6} {'SRCC fitted':>12} {'SRCC unfitted':>14}",
     ]
     for f in results["per_fold"]:

@@ -28,7 +28,11 @@ def fitted_cases(entry: Entry) -> set[str]:
 
 
 def fitted_metrics(folder: Path) -> list[dict[str, Any]]:
-    """Held-out results of the metrics fitted to ratings (`*.cv.json` beside the models)."""
+    """Held-out results of the metrics fitted to ratings (`*.cv.json` beside the models).
+
+    `split` is the outer folds' splitter as the record gives it (`GroupKFold(...)` where
+    the cases were grouped by patient or lesion), `groups` the number of groups.
+    """
     out = []
     for path in sorted(folder.glob(f"*{CV_SUFFIX}")):
         try:
@@ -39,6 +43,7 @@ def fitted_metrics(folder: Path) -> list[dict[str, Any]]:
                 "framework": fit["framework"], "source": fit["source"]["name"],
                 "start_heads": fit.get("start_heads"), "cases": fit["data"]["cases"],
                 "aspect": fit["data"]["aspect"], "folds": fit["folds"]["k"],
+                "split": fit["folds"].get("split"), "groups": fit["data"].get("groups"),
                 "epochs": fit["chosen_epochs"], "pooled": results["pooled"],
                 "per_fold": results["per_fold"], "mean_fold_srcc": results["mean_fold_srcc"],
             })  # fmt: skip

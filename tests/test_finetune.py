@@ -10,6 +10,7 @@ from bridge import finetune_metric as fm
 from bridge import fit_protocol as protocol
 from bridge.core import fitting
 from bridge.core.data.image import decode_image, fit
+from bridge.core.data.splits import kfold
 from bridge.core.data.synth import SynthConfig, generate
 from bridge.core.files import sha256_file
 from bridge.core.metrics import (
@@ -209,6 +210,50 @@ def test_held_out_cases_are_never_trained_on(torch_terms, rated):
         )
 
 
+def test_grouped_folds_never_split_a_group():
+    """Outer folds, validation parts and the final fit's split keep every patient whole."""
+    rng = np.random.default_rng(3)
+    n = 45
+    patients = [f"P{p}" for p in rng.permutation(np.repeat(np.arange(15), 3))]
+    groups = np.asarray(patients)
+    terms, target = rng.uniform(0.1, 1.0, (n, 4)), rng.uniform(1, 7, n)
+    seen = []
+
+    def spy(metric, t, y, start, config, checkpoints, trainable=None):
+        seen.append([i for i in range(n) if any(np.array_equal(terms[i], row) for row in t)])
+        return {e: start for e in checkpoints}, np.zeros(config.epochs)
+
+    config = fitting.FitConfig(epochs=20, check_every=10)
+    cv = protocol.cross_validate(spy, "lpips", terms, target, np.ones(4), config, False, patients)
+    assert cv.grouped and len(cv.folds) == len(seen) == config.folds
+    assert sorted(np.concatenate([test for _, test in cv.folds])) == list(range(n))
+    for (train, test), choice, fitted_on in zip(cv.folds, cv.choices, seen, strict=True):
+        assert not set(groups[train]) & set(groups[test])
+        assert not set(groups[choice.fit_cases]) & set(groups[choice.validation_cases])
+        assert set(fitted_on) == set(choice.fit_cases) and not set(groups[fitted_on]) & set(
+            groups[test]
+        )
+        assert len(choice.validation_cases) >= max(3, round(0.2 * len(train)))
+    fit, validation = fitting.validation_split(np.arange(n), 0.2, 0, config.folds, patients)
+    assert not set(groups[fit]) & set(groups[validation]) and len(validation) == 9
+    # the folds are those of the project's one splitter, over the groups
+    splitter = kfold(config.folds, config.seed, grouped=True)
+    expected = [np.sort(test) for _, test in splitter.split(terms, groups=groups)]
+    assert all(np.array_equal(a, b) for (_, a), b in zip(cv.folds, expected, strict=True))
+
+
+def test_grouped_folds_need_enough_groups():
+    config = fitting.FitConfig()
+    fitting.check_enough_cases(48, config, [f"P{i // 3}" for i in range(48)])
+    with pytest.raises(ValueError, match=r"^5-fold fitting needs at least 5 groups .* got 4; "):
+        fitting.check_enough_cases(48, config, [f"P{i % 4}" for i in range(48)])
+    one_big = ["big"] * 30 + [f"P{i}" for i in range(18)]  # a fold holding it trains on 18
+    with pytest.raises(ValueError, match=r"^5-fold fitting on 48 cases in 19 groups: .* case"):
+        fitting.check_enough_cases(48, fitting.FitConfig(validation=0.9), one_big)
+    with pytest.raises(ValueError, match="one group per case"):
+        fitting.outer_folds(10, 2, 0, ["a", "b"])
+
+
 def test_fitted_heads_files(tmp_path, source):
     spec = get_arch(ARCH)
     heads = uniform_heads("lpips", spec)
@@ -275,6 +320,13 @@ def test_cli_fits_exports_and_beats_the_unfitted_scorer(setup, tmp_path):
     folds = record["folds"]["held_out"]
     ids = sorted(c.name for c in rated_dir.glob("CASE*"))
     assert len(folds) == 5 and sorted(i for fold in folds for i in fold) == ids
+    # grouped by the synthetic patients (3 cases each): a patient is held out whole
+    assert record["folds"]["split"].startswith("GroupKFold(n_splits=5, shuffle=True")
+    assert record["data"]["groups"] == 16 and "of 16 groups" in result.stdout
+    patient = {c.id: c.group for c in fitting.load_rated(rated_dir).cases}
+    for fold in folds:
+        inside = {patient[i] for i in fold}
+        assert {i for i in ids if patient[i] in inside} == set(fold)
     validation = record["validation"]
     for fold, held_out, choice in zip(
         record["results"]["per_fold"], folds, validation["per_fold"], strict=True

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,8 @@ class RatedData:
         rated_dir: The case folders.
         ratings_file: The ratings table.
         folders: Case folders found (rated or not).
+
+    Each case's group (patient or lesion) is `RatedCase.group`: `groups`.
     """
 
     cases: tuple[RatedCase, ...]
@@ -138,6 +140,16 @@ class RatedData:
     def ids(self) -> list[str]:
         """Case ids, in order."""
         return [c.id for c in self.cases]
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Each case's group (patient or lesion; its id where the table gives none), in order."""
+        return tuple(c.group for c in self.cases)
+
+    @property
+    def n_groups(self) -> int:
+        """The number of distinct groups."""
+        return len(set(self.groups))
 
 
 # ------------------------------------------------------------------- heads
@@ -237,11 +249,16 @@ def load_rated(
     )
 
 
-def check_enough_cases(n: int, config: FitConfig) -> None:
+def check_enough_cases(n: int, config: FitConfig, groups: Sequence[str] | None = None) -> None:
     """Every held-out fold, validation part and fitting part needs 3 cases.
 
+    With `groups` (one per case) the folds and parts are made of whole groups, so their
+    sizes depend on the groups': the folds and validation splits the fit will use are
+    made and checked (the final fit's included).
+
     Raises:
-        ValueError: If `n` cases cannot give that with `config.folds` folds.
+        ValueError: If `n` cases (in their groups) cannot give that with `config.folds`
+            folds, or there are fewer groups than folds.
     """
     if not _enough(n, config):
         need = next(m for m in range(n + 1, n + 100 * config.folds) if _enough(m, config))
@@ -249,6 +266,24 @@ def check_enough_cases(n: int, config: FitConfig) -> None:
             f"{config.folds}-fold fitting needs at least {need} rated cases ({MIN_PER_PART} "
             f"per held-out fold, validation part and fitting part), got {n}"
         )
+    if groups is None:
+        return
+    parts = [
+        (f"fold {k + 1}", test, validation_split(train, config.validation, config.seed, k, groups))
+        for k, (train, test) in enumerate(outer_folds(n, config.folds, config.seed, groups))
+    ]
+    everything = np.arange(n)
+    final = validation_split(everything, config.validation, config.seed, config.folds, groups)
+    parts.append(("the final fit", None, final))
+    for where, test, (fit, validation) in parts:
+        sizes = {"held-out": test, "validation": validation, "fitting": fit}
+        for part, index in sizes.items():
+            if index is not None and len(index) < MIN_PER_PART:
+                raise ValueError(
+                    f"{config.folds}-fold fitting on {n} cases in {len(set(groups))} groups: "
+                    f"{where} has {len(index)} {part} case(s), {MIN_PER_PART} needed (a group "
+                    "stays in one part); use fewer folds or more groups"
+                )
 
 
 def _enough(n: int, config: FitConfig) -> bool:
@@ -260,20 +295,62 @@ def _enough(n: int, config: FitConfig) -> bool:
 # ------------------------------------------------------------------- folds
 
 
-def outer_folds(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(training, held-out) case indices per fold, from `bridge.core.data.splits.kfold`."""
-    splitter = kfold(folds, seed)
-    return [(np.sort(a), np.sort(b)) for a, b in splitter.split(np.arange(n))]
+def outer_folds(
+    n: int, folds: int, seed: int, groups: Sequence[str] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training, held-out) case indices per fold, from `bridge.core.data.splits.kfold`.
+
+    With `groups` (one per case: patient or lesion) the folds are grouped: no group is
+    in two folds.
+
+    Raises:
+        ValueError: If `groups` is not one per case, or holds fewer groups than folds.
+    """
+    if groups is None:
+        splits = kfold(folds, seed).split(np.arange(n))
+    else:
+        labels = _group_labels(groups, n)
+        count = len(np.unique(labels))
+        if count < folds:
+            raise ValueError(
+                f"{folds}-fold fitting needs at least {folds} groups (patients or lesions), "
+                f"got {count}; use fewer folds"
+            )
+        splits = kfold(folds, seed, grouped=True).split(np.arange(n), groups=labels)
+    return [(np.sort(a), np.sort(b)) for a, b in splits]
 
 
 def validation_split(
-    train: np.ndarray, fraction: float, seed: int, key: int
+    train: np.ndarray,
+    fraction: float,
+    seed: int,
+    key: int,
+    groups: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split training indices into (fitting, validation): a seeded share, at least 3.
 
-    `key` tells the splits apart (the outer fold; `folds` for the final fit).
+    `key` tells the splits apart (the outer fold; `folds` for the final fit). With
+    `groups` (one per case, indexed like the cases, not like `train`) the validation part
+    is made of whole groups, drawn in a seeded order until it holds the share; it can
+    then be a little larger.
     """
     train = np.asarray(train)
-    shuffled = np.random.default_rng([seed, key]).permutation(train)
+    rng = np.random.default_rng([seed, key])
     n_val = max(MIN_PER_PART, round(fraction * len(train)))
-    return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
+    if groups is None:
+        shuffled = rng.permutation(train)
+        return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
+    labels = _group_labels(groups)[train]
+    names, sizes = np.unique(labels, return_counts=True)
+    order = rng.permutation(len(names))
+    taken = order[: np.searchsorted(np.cumsum(sizes[order]), n_val) + 1]
+    held = np.isin(labels, names[taken])
+    return np.sort(train[~held]), np.sort(train[held])
+
+
+def _group_labels(groups: Sequence[str], n: int | None = None) -> np.ndarray:
+    """The groups as an array of strings, one per case (`n` of them when given)."""
+    labels = np.asarray([str(g) for g in groups])
+    if n is not None and labels.shape != (n,):
+        raise ValueError(f"expected one group per case ({n}), got {len(labels)}")
+    return labels
