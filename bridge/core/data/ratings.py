@@ -98,7 +98,8 @@ class RatedCaseSet:
     """Rated cases and their ratings.
 
     Attributes:
-        cases: Every case folder found, sorted by id (rated or not).
+        cases: Every case folder found, sorted by id (rated or not), each with its
+            group (`RatedCase.group`).
         ratings: Sorted by case, rater (first-appearance order) and aspect;
             includes the derived overall scores.
         raters: Rater names in order of first appearance in the table.
@@ -172,7 +173,7 @@ class RegionPairSet:
     """Region pairs and their ratings.
 
     Attributes:
-        pairs: In table order.
+        pairs: In table order, each with its group (`RegionPair.group`).
         ratings: Aspect "overall" unless the rater column is named
             `<rater>_<aspect>`; empty cells give no rating.
         raters: Rater names in column order (may be empty: pairs to score only).
