@@ -59,8 +59,9 @@ def _cells(record: dict[str, Any], keys: list[str]) -> list[str]:
     """One subgroup's row: what it is, its counts, its metrics (or why there are none)."""
     if record["status"] == "ok":
         metrics = [ci(record.get(k), 2) for k in keys]
-    else:
-        metrics = [record["status"]] * len(keys)
+    else:  # "too few: 6 images < 10" once, the other metric cells empty
+        reason = f": {record['reason']}" if record.get("reason") else ""
+        metrics = [f"{record['status']}{reason}"] + [""] * (len(keys) - 1)
     name = _ATTRIBUTE_NAMES.get(record["attribute"], record["attribute"])
     return [name, str(record["value"]), str(record["n"]), str(record["n_groups"]), *metrics]
 
