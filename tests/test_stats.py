@@ -21,14 +21,15 @@ from evaluation.stats import (
     Interval,
     agreement,
     bootstrap_ci,
-    ceiling_interval,
     classification,
     classification_metrics,
     correlation,
     correlations,
+    crossfit_plcc,
     curves,
     cv_select,
     fit_logistic,
+    human_ceiling,
     icc_2_1,
     krcc,
     krippendorff_alpha,
@@ -139,7 +140,7 @@ def test_logistic4_decreasing_relation_any_scale(scale: float) -> None:
     curve = fit_logistic(x, y)
     assert curve.kind == "logistic4"
     assert np.abs(curve(x) - y).max() < 1e-6
-    assert plcc(x, y) > 1 - 1e-10
+    assert plcc(x, y) < -1 + 1e-10  # signed like the SRCC: the curve falls
     assert srcc(x, y) == pytest.approx(-1.0)
 
 
@@ -154,10 +155,17 @@ def test_logistic5_recovers_known_curve() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "params"),
-    [("logistic4", (2.0, -1.0, 0.3, 0.7)), ("logistic5", (2.0, 1.3, 0.3, 0.2, -0.4))],
+    [
+        ("logistic4 rising", (-1.0, 2.0, 0.3, 0.7)),
+        ("logistic4 falling", (-1.0, 2.0, 0.3, 0.7)),
+        ("logistic5", (2.0, 1.3, 0.3, 0.2, -0.4)),
+    ],
 )
 def test_analytic_jacobians(kind: str, params: tuple[float, ...]) -> None:
-    model, jacobian = curves._MODELS[kind]
+    if kind == "logistic5":
+        model, jacobian = curves.logistic5, curves._logistic5_jacobian
+    else:
+        model, jacobian = curves._logistic4_directed(1.0 if "rising" in kind else -1.0)
     x, p, eps = np.linspace(-2, 3, 9), np.array(params), 1e-6
     numeric = np.column_stack(
         [(model(x, *(p + d)) - model(x, *(p - d))) / (2 * eps) for d in np.eye(len(p)) * eps]
@@ -242,12 +250,17 @@ def test_agreement_intervals() -> None:
     x, y = _pair(n=60, ties=False)
     x[0] = np.nan
     got = agreement(x, y, n_resamples=300, seed=3)
-    assert set(got) == {"srcc", "krcc", "plcc"}
+    assert set(got) == {"srcc", "krcc", "plcc", "rmse", "plcc_in_sample"}
     keep = ~np.isnan(x)
     assert abs(got["srcc"].estimate - sps.spearmanr(x[keep], y[keep]).statistic) <= TOL
     assert abs(got["krcc"].estimate - sps.kendalltau(x[keep], y[keep]).statistic) <= TOL
-    assert abs(got["plcc"].estimate - plcc(x[keep], y[keep])) <= TOL
-    for interval in got.values():
+    assert abs(got["plcc_in_sample"].estimate - plcc(x[keep], y[keep])) <= TOL
+    assert got["plcc_in_sample"].method == "none"  # in-sample: labelled, no interval
+    cross = crossfit_plcc(x, y, seed=3, n_resamples=300)
+    assert got["plcc"] == cross.plcc and got["rmse"] == cross.rmse
+    assert got["plcc"].estimate < got["plcc_in_sample"].estimate  # held-out is not flattered
+    for name in ("srcc", "krcc", "plcc", "rmse"):
+        interval = got[name]
         assert isinstance(interval, Interval)
         assert interval.method == "BCa"
         assert interval.low < interval.estimate < interval.high
@@ -278,6 +291,7 @@ def test_paired_difference_identical_metrics() -> None:
     for statistic in ("srcc", "krcc", "plcc"):
         diff, p = paired_difference(x, x, y, statistic=statistic, n_resamples=100)
         assert diff.estimate == 0 and diff.low == 0 and diff.high == 0
+        assert diff.method == "percentile"
         assert p == 1.0
 
 
@@ -423,12 +437,19 @@ def test_leave_one_rater_out_tolerates_nan() -> None:
         leave_one_rater_out(table[:, :1])
 
 
-def test_ceiling_interval() -> None:
+def test_human_ceiling_interval_and_upper_bound() -> None:
     table = _raters(60, 4, 0.8, seed=13)
-    interval = ceiling_interval(table, n_resamples=200, seed=1)
-    assert interval.estimate == leave_one_rater_out(table).mean
-    assert interval.method == "BCa"
-    assert interval.low < interval.estimate < interval.high
+    got = human_ceiling(table, n_resamples=200, seed=1)
+    assert got.ceiling.estimate == pytest.approx(leave_one_rater_out(table).mean, abs=TOL)
+    assert got.per_rater == pytest.approx(leave_one_rater_out(table).per_rater, abs=TOL)
+    assert got.ceiling.method == "percentile"
+    assert got.ceiling.low < got.ceiling.estimate < got.ceiling.high
+    # the upper bound: each rater against the all-rater mean, itself included
+    mean = table.mean(axis=1)
+    upper = np.mean([sps.spearmanr(table[:, j], mean).statistic for j in range(4)])
+    assert got.upper_bound.estimate == pytest.approx(upper, abs=TOL)
+    assert got.upper_bound.estimate > got.ceiling.estimate
+    assert got.metrics == () and got.n_cases == 60 and got.n_groups == 60
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,7 +483,7 @@ def test_classification_estimates_match_sklearn() -> None:
     for c, name in enumerate(["MEL", "NV", "BCC"]):
         assert got[f"auc_{name}"].estimate == roc_auc_score(y_true == c, proba[:, c])
     for interval in got.values():
-        assert interval.method == "percentile"
+        assert interval.method == "BCa"
         assert interval.low <= interval.estimate <= interval.high
     plain = classification_metrics(y_true, y_pred, n_resamples=50)
     assert set(plain) == {"accuracy", "balanced_accuracy", "macro_f1"}
@@ -473,7 +494,8 @@ def test_classification_resamples_match_sklearn() -> None:
     y_true, y_pred, proba = _classification(n=60, k=4, seed=1)
     proba = np.round(proba, 1)  # tied scores
     idx = np.random.default_rng(2).integers(0, 60, size=(25, 60))
-    got = classification._classification_resamples(y_true, y_pred, proba, 4, idx)
+    weights = np.stack([np.bincount(i, minlength=60) for i in idx]).astype(float)
+    got = classification._classification_resamples(y_true, y_pred, proba, 4, weights)
     for r, i in enumerate(idx):
         t, p = y_true[i], y_pred[i]
         with warnings.catch_warnings():

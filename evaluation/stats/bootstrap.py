@@ -1,9 +1,15 @@
 """Confidence intervals by bootstrap over cases, and the resampling engine of the other modules.
 
 Cases (the entries along axis 0 of every array) are resampled jointly across all arrays with
-`scipy.stats.bootstrap`, BCa by default. `_bootstrap` is the one engine every interval of the
-package goes through (`bootstrap_ci` here, the correlation intervals and paired differences of
-`evaluation.stats.inference`, the human ceiling of `evaluation.stats.raters`).
+`scipy.stats.bootstrap`, BCa by default; with groups (lesions, patients) whole groups are
+resampled, and BCa's jackknife leaves out one group at a time. `_bootstrap` is the engine of
+every BCa interval of the package (`bootstrap_ci` here, the correlation intervals of
+`evaluation.stats.inference`, the cross-fitted PLCC of `evaluation.stats.crossval`);
+`_distribution` draws the same kind of grouped resamples for a family of statistics at once
+(paired differences, the human ceiling), whose intervals are percentile intervals.
+
+No interval is returned that excludes its own estimate: such an interval (a sign of a
+degenerate or unstable bootstrap distribution) has NaN bounds, method "none" and a note.
 
 Missing data: `bootstrap_ci` keeps the data as given. When the BCa (or basic) bounds are NaN,
 e.g. for constant data or resamples where the statistic is undefined, the interval is the
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from evaluation.stats._checks import _CHUNK, _check_level
+from evaluation.stats._checks import _CHUNK, _check_level, _Groups
 from evaluation.stats.correlation import _VECTORISED
 
 # scipy >= 1.15 names the generator `rng`; older releases call it `random_state`
@@ -38,6 +44,7 @@ class Interval:
         high: Upper bound (NaN when it could not be computed).
         level: Confidence level.
         method: `BCa`, `percentile`, `basic`, or `none` when no interval could be computed.
+        note: Why there is no interval (method `none`), or empty.
     """
 
     estimate: float
@@ -45,6 +52,18 @@ class Interval:
     high: float
     level: float = 0.95
     method: str = "BCa"
+    note: str = ""
+
+
+EXCLUDES_ESTIMATE = "the bootstrap interval excluded its own estimate (unstable resamples)"
+
+
+def _checked(interval: Interval) -> Interval:
+    """The interval, or NaN bounds with a note when it excludes its own estimate."""
+    e, low, high = interval.estimate, interval.low, interval.high
+    if np.isfinite([e, low, high]).all() and not low - 1e-12 <= e <= high + 1e-12:
+        return Interval(e, np.nan, np.nan, interval.level, "none", EXCLUDES_ESTIMATE)
+    return interval
 
 
 _METHODS = {"bca": "BCa", "percentile": "percentile", "basic": "basic"}
@@ -69,12 +88,15 @@ def _bootstrap(
     seed: int,
     estimate: float,
     vectorised: Callable | None = None,
+    groups=None,
 ) -> tuple[Interval, np.ndarray]:
     """Bootstrap over cases (axis 0 of every array, jointly) with scipy; NaN-safe fallbacks.
 
     The cases are resampled as indices, exactly as `scipy.stats.bootstrap(arrays, ...,
-    paired=True)` does, so arrays of any shape work. `vectorised`, if given, computes the
-    statistic of one-dimensional arrays along their last axis (resamples on the others).
+    paired=True)` does, so arrays of any shape work; with `groups`, the group indices are
+    resampled and each drawn group brings all its cases. `vectorised`, if given, computes the
+    statistic of one-dimensional arrays along their last axis (resamples on the others); it
+    is used unless the groups differ in size.
 
     Returns:
         The interval and the bootstrap distribution.
@@ -91,22 +113,27 @@ def _bootstrap(
         raise ValueError(f"expected the same number of cases in every sample, got {lengths}")
     if n < 2:
         raise ValueError(f"a bootstrap needs at least 2 cases, got {n}")
-    if vectorised is not None and all(a.ndim == 1 for a in arrays):
+    clusters = _Groups(groups, n)
+    if clusters.count < 2:
+        raise ValueError(f"a bootstrap needs at least 2 groups, got {clusters.count}")
+    if vectorised is not None and clusters.size is not None and all(a.ndim == 1 for a in arrays):
 
-        def resampled(i, axis=-1):
+        def resampled(g, axis=-1):
+            i = clusters.cases(g)
             return vectorised(*(a[i] for a in arrays), axis=-1)
 
         vectorized, batch = True, max(1, min(int(n_resamples), _CHUNK // n))
     else:
 
-        def resampled(i):
+        def resampled(g):
+            i = clusters.cases(g)
             return statistic(*(a[i] for a in arrays))
 
         vectorized, batch = False, None
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = sps.bootstrap(
-            (np.arange(n),),
+            (np.arange(clusters.count),),
             resampled,
             n_resamples=int(n_resamples),
             batch=batch,
@@ -120,7 +147,73 @@ def _bootstrap(
     if np.isnan(low) or np.isnan(high):
         bounds = _percentile(distribution, level)
         method, (low, high) = ("percentile", bounds) if bounds else ("none", (np.nan, np.nan))
-    return Interval(float(estimate), low, high, level, method), distribution
+    return _checked(Interval(float(estimate), low, high, level, method)), distribution
+
+
+def _distribution(
+    statistics: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    n_resamples: int,
+    seed: int,
+    groups=None,
+    batched: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Bootstrap distribution of a family of statistics on shared resamples of (grouped) cases.
+
+    Args:
+        statistics: Case indices of one resample -> the family's values (a vector).
+        batched: Optionally the same for many resamples at once (resamples x cases indices ->
+            resamples x values); used when every group has the same size.
+        n: Number of cases.
+        n_resamples: Number of resamples.
+        seed: Seed of the resampling.
+        groups: Optional group of each case; whole groups are resampled.
+
+    Returns:
+        Resamples x statistics.
+    """
+    if int(n_resamples) < 1:
+        raise ValueError(f"expected a positive number of resamples, got {n_resamples}")
+    clusters = _Groups(groups, n)
+    if clusters.count < 2:
+        raise ValueError(f"a bootstrap needs at least 2 groups, got {clusters.count}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if batched is not None and clusters.size is not None:
+            step = max(1, min(int(n_resamples), _CHUNK // (50 * n)))
+            for start in range(0, int(n_resamples), step):
+                size = min(step, int(n_resamples) - start)
+                picked = rng.integers(0, clusters.count, (size, clusters.count))
+                rows.append(np.asarray(batched(clusters.cases(picked)), float).reshape(size, -1))
+            return np.vstack(rows)
+        for _ in range(int(n_resamples)):
+            picked = rng.integers(0, clusters.count, clusters.count)
+            rows.append(np.atleast_1d(np.asarray(statistics(clusters.cases(picked)), float)))
+    return np.vstack(rows)
+
+
+def _percentile_interval(estimate: float, distribution: np.ndarray, level: float) -> Interval:
+    """Percentile interval over the finite resamples (checked against its estimate)."""
+    _check_level(level)
+    bounds = _percentile(np.asarray(distribution, dtype=float), level)
+    if bounds is None or not np.isfinite(estimate):
+        return Interval(float(estimate), np.nan, np.nan, level, "none")
+    return _checked(Interval(float(estimate), *bounds, level, "percentile"))
+
+
+def _two_sided_p(distribution: np.ndarray) -> float:
+    """Bootstrap p of "the value is 0": 2 min(share <= 0, share >= 0), capped at 1.
+
+    The percentile interval at level 1 - p just reaches 0, so p < 1 - level exactly when
+    that interval excludes 0.
+    """
+    finite = distribution[np.isfinite(distribution)]
+    if len(finite) == 0:
+        return float("nan")
+    return float(min(1.0, 2 * min(np.mean(finite <= 0), np.mean(finite >= 0))))
 
 
 def bootstrap_ci(
@@ -130,11 +223,13 @@ def bootstrap_ci(
     level: float = 0.95,
     method: str = "BCa",
     seed: int = 0,
+    groups=None,
 ) -> Interval:
     """Bootstrap confidence interval of a statistic, resampling cases jointly over all samples.
 
     Cases are the entries along axis 0 of every sample; each resample draws the same cases from
-    all of them (paired), with `scipy.stats.bootstrap` seeded by `seed`. `srcc`, `krcc` and
+    all of them (paired), with `scipy.stats.bootstrap` seeded by `seed`; with `groups`, whole
+    groups of cases (lesions, patients) are drawn. `srcc`, `krcc` and
     `pearson` on one-dimensional samples are evaluated vectorised over the resamples. When the
     BCa bounds are NaN (degenerate data), the interval falls back to the percentile interval over
     the finite resamples, else to NaN bounds with method `none`.
@@ -146,13 +241,15 @@ def bootstrap_ci(
         level: Confidence level.
         method: `BCa`, `percentile` or `basic`.
         seed: Seed of the resampling.
+        groups: Optional group of each case (None: every case its own group).
 
     Returns:
-        The statistic on the original data with its interval.
+        The statistic on the original data with its interval (NaN bounds, with a note, if the
+        interval would exclude the estimate).
 
     Raises:
-        ValueError: On no samples, samples of different lengths, fewer than 2 cases, or an
-            unknown method or level.
+        ValueError: On no samples, samples of different lengths, fewer than 2 cases or
+            groups, or an unknown method or level.
     """
     if not samples:
         raise ValueError("expected at least one sample")
@@ -169,5 +266,6 @@ def bootstrap_ci(
         seed=seed,
         estimate=estimate,
         vectorised=_VECTORISED.get(statistic),
+        groups=groups,
     )
     return interval

@@ -1,9 +1,10 @@
 """Classification statistics: accuracy, balanced accuracy, macro F1, AUCs, and two classifiers.
 
 `classification_metrics` gives accuracy, balanced accuracy, macro F1 and one-vs-rest AUC per
-class, with percentile bootstrap intervals computed vectorised over the resamples. Two
-classifiers on the same samples are compared by McNemar's test, their prediction agreement and
-the correlation of their logits.
+class, with BCa bootstrap intervals computed vectorised over the resamples, which draw
+samples or, given groups, whole lesions / patients. Two classifiers on the same samples are
+compared by McNemar's test (clustered McNemar with groups), their prediction agreement and the
+correlation of their logits.
 
 Missing data: the inputs may not hold NaN; resamples that lack a class's positives or negatives
 are skipped for that class's AUC.
@@ -17,8 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from evaluation.stats._checks import _CHUNK, _check_level
-from evaluation.stats.bootstrap import Interval, _percentile
+from evaluation.stats._checks import _CHUNK, _check_level, _Groups
+from evaluation.stats.bootstrap import _RNG_KEYWORD, Interval, _checked, _percentile
 from evaluation.stats.correlation import pearson
 
 
@@ -39,38 +40,47 @@ def _labels(name: str, values) -> np.ndarray:
 
 
 def _classification_resamples(
-    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, k: int, idx: np.ndarray
+    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, k: int, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Accuracy, balanced accuracy, macro F1 and per-class AUC of each resample (rows of idx).
+    """Accuracy, balanced accuracy, macro F1 and per-class AUC of each resample (rows of weights).
 
-    Same definitions as scikit-learn: balanced accuracy averages recall over the classes present
-    in y_true; macro F1 averages 2 TP / (2 TP + FP + FN) over the classes present in y_true or
-    y_pred; AUC is the Mann-Whitney form (mid-ranks) of the ROC area, NaN without positives or
+    A resample is given by its case weights (how often each case was drawn), so resamples of
+    whole groups, whose sizes vary, are computed together. Same definitions as scikit-learn:
+    balanced accuracy averages recall over the classes present in y_true; macro F1 averages
+    2 TP / (2 TP + FP + FN) over the classes present in y_true or y_pred; AUC is the
+    Mann-Whitney form of the ROC area (ties count one half), NaN without positives or
     negatives.
     """
-    r, n = idx.shape
-    t, p = y_true[idx], y_pred[idx]
-    flat = (np.arange(r)[:, None] * k * k + t * k + p).ravel()
-    confusion = np.bincount(flat, minlength=r * k * k).reshape(r, k, k).astype(float)
+    r = len(weights)
+    cell = y_true * k + y_pred
+    flat = (np.arange(r)[:, None] * k * k + cell[None, :]).ravel()
+    confusion = np.bincount(flat, weights.ravel(), minlength=r * k * k).reshape(r, k, k)
     hits = np.diagonal(confusion, axis1=1, axis2=2)
     support, predicted = confusion.sum(axis=2), confusion.sum(axis=1)
+    drawn = weights.sum(axis=1)
     with np.errstate(all="ignore"):
         recall = np.where(support > 0, hits / support, np.nan)
         present = (support + predicted) > 0
         f1 = np.where(present, 2 * hits / (support + predicted), np.nan)
         out = {
-            "accuracy": hits.sum(axis=1) / n,
+            "accuracy": hits.sum(axis=1) / drawn,
             "balanced_accuracy": np.nanmean(recall, axis=1),
             "macro_f1": np.nanmean(f1, axis=1),
         }
         if proba is not None:
             for c in range(k):
-                positive = t == c
-                ranks = sps.rankdata(proba[idx, c], axis=-1)
-                n_pos = positive.sum(axis=1)
-                n_neg = n - n_pos
-                u = (ranks * positive).sum(axis=1) - n_pos * (n_pos + 1) / 2
-                out[f"auc:{c}"] = np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+                values, code = np.unique(proba[:, c], return_inverse=True)
+                u = len(values)
+                rows = (np.arange(r)[:, None] * u + code[None, :]).ravel()
+                positive = y_true == c
+                pos = np.bincount(rows, (weights * positive).ravel(), r * u).reshape(r, u)
+                neg = np.bincount(rows, (weights * ~positive).ravel(), r * u).reshape(r, u)
+                below = np.cumsum(neg, axis=1) - neg
+                n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+                wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+                out[f"auc:{c}"] = np.where(
+                    (n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan
+                )
     return out
 
 
@@ -82,14 +92,18 @@ def classification_metrics(
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    groups=None,
 ) -> dict[str, Interval]:
     """Accuracy, balanced accuracy, macro F1 and one-vs-rest AUCs, with bootstrap intervals.
 
     Estimates come from scikit-learn (`accuracy_score`, `balanced_accuracy_score`,
-    `f1_score(average="macro")`, `roc_auc_score` per class one-vs-rest). Intervals are percentile
-    bootstrap intervals over samples, computed vectorised with the same definitions; resamples
-    that lack a class's positives or negatives are skipped for its AUC (no interval if more
-    than half are skipped).
+    `f1_score(average="macro")`, `roc_auc_score` per class one-vs-rest). Intervals are BCa
+    bootstrap intervals (`scipy.stats.bootstrap`), computed vectorised with the same
+    definitions, over samples or, with `groups`, over groups (lesions, patients: the views of
+    one lesion are not independent, so each resample draws whole lesions, and the jackknife
+    leaves out one lesion at a time). Where a BCa bound is undefined (an AUC whose resamples
+    lack a class's positives or negatives) the interval is the percentile interval over the
+    resamples where it is defined (none if more than half are not).
 
     Args:
         y_true: True class indices 0..K-1.
@@ -99,14 +113,16 @@ def classification_metrics(
         n_resamples: Number of bootstrap resamples.
         level: Confidence level.
         seed: Seed of the resampling.
+        groups: Optional group (lesion or patient id) of each sample; None: every sample is
+            its own group.
 
     Returns:
         `accuracy`, `balanced_accuracy`, `macro_f1`, and `auc_<class>` per class when `proba`
         is given -> Interval.
 
     Raises:
-        ValueError: On mismatched lengths, labels outside 0..K-1, fewer than 2 samples, or
-            probabilities that are not (N, K) finite values.
+        ValueError: On mismatched lengths, labels outside 0..K-1, fewer than 2 samples or
+            groups, or probabilities that are not (N, K) finite values.
     """
     from sklearn.metrics import (
         accuracy_score,
@@ -153,33 +169,58 @@ def classification_metrics(
             auc = roc_auc_score(positive, proba[:, c]) if both else float("nan")
             estimates[f"auc:{c}"] = float(auc)
 
-    rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK // n)
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in estimates}
-    for start in range(0, int(n_resamples), rows):
-        idx = rng.integers(0, n, size=(min(rows, int(n_resamples) - start), n))
-        for key, values in _classification_resamples(y_true, y_pred, proba, k, idx).items():
-            parts[key].append(values)
+    clusters = _Groups(groups, n)
+    if clusters.count < 2:
+        raise ValueError(f"a bootstrap needs at least 2 groups, got {clusters.count}")
+    keys = list(estimates)
+
+    def resampled(picked: np.ndarray, axis: int = -1) -> np.ndarray:
+        """Every metric of resamples given as drawn group indices (last axis)."""
+        rows = picked.reshape(-1, picked.shape[-1])
+        flat = (np.arange(len(rows))[:, None] * clusters.count + rows).ravel()
+        counts = np.bincount(flat, minlength=len(rows) * clusters.count)
+        weights = counts.reshape(len(rows), clusters.count)[:, clusters.codes].astype(float)
+        values = _classification_resamples(y_true, y_pred, proba, k, weights)
+        return np.stack([values[key] for key in keys]).reshape(len(keys), *picked.shape[:-1])
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = sps.bootstrap(
+            (np.arange(clusters.count),), resampled, n_resamples=int(n_resamples),
+            batch=max(1, _CHUNK // (n * max(k, 4))), vectorized=True, confidence_level=level,
+            method="BCa", **{_RNG_KEYWORD: np.random.default_rng(seed)},
+        )  # fmt: skip
+    distributions = np.asarray(result.bootstrap_distribution, dtype=float)
+    lows = np.atleast_1d(result.confidence_interval.low)
+    highs = np.atleast_1d(result.confidence_interval.high)
 
     out = {}
-    for key, estimate in estimates.items():
-        distribution = np.concatenate(parts[key]) if parts[key] else np.array([])
-        bounds = _percentile(distribution, level) if np.isfinite(estimate) else None
+    for index, (key, estimate) in enumerate(estimates.items()):
         name = f"auc_{names[int(key[4:])]}" if key.startswith("auc:") else key
-        out[name] = (
-            Interval(estimate, *bounds, level, "percentile")
-            if bounds
-            else Interval(estimate, float("nan"), float("nan"), level, "none")
-        )
+        low, high, method = float(lows[index]), float(highs[index]), "BCa"
+        if not np.isfinite(estimate):
+            out[name] = Interval(estimate, float("nan"), float("nan"), level, "none")
+            continue
+        if not (np.isfinite(low) and np.isfinite(high)):
+            bounds = _percentile(distributions[index], level)
+            if bounds is None:
+                out[name] = Interval(estimate, float("nan"), float("nan"), level, "none")
+                continue
+            (low, high), method = bounds, "percentile"
+        out[name] = _checked(Interval(estimate, low, high, level, method))
     return out
 
 
-def mcnemar_test(y_true, pred_a, pred_b) -> tuple[float, float]:
-    """McNemar's test of two classifiers on the same samples (statsmodels).
+def mcnemar_test(y_true, pred_a, pred_b, groups=None) -> tuple[float, float]:
+    """McNemar's test of two classifiers on the same samples; cluster-aware with groups.
 
-    The 2x2 table counts samples both get right, only a, only b, neither. The exact binomial
-    test is used when there are fewer than 25 discordant samples, else the chi-square test with
-    continuity correction.
+    Without groups (or when every group holds one sample), the 2x2 table counts samples both
+    get right, only a, only b, neither, and statsmodels' test runs on it: exact binomial with
+    fewer than 25 discordant samples, else chi-square with continuity correction. With groups
+    (several views of one lesion), the samples of a group are not independent, and the test is
+    Durkalski et al.'s (2003) clustered McNemar: with b_k and c_k the samples of group k only a
+    or only b gets right, X = (sum_k (b_k - c_k))^2 / sum_k (b_k - c_k)^2, chi-square with one
+    degree of freedom (1 with no discordant group).
 
     Returns:
         (statistic, p-value).
@@ -196,6 +237,14 @@ def mcnemar_test(y_true, pred_a, pred_b) -> tuple[float, float]:
             f"{len(y_true)}, {len(pred_a)}, {len(pred_b)}"
         )
     a, b = pred_a == y_true, pred_b == y_true
+    clusters = _Groups(groups, len(y_true))
+    if not clusters.trivial:
+        per_group = np.bincount(clusters.codes, (a & ~b).astype(float) - (~a & b), clusters.count)
+        spread = float(np.sum(per_group**2))
+        if spread == 0:
+            return 0.0, 1.0
+        statistic = float(per_group.sum() ** 2 / spread)
+        return statistic, float(sps.chi2.sf(statistic, 1))
     table = np.array([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]])
     discordant = table[0, 1] + table[1, 0]
     result = mcnemar(table, exact=bool(discordant < 25), correction=True)

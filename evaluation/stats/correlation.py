@@ -2,7 +2,9 @@
 
 SRCC (Spearman) and KRCC (Kendall tau-b) are computed on the raw scores, PLCC (Pearson) after a
 monotonic curve of the scores to the ratings (`evaluation.stats.curves`: 4-parameter logistic by
-default, VQEG 5-parameter, linear or none). Vectorised forms along the last axis serve the
+default, VQEG 5-parameter, linear or none), signed like the SRCC. `plcc` here is in-sample
+(curve fitted on the cases it is scored on); the reported PLCC is cross-fitted
+(`evaluation.stats.crossval.crossfit_plcc`). Vectorised forms along the last axis serve the
 bootstrap resamples, and `_statistic_function` gives each named statistic as f(x, y) to the
 modules that resample or select by it.
 
@@ -22,7 +24,7 @@ import numpy as np
 from scipy import stats as sps
 
 from evaluation.stats._checks import _CHUNK, _complete, _vectors
-from evaluation.stats.curves import FITS, _fit_curve
+from evaluation.stats.curves import FITS, _direction, _fit_curve
 
 STATISTICS = ("srcc", "krcc", "plcc", "pearson")
 
@@ -53,14 +55,19 @@ def _plcc(x, y, fit: str, resample: bool, quiet: bool = False) -> float:
     x, y = _vectors(x=x, y=y)
     if fit == "none":
         return pearson(x, y)
-    predicted = _fit_curve(x, y, fit, resample=resample, quiet=quiet)(x)
-    if resample or quiet:
-        return float(_pearson_nd(predicted, y))
-    return pearson(predicted, y)
+    sign = _direction(x, y)
+    predicted = _fit_curve(x, y, fit, resample=resample, quiet=quiet, direction=sign)(x)
+    return sign * float(_pearson_nd(predicted, y))
 
 
 def plcc(x, y, fit: str = "logistic4") -> float:
-    """Pearson correlation of the fitted scores with the ratings.
+    """Pearson correlation of the fitted scores with the ratings, with the sign of the SRCC.
+
+    In-sample: the curve is fitted and the correlation taken on the same cases, which
+    flatters it (a pure-noise metric gets a positive PLCC); `evaluation.stats.crossfit_plcc`
+    is the held-out form reported beside SRCC. The fitted curve is monotonic in the direction
+    of the SRCC, so the Pearson correlation of its predictions with the ratings is >= 0 and
+    takes the SRCC's sign: a metric that falls as ratings rise has a negative PLCC.
 
     Args:
         x: Metric scores, one per case.
