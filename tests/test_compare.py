@@ -117,12 +117,15 @@ def test_classification_and_framework_tables(demo):
     }  # fmt: skip
     assert all(r["balanced_accuracy"]["estimate"] is not None for r in learned)
     rating = results["learned"]["rating"]["overall"]
-    assert {r["method"] for r in rating["regression"]} == {"ridge", "svr"}
+    methods = [r["method"] for r in rating["regression"]]
+    assert methods == ["ridge", "svr", "median_predictor", "median_category"]  # naive rows last
+    assert rating["groups"] == 8  # 24 synthetic cases of 8 patients: the folds' groups
     assert len(rating["ordinal"]["chosen"]) == 5 and -1 <= rating["ordinal"]["qwk"] <= 1
     assert set(rating["raters"]) == {"R1", "R2", "R3", "R4", "mean"}
     page = (demo[0] / "report" / "report.md").read_text()
     assert "Classification baselines on pooled deep features" in page
     assert "Predicting the overall rating (nested cross-validation)" in page
+    assert "median_predictor" in page and "median_category" in page  # rows of that table
     # metrics fitted to these ratings: held-out results only, never in the agreement tables
     fitted = results["fitted"]
     assert {(f["metric"], f["framework"]) for f in fitted} == {
@@ -194,8 +197,9 @@ def test_missing_ratings_and_a_rater_subset(demo, tmp_path):
     (rated / "SYNTHETIC").write_text("")
     with open(rated / "ratings.csv", newline="") as f:
         rows = list(csv.reader(f))
+    r1 = [rows[0].index("R1_color"), rows[0].index("R1_texture")]  # after CASES, GROUP
     for row in rows[1:6]:
-        row[1] = row[2] = ""  # R1 did not rate five cases
+        row[r1[0]] = row[r1[1]] = ""  # R1 did not rate five cases
     with open(rated / "ratings.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
     args = compare_args(root, tmp_path / "r", "--raters", "R1,R2,R3")
@@ -221,7 +225,7 @@ def test_bad_inputs_get_one_line_errors(demo, tmp_path):
     shutil.copytree(root / "synthetic" / "rated", rated)
     text = (rated / "ratings.csv").read_text().splitlines()
     cells = text[3].split(",")
-    cells[1] = "severe"
+    cells[text[0].split(",").index("R1_color")] = "severe"  # after CASES, GROUP
     text[3] = ",".join(cells)
     (rated / "ratings.csv").write_text("\n".join(text) + "\n")
     args = compare_args(root, tmp_path / "r")
