@@ -277,6 +277,8 @@ def compare_to_best(
         with np.errstate(all="ignore"):
             t = abs(diff) / se[k] if se[k] > 0 else np.nan
         adjusted = float(np.mean(t_star >= t)) if np.isfinite(t) and len(t_star) else np.nan
+        if se[k] == 0 and diff == 0:  # the two rank the items alike in every resample
+            adjusted = 1.0
         half = critical * se[k]
         comparisons.append(Comparison(
             names[m], _percentile_interval(diff, spread, level), _two_sided_p(spread),
