@@ -78,24 +78,80 @@ def test_the_demo_writes_a_complete_report(demo):
 
 def test_true_signal_ranks_above_noise_with_the_human_ceiling_beside_them(demo):
     results = results_of(demo[0] / "report")
+    assert results["agreement"]["n_groups"] == 8  # 24 cases of 8 simulated patients
     for aspect in ("color", "texture", "overall"):
         a = results["agreement"]["aspects"][aspect]
         rows = {r["metric"]: r for r in a["rows"]}
-        truth = rows["true deviation (synthetic oracle)"]["srcc"]
-        noise = rows["noise baseline"]["srcc"]
-        assert truth["estimate"] > 0.6 and truth["estimate"] > noise["estimate"], aspect
-        assert truth["low"] > 0.4 and noise["low"] < 0.2, aspect
-        ceiling = a["raters"]["ceiling"]
+        truth = rows["true deviation (synthetic oracle)"]
+        low, _, high = a["noise"]["bands"]["srcc"]
+        assert a["noise"]["draws"] == 200 and low < 0 < high, aspect
+        assert truth["srcc"]["estimate"] > 0.6 and truth["srcc"]["estimate"] > high, aspect
+        assert truth["srcc"]["low"] > 0.3, aspect
+        assert truth["plcc"]["estimate"] > 0.5 and truth["rmse"]["estimate"] > 0, aspect
+        assert truth["plcc_in_sample"]["method"] == "none"  # labelled, no interval
+        raters = a["raters"]
+        ceiling, upper = raters["ceiling"], raters["upper_bound"]
         assert 0.3 < ceiling["estimate"] <= 1 and ceiling["low"] <= ceiling["estimate"]
-        assert a["raters"]["icc_2_1"] > 0.3
+        assert upper["estimate"] > ceiling["estimate"]  # a rater vs a mean that includes it
+        assert raters["icc_2_1"] > 0.3 and raters["n_groups"] == 8
+        like = truth["vs_raters"]
+        assert like["minus_ceiling"]["estimate"] == pytest.approx(
+            like["vs_others"]["estimate"] - ceiling["estimate"]
+        )
+        choice = a["best_choice"]
+        assert choice["name"] == a["best"] and "chosen on these items" in choice["chosen"]
+        others = len(choice["comparisons"])  # the best against each: K - 1; max-T over all pairs
+        assert choice["family"] == others * (others + 1) // 2
+        for comparison in choice["comparisons"].values():
+            assert 0 <= comparison["p"] <= 1 and 0 <= comparison["p_adjusted"] <= 1
+        assert all(r["vs_best"] is None for r in a["rows"] if r["family"] == "oracle")
     header, *lines = [
         line for line in (demo[0] / "report" / "report.md").read_text().splitlines()
         if line.startswith("| ")
     ][:60]  # fmt: skip
-    assert "SRCC overall" in header
+    assert "SRCC overall" in header and "like a rater (overall)" in header
     names = [line.split(" | ")[0][2:] for line in lines]
-    assert names.index("true deviation (synthetic oracle)") < names.index("noise baseline")
-    assert "human ceiling (leave one rater out)" in names
+    assert names.index("true deviation (synthetic oracle)") < names.index(
+        "noise band (95% of 200 draws)"
+    )
+    assert "human ceiling (a rater vs the other raters)" in names
+    assert "upper bound (a rater vs all raters)" in names
+    assert any(n.endswith("(best, chosen on these items)") for n in names)
+
+
+def test_compare_on_noise_ratings_reports_the_adjusted_comparisons(demo, tmp_path):
+    """The wiring on pure-noise ratings: the family is adjusted, the noise band brackets 0.
+
+    (With 8 patients the bootstrap is coarse; the rates are checked by simulation in
+    test_stats_simulation.py.)
+    """
+    root, _, _ = demo
+    rated = tmp_path / "rated"
+    shutil.copytree(root / "synthetic" / "rated", rated)
+    with open(rated / "ratings.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    rng = np.random.default_rng(0)
+    scored = [j for j, name in enumerate(rows[0]) if "_" in name]  # <rater>_<aspect>
+    for row in rows[1:]:
+        for j in scored:
+            row[j] = str(int(rng.integers(1, 8)))
+    with open(rated / "ratings.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    (rated / "truth.csv").unlink(missing_ok=True)  # no oracle: the truth is noise now
+    args = compare_args(root, tmp_path / "r")
+    args[args.index("--rated") + 1] = str(rated)
+    result = run_module("evaluation.compare", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = results_of(tmp_path / "r")
+    for aspect, a in results["agreement"]["aspects"].items():
+        comparisons = list(a["best_choice"]["comparisons"].values())
+        assert comparisons, aspect
+        flagged_raw = sum(c["p"] < 0.05 for c in comparisons)
+        assert sum(c["p_adjusted"] < 0.05 for c in comparisons) <= flagged_raw, aspect
+        low, _, high = a["noise"]["bands"]["srcc"]
+        assert low < 0 < high
+        assert not any(r["family"] == "oracle" for r in a["rows"])  # truth.csv removed
+    assert "chosen on these items" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_classification_and_framework_tables(demo):

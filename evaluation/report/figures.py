@@ -69,28 +69,42 @@ def draw_figures(
 
 
 def _srcc_bars(plt, aspect: str, a: dict[str, Any]):
+    """Each metric scored like a rater (or plain SRCC without raters), the ceiling, the noise."""
     rows = a["rows"]
+    like = all((r.get("vs_raters") or {}).get("vs_others") for r in rows)
+    values = [(r["vs_raters"]["vs_others"] if like else r["srcc"]) for r in rows]
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.4))
     y = np.arange(len(rows))[::-1]
-    est = np.array([r["srcc"]["estimate"] for r in rows])
-    low = np.array([r["srcc"]["low"] if r["srcc"]["low"] is not None else np.nan for r in rows])
-    high = np.array([r["srcc"]["high"] if r["srcc"]["high"] is not None else np.nan for r in rows])
+    est = np.array([v["estimate"] for v in values], dtype=float)
+    low = np.array([v["low"] if v["low"] is not None else np.nan for v in values], dtype=float)
+    high = np.array([v["high"] if v["high"] is not None else np.nan for v in values], dtype=float)
     colours = {"lpips": "#1f77b4", "dists": "#ff7f0e", "classical": "#7f7f7f",
                "oracle": "#2ca02c", "baseline": "#d62728"}  # fmt: skip
     ax.barh(y, est, color=[colours.get(r["family"], "#9467bd") for r in rows])
     err = np.vstack([est - low, high - est])
     ax.errorbar(est, y, xerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=2, lw=1)
+    band = (a.get("noise") or {}).get("bands", {}).get("srcc")
+    if band:
+        ax.axvspan(band[0], band[2], color="#7f7f7f", alpha=0.15, label="noise band (95%)")
     ceiling = a["raters"]["ceiling"]
-    if ceiling:
+    if ceiling and like:
         lo = ceiling["low"] if ceiling["low"] is not None else ceiling["estimate"]
         hi = ceiling["high"] if ceiling["high"] is not None else ceiling["estimate"]
         ax.axvspan(lo, hi, color="#2ca02c", alpha=0.15, label="human ceiling (95% CI)")
         ax.axvline(ceiling["estimate"], color="#2ca02c", lw=1.5)
+        upper = a["raters"].get("upper_bound")
+        if upper:
+            ax.axvline(upper["estimate"], color="#2ca02c", lw=1, ls="--", label="upper bound")
+    if band or (ceiling and like):
         ax.legend(loc="lower right", fontsize=8)
     ax.set_yticks(y, [r["metric"] for r in rows], fontsize=8)
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel("SRCC with the mean rating (95% bootstrap CI)")
-    ax.set_title(f"Agreement with raters: {aspect}")
+    if like:
+        ax.set_xlabel("SRCC with the other raters' mean, averaged over the left-out rater (95% CI)")
+        ax.set_title(f"Each metric scored like one more rater: {aspect}")
+    else:
+        ax.set_xlabel("SRCC with the mean rating (95% bootstrap CI)")
+        ax.set_title(f"Agreement with raters: {aspect}")
     return fig
 
 

@@ -51,29 +51,48 @@ def sections(results: dict[str, Any]) -> list[Section]:
 
 def _headline(results: dict[str, Any]) -> Section:
     aspects = results["agreement"]["aspects"]
-    header = ["metric", *[f"SRCC {a}" for a in aspects]]
-    main = aspects.get("overall", next(iter(aspects.values())))
+    main_name = "overall" if "overall" in aspects else next(iter(aspects))
+    main = aspects[main_name]
+    header = ["metric", *[f"SRCC {a}" for a in aspects], f"like a rater ({main_name})"]
     rows = []
     for r in main["rows"]:
-        line = [r["metric"]]
+        name = r["metric"] + (
+            " (best, chosen on these items)" if r["metric"] == main["best"] else ""
+        )
+        line = [name]
         for a in aspects.values():
             match = next((x for x in a["rows"] if x["metric"] == r["metric"]), None)
             line.append(ci(match["srcc"], 2) if match else "n/a")
+        line.append(ci((r.get("vs_raters") or {}).get("vs_others"), 2))
         rows.append(line)
-    rows.append(
-        [
-            "human ceiling (leave one rater out)",
-            *[ci(a["raters"]["ceiling"], 2) for a in aspects.values()],
-        ]
-    )
+    noise = [a.get("noise", {}).get("bands", {}).get("srcc") for a in aspects.values()]
+    draws = next((a["noise"]["draws"] for a in aspects.values() if a.get("noise")), 0)
+    rows.append([f"noise band (95% of {draws} draws)", *[_band(b) for b in noise], ""])
+    rows.append(["human ceiling (a rater vs the other raters)", "", *([""] * (len(aspects) - 1)),
+                 ci(main["raters"]["ceiling"], 2)])  # fmt: skip
+    rows.append(["upper bound (a rater vs all raters)", "", *([""] * (len(aspects) - 1)),
+                 ci(main["raters"]["upper_bound"], 2)])  # fmt: skip
     sorted_by = "overall" if "overall" in aspects else "the first aspect"
+    agreement = results["agreement"]
     return Section(
         "Headline: agreement with raters",
-        f"SRCC with the mean rating, 95% BCa bootstrap CI over {results['rated']['n_items']} "
-        f"items; sorted by {sorted_by}.",
+        f"SRCC with the mean rating, 95% BCa bootstrap CI over {agreement.get('n_groups', '?')} "
+        f"groups (patients or lesions) of {results['rated']['n_items']} items; sorted by "
+        f"{sorted_by}. 'Like a rater' scores a metric exactly as the human ceiling scores a "
+        "rater (against the mean of the other raters, averaged over which rater is left out): "
+        "a metric whose like-a-rater SRCC reaches the ceiling agrees with the raters as well "
+        "as one more rater would. The upper bound is a rater against a mean that includes "
+        "that rater. The noise band is where pure-noise scores land on these ratings.",
         header,
         rows,
     )
+
+
+def _band(band: Any) -> str:
+    """A noise band (low, median, high) as `[low, high]`."""
+    if not band:
+        return "n/a"
+    return f"[{band[0]:.2f}, {band[2]:.2f}]"
 
 
 def _between(b: dict | None) -> str:
@@ -114,7 +133,9 @@ def _classification(cls: dict[str, Any]) -> Section | None:
     aucs = [f"auc_{c}" for c in cls.get("classes", [])]
     return Section(
         "Classification on the test split",
-        f"{cls.get('test_split', '')}; 95% bootstrap CIs over images.",
+        f"{cls.get('test_split', '')}; 95% bootstrap CIs over "
+        f"{'lesions / patients' if cls.get('group_by') else 'images'} "
+        f"({', '.join(sorted({str(r.get('n_groups', '?')) for r in cls['rows']}))} groups).",
         ["backbone", "framework", "accuracy", "balanced acc.", "macro-F1",
          *[a.replace("auc_", "AUC ") for a in aucs]],
         [[r["backbone"], r["framework"], ci(r["accuracy"], 2), ci(r["balanced_accuracy"], 2),
@@ -123,13 +144,46 @@ def _classification(cls: dict[str, Any]) -> Section | None:
 
 
 def _agreement(aspect: str, a: dict[str, Any]) -> Section:
+    choice = a.get("best_choice") or {}
+    cv = choice.get("cv")
+    text = (
+        f"Best: {a['best']}, chosen on these items (the highest SRCC: an optimistic pick). "
+        "PLCC and RMSE are cross-fitted (the curve fitted on the other folds); 'in-sample' "
+        "fits and scores on the same items. 'Like a rater' and '− ceiling': the metric "
+        "against the other raters' mean, and its paired difference from the human ceiling. "
+        "'vs best': SRCC difference best − metric with its bootstrap CI and raw p; 'p adj.' "
+        f"is familywise-adjusted ({choice.get('adjustment', 'max-T')})."
+    )
+    if cv:
+        picks = sorted(dict.fromkeys(cv["chosen"]), key=cv["chosen"].count, reverse=True)
+        text += (
+            f" Choosing the best inside {cv['folds']}-fold CV picks {', '.join(picks[:3])} and "
+            f"scores a held-out SRCC of {cv['mean']:.3f}: the honest value of 'the best metric'."
+        )
+    band = (a.get("noise") or {}).get("bands", {})
+    if band.get("plcc"):
+        text += (
+            f" Noise band: SRCC {_band(band.get('srcc'))} ({a['noise']['draws']} draws), "
+            f"PLCC {_band(band['plcc'])} ({a['noise'].get('plcc_draws', '?')} draws)."
+        )
+    rows = []
+    for r in a["rows"]:
+        vs, like = r.get("vs_best"), r.get("vs_raters") or {}
+        minus = like.get("minus_ceiling")
+        rows.append([
+            r["metric"], ci(r["srcc"]), ci(r["krcc"]), ci(r["plcc"]), ci(r.get("rmse")),
+            num((r.get("plcc_in_sample") or {}).get("estimate")),
+            ci(like.get("vs_others")),
+            f"{ci(minus, 2)} (p={p_value(minus['p'])})" if minus else "",
+            ci(vs) if vs else "", p_value(vs["p"]) if vs else "",
+            p_value(vs["p_adjusted"]) if vs else "",
+        ])  # fmt: skip
     return Section(
         f"Agreement per metric: {aspect}",
-        f"Best: {a['best']}. 'vs best': SRCC difference best − metric, paired bootstrap CI and p.",
-        ["metric", "SRCC", "KRCC", "PLCC", "vs best", "p"],
-        [[r["metric"], ci(r["srcc"]), ci(r["krcc"]), ci(r["plcc"]),
-          ci(r["vs_best"]) if r["vs_best"] else "",
-          p_value(r["vs_best"]["p"]) if r["vs_best"] else ""] for r in a["rows"]],
+        text,
+        ["metric", "SRCC", "KRCC", "PLCC (cross-fitted)", "RMSE", "PLCC in-sample",
+         "like a rater", "− ceiling", "vs best", "p", "p adj."],
+        rows,
     )  # fmt: skip
 
 
@@ -147,15 +201,17 @@ def _inter_rater(aspects: dict[str, Any]) -> Section:
     for aspect, a in aspects.items():
         ra = a["raters"]
         rows.append([
-            aspect, str(ra["n_items"]), str(ra["n_missing_cells"]), num(ra["icc_2_1"]),
-            num(ra["krippendorff_alpha_interval"]), num(ra["krippendorff_alpha_ordinal"]),
-            ci(ra["ceiling"]),
+            aspect, str(ra["n_items"]), str(ra.get("n_groups", "")), str(ra["n_missing_cells"]),
+            num(ra["icc_2_1"]), num(ra["krippendorff_alpha_interval"]),
+            num(ra["krippendorff_alpha_ordinal"]), ci(ra["ceiling"]), ci(ra.get("upper_bound")),
         ])  # fmt: skip
     return Section(
         "Inter-rater agreement and the human ceiling",
-        "",
-        ["aspect", "items", "missing cells", "ICC(2,1)", "alpha (interval)", "alpha (ordinal)",
-         "ceiling SRCC"],
+        "Ceiling: each rater's SRCC with the mean of the other raters, averaged over raters "
+        "(how well one more rater agrees with the rest). Upper bound: each rater with the mean "
+        "of all raters, itself included. CIs: percentile bootstrap over groups.",
+        ["aspect", "items", "groups", "missing cells", "ICC(2,1)", "alpha (interval)",
+         "alpha (ordinal)", "ceiling SRCC", "upper bound SRCC"],
         rows,
     )  # fmt: skip
 

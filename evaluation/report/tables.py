@@ -63,9 +63,10 @@ def _flat(value: dict | None) -> list:
 def _classification(cls: dict[str, Any]) -> Table:
     keys = ["accuracy", "balanced_accuracy", "macro_f1"]
     keys += sorted({k for r in cls["rows"] for k in r if k.startswith("auc_")})
-    header = ["backbone", "framework", "file", "n"] + [f"{k}{s}" for k in keys for s in _BOUNDS]
+    header = ["backbone", "framework", "file", "n", "n_groups"]
+    header += [f"{k}{s}" for k in keys for s in _BOUNDS]
     rows = [
-        [r["backbone"], r["framework"], r["file"], r["n"]]
+        [r["backbone"], r["framework"], r["file"], r["n"], r.get("n_groups")]
         + [v for k in keys for v in _flat(r.get(k))]
         for r in cls["rows"]
     ]
@@ -74,26 +75,40 @@ def _classification(cls: dict[str, Any]) -> Table:
 
 def _torch_vs_keras(cls: dict[str, Any]) -> Table:
     header = [
-        "backbone", "prediction_agreement", "mcnemar_statistic", "mcnemar_p", "logit_correlation"
+        "backbone", "n", "n_groups", "prediction_agreement", "mcnemar_statistic", "mcnemar_p",
+        "logit_correlation",
     ]  # fmt: skip
-    return header, [[p[k] for k in header] for p in cls["pairs"]]
+    return header, [[p.get(k) for k in header] for p in cls["pairs"]]
 
 
 def _agreement(aspects: dict[str, Any]) -> Table:
     header = [
-        "aspect", "metric", "family", "backbone", "framework", "srcc", "srcc_low", "srcc_high",
-        "krcc", "krcc_low", "krcc_high", "plcc", "plcc_low", "plcc_high", "srcc_minus_best",
-        "diff_low", "diff_high", "diff_p",
+        "aspect", "metric", "family", "backbone", "framework", "best_chosen_on_data",
+        "srcc", "srcc_low", "srcc_high", "krcc", "krcc_low", "krcc_high",
+        "plcc_crossfit", "plcc_low", "plcc_high", "rmse_crossfit", "rmse_low", "rmse_high",
+        "plcc_in_sample", "like_a_rater_srcc", "like_a_rater_low", "like_a_rater_high",
+        "minus_ceiling", "minus_ceiling_low", "minus_ceiling_high", "minus_ceiling_p",
+        "srcc_minus_best", "diff_low", "diff_high", "diff_p", "diff_p_adjusted",
+        "diff_simultaneous_low", "diff_simultaneous_high",
     ]  # fmt: skip
     rows = []
     for aspect, a in aspects.items():
         for r in a["rows"]:
             vs = r.get("vs_best") or {}
+            like = r.get("vs_raters") or {}
+            minus = like.get("minus_ceiling") or {}
             rows.append([
                 aspect, r["metric"], r["family"], r["backbone"], r["framework"],
-                *_flat(r["srcc"]), *_flat(r["krcc"]), *_flat(r["plcc"]),
+                r["metric"] == a["best"],
+                *_flat(r["srcc"]), *_flat(r["krcc"]), *_flat(r["plcc"]), *_flat(r.get("rmse")),
+                (r.get("plcc_in_sample") or {}).get("estimate"),
+                *_flat(like.get("vs_others")), *_flat(minus), minus.get("p"),
                 vs.get("estimate"), vs.get("low"), vs.get("high"), vs.get("p"),
+                vs.get("p_adjusted"), vs.get("simultaneous_low"), vs.get("simultaneous_high"),
             ])  # fmt: skip
+        for name, band in (a.get("noise") or {}).get("bands", {}).items():
+            rows.append([aspect, f"noise band {name} (low, median, high)", "baseline", None,
+                         None, False, *band] + [None] * (len(header) - 9))  # fmt: skip
     return header, rows
 
 
@@ -123,16 +138,17 @@ def _layers(aspects: dict[str, Any]) -> Table:
 
 def _inter_rater(aspects: dict[str, Any]) -> Table:
     header = [
-        "aspect", "items", "missing_cells", "icc_2_1", "alpha_interval", "alpha_ordinal",
-        "ceiling_srcc", "ceiling_low", "ceiling_high",
+        "aspect", "items", "groups", "missing_cells", "icc_2_1", "alpha_interval",
+        "alpha_ordinal", "ceiling_srcc", "ceiling_low", "ceiling_high", "upper_bound_srcc",
+        "upper_bound_low", "upper_bound_high",
     ]  # fmt: skip
     rows = []
     for aspect, a in aspects.items():
         ra = a["raters"]
         rows.append(
-            [aspect, ra["n_items"], ra["n_missing_cells"], ra["icc_2_1"],
+            [aspect, ra["n_items"], ra.get("n_groups"), ra["n_missing_cells"], ra["icc_2_1"],
              ra["krippendorff_alpha_interval"], ra["krippendorff_alpha_ordinal"],
-             *_flat(ra["ceiling"])]
+             *_flat(ra["ceiling"]), *_flat(ra.get("upper_bound"))]
         )  # fmt: skip
     return header, rows
 

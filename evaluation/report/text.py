@@ -22,14 +22,27 @@ SYNTHETIC_NOTE = (
 METHODS = {
     "SRCC / KRCC": "Spearman / Kendall (tau-b) rank correlation of the raw scores with the "
     "mean rating of the raters who scored an item.",
-    "PLCC": "Pearson correlation after a monotonic logistic fit of score to rating "
-    "(4-parameter; VQEG 5-parameter with --fit logistic5).",
-    "CIs": "bootstrap over items (BCa, paired when two metrics are compared), 95%.",
-    "vs best": "paired bootstrap of the SRCC difference between the best metric and this one, "
-    "with a two-sided bootstrap p-value.",
-    "Human ceiling": "leave-one-rater-out: each rater's SRCC with the mean of the others, "
-    "averaged over raters. A metric near the ceiling agrees with raters as well as they "
-    "agree with each other.",
+    "PLCC / RMSE": "cross-fitted: a bounded monotonic logistic (4-parameter; VQEG 5-parameter "
+    "with --fit logistic5) is fitted on the other folds and predicts each held-out fold; PLCC "
+    "is the Pearson correlation of those predictions with the rating (signed like the SRCC), "
+    "RMSE their error in rating units. 'In-sample' fits and scores on the same items and "
+    "flatters the metric.",
+    "CIs": "bootstrap over groups of items (patients or lesions; an item without one is its "
+    "own), 95%: BCa for SRCC, KRCC, PLCC and RMSE; percentile, with the p-value read off the "
+    "same resamples, for differences.",
+    "vs best": "the best metric is the one with the highest SRCC on these very items, an "
+    "optimistic pick; the CV choice says what picking the best is worth on held-out items. "
+    "Each difference best − metric has a raw p and a familywise-adjusted p (single-step "
+    "max-T over all pairs of metrics, which holds although the best was picked on the data).",
+    "Human ceiling": "each rater's SRCC with the mean of the other raters, averaged over "
+    "raters. 'Like a rater' scores a metric the same way (against the mean of all raters but "
+    "one, on the same items, averaged over the left-out rater), so the two compare like for "
+    "like: a metric that reaches the ceiling agrees with the raters as well as one more "
+    "rater would. The upper bound is each rater against the mean of all raters, itself "
+    "included.",
+    "Noise band": "the 2.5% to 97.5% range of SRCC over 200 seeded uniform-noise scores (of "
+    "the cross-fitted PLCC over the first 50) on the same items and folds: where a metric "
+    "with no skill lands.",
     "ICC(2,1), alpha": "inter-rater agreement: two-way random, absolute, single rater; "
     "Krippendorff's alpha (interval and ordinal).",
     "Layer choice": "which tap and cosine mode to use is chosen on the training folds of a "
@@ -53,9 +66,9 @@ METHODS = {
 }
 
 FIGURE_TITLES = {
-    "srcc_overall": "SRCC with CIs and the human ceiling (overall)",
-    "srcc_color": "SRCC with CIs and the human ceiling (color)",
-    "srcc_texture": "SRCC with CIs and the human ceiling (texture)",
+    "srcc_overall": "Each metric like one more rater, against the human ceiling (overall)",
+    "srcc_color": "Each metric like one more rater, against the human ceiling (color)",
+    "srcc_texture": "Each metric like one more rater, against the human ceiling (texture)",
     "scatter": "Score vs mean rating",
     "severity": "Distance by severity category",
     "layers": "Per-layer correlation curves",
