@@ -71,7 +71,7 @@ def _classification_baselines(
 
     classes = list(data.classes)
     y_train, y_test = data.labels("train"), data.labels("test")
-    groups = np.array([s.group or s.id for s in data.train])
+    groups = np.array(data.groups("train"))
     contract = entry.manifest["input_contract"]
     fx = FeatureExtractor(entry.path, prefer_gpu=options.prefer_gpu)
     last = [t for t in fx.taps if not t.endswith("_cls")][-1]  # the deepest tap
@@ -87,6 +87,7 @@ def _classification_baselines(
         metrics = stats.classification_metrics(
             y_test, fitted.predictions, fitted.proba, classes,
             n_resamples=min(options.bootstrap, 1000), seed=options.seed,
+            groups=data.groups("test"),
         )  # fmt: skip
         rows.append({
             "backbone": entry.backbone, "framework": entry.framework,

@@ -256,7 +256,8 @@ def _classification_baselines(learned: dict[str, Any], cls: dict[str, Any]) -> S
         "Classification baselines on pooled deep features",
         "scikit-learn on the global-average-pooled taps of each exported feature extractor; "
         "hyper-parameters chosen by inner cross-validation on the training split (grouped "
-        "by lesion), scored once on the same test split as the fine-tuned networks.",
+        "by lesion), scored once on the same test split as the fine-tuned networks; CIs "
+        "resample lesions.",
         ["backbone", "framework", "method", "chosen", "inner CV bal. acc.",
          "test bal. acc.", "test macro-F1", "fine-tuned network bal. acc."],
         rows,
