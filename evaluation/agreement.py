@@ -76,7 +76,7 @@ def _aspect(
     best = _best(candidates, columns, target, rated, options, common)
     for row in rows:
         row["vs_best"] = (best["comparisons"] or {}).get(row["metric"]) if best else None
-    raters = _raters(table, rated, columns, common, options)
+    raters = _raters(table, rated, columns, common)
     for row in rows:
         row["vs_raters"] = (raters.get("metrics") or {}).get(row["metric"])
     band = stats.noise_band(
@@ -145,7 +145,6 @@ def _raters(
     rated: np.ndarray,
     columns: dict[str, np.ndarray],
     common: dict[str, Any],
-    options: Options,
 ) -> dict[str, Any]:
     """Inter-rater agreement, the human ceiling and its upper bound, metrics set against it."""
     from evaluation import stats

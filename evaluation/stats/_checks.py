@@ -84,6 +84,7 @@ class _Groups:
         self.members = np.split(order, bounds)
         sizes = {len(m) for m in self.members}
         self.size = sizes.pop() if len(sizes) == 1 else None  # every group's size, if equal
+        self._matrix = np.stack(self.members) if self.size is not None else None
 
     @property
     def trivial(self) -> bool:
@@ -92,17 +93,11 @@ class _Groups:
 
     def cases(self, picked: np.ndarray) -> np.ndarray:
         """Case indices of the picked groups (last axis); any leading shape if sizes are equal."""
-        if self.size is not None:
-            matrix = np.stack(self.members)
-            return matrix[picked].reshape(*picked.shape[:-1], -1)
+        if self._matrix is not None:
+            return self._matrix[picked].reshape(*picked.shape[:-1], -1)
         if picked.ndim != 1:
             raise ValueError("groups of unequal size are resampled one resample at a time")
         return np.concatenate([self.members[g] for g in picked])
-
-    def weights(self, rng: np.random.Generator, resamples: int) -> np.ndarray:
-        """Case weights of `resamples` bootstrap draws of G groups (resamples x cases)."""
-        counts = rng.multinomial(self.count, np.full(self.count, 1 / self.count), resamples)
-        return counts[:, self.codes].astype(float)
 
 
 def _complete_grouped(groups, min_cases: int = MIN_CASES, **named):
