@@ -59,7 +59,13 @@ def test_first_step_loss_and_sgd_update_agree(arch, weights):
         a, b = t_state[key], k_state[key]
         if key.endswith("num_batches_tracked"):
             continue  # a torch step counter, no Keras counterpart
-        scale = max(np.abs(a).max(), 1e-12)
-        assert np.abs(a - b).max() / scale <= 1e-4, key
+        # The step is compared as an update, relative to its own size. A difference in what
+        # the step does (learning rate, loss reduction, batch statistics, a missing gradient)
+        # is of the order of the update itself; the convolution kernels' float32 gradients
+        # differ by CPU: on one CI machine torch's conv1 update differed from Keras's (and
+        # from torch's on another machine) by 3e-3 of its size, the forward pass agreeing.
+        step_t, step_k = a - before, b - before
+        scale = max(np.abs(step_t).max(), 1e-12)
+        assert np.abs(step_t - step_k).max() / scale <= 1e-2, key
         changed += not np.array_equal(a, before)
     assert changed > len(state) // 2  # the step really moved the weights
