@@ -210,10 +210,11 @@ def test_classification_metrics_agree_with_sklearn():
 
 
 @pytest.mark.parametrize(
-    "module, suffix", [("torch_models.train", ".safetensors"), ("tf_models.train", ".weights.h5")]
+    "module, suffix, policy",
+    [("torch_models.train", ".safetensors", "best"), ("tf_models.train", ".weights.h5", "every")],
 )
-def test_trainer_end_to_end(tmp_path, synthetic, module, suffix):
-    config = write_config(tmp_path, synthetic)
+def test_trainer_end_to_end(tmp_path, synthetic, module, suffix, policy):
+    config = write_config(tmp_path, synthetic, checkpoints=policy)
     result = run_module(module, "--config", str(config), "--arch", "vgg16_tiny")
     assert result.returncode == 0, result.stderr[-3000:]
     framework = "torch" if module.startswith("torch") else "keras"
@@ -222,16 +223,12 @@ def test_trainer_end_to_end(tmp_path, synthetic, module, suffix):
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("loss", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc"):
         assert key in rows[0]["train"] and key in rows[0]["val"]
-    checkpoints = [f"checkpoints/epoch_00{e}{suffix}" for e in (1, 2)]
-    for name in (
-        f"best{suffix}",
-        *checkpoints,
-        "curves.png",
-        "confusion.png",
-        "test.json",
-        "run.json",
-    ):
+    for name in (f"best{suffix}", "curves.png", "confusion.png", "test.json", "run.json"):
         assert (run_dir / name).is_file(), name
+    # finished: the resume state is gone; per-epoch checkpoints only when asked for
+    assert not (run_dir / "resume").exists()
+    expected = [f"epoch_00{e}{suffix}" for e in (1, 2)] if policy == "every" else []
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*")) == expected
     info = json.loads((run_dir / "run.json").read_text())
     assert info["data"]["synthetic"] is True and info["classes"] == ["MEL", "NV", "BCC"]
     assert info["init"]["sha256"] and info["input_contract"]["native_size"] == 32
@@ -285,10 +282,16 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, synthetic):
     proc.wait()
     killed_at = json.loads(state.read_text())["epoch"]
     assert killed_at < 3
+    # the state names an epoch whose weights and optimiser state are both there
+    resume = run_dir / "resume"
+    assert (resume / f"epoch_{killed_at:03d}.safetensors").is_file()
+    assert (resume / f"optimizer_{killed_at:03d}.pt").is_file()
     result = run_module(
-        "torch_models.train", "--config", str(cut), "--arch", "resnet50_tiny", "--resume"
-    )
+        "torch_models.train", "--config", str(cut), "--arch", "resnet50_tiny", "--resume",
+        "--set", "train.checkpoints=last",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not resume.exists() and (run_dir / "last.safetensors").is_file()
     first = tmp_path / "a" / "runs" / "t" / "resnet50_tiny-torch"
     assert _metrics(run_dir / "metrics.jsonl") == _metrics(first / "metrics.jsonl")
     assert json.loads((run_dir / "test.json").read_text()) == json.loads(

@@ -164,7 +164,7 @@ def save_checkpoint(
 ) -> None:
     """Write an epoch's checkpoint and the optimiser state `--resume` reads."""
     save_weights(model, run.checkpoint(epoch))
-    with atomic_path(run.dir / "resume" / "optimizer.npz") as tmp, open(tmp, "wb") as f:
+    with atomic_path(run.optimizer_state(epoch, ".npz")) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
 
 
@@ -176,7 +176,7 @@ def load_checkpoint(
 ) -> None:
     """Restore an epoch's checkpoint and the optimiser state (`--resume`)."""
     load_weights(model, run.checkpoint(epoch))
-    saved = np.load(run.dir / "resume" / "optimizer.npz")
+    saved = np.load(run.optimizer_state(epoch, ".npz"))
     for i, variable in enumerate(optimizer.variables):
         variable.assign(saved[f"v{i}"])
 

@@ -150,7 +150,7 @@ def save_checkpoint(
 ) -> None:
     """Write an epoch's checkpoint and the optimiser state `--resume` reads."""
     save_weights(model, run.checkpoint(epoch))
-    with atomic_path(run.dir / "resume" / "optimizer.pt") as tmp:
+    with atomic_path(run.optimizer_state(epoch, ".pt")) as tmp:
         torch.save(optimizer.state_dict(), tmp)
 
 
@@ -163,7 +163,7 @@ def load_checkpoint(
 ) -> None:
     """Restore an epoch's checkpoint and the optimiser state (`--resume`)."""
     load_weights(model, run.checkpoint(epoch))
-    path = run.dir / "resume" / "optimizer.pt"
+    path = run.optimizer_state(epoch, ".pt")
     optimizer.load_state_dict(torch.load(path, map_location=device, weights_only=True))
 
 

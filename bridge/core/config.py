@@ -20,6 +20,7 @@ from bridge.core.data.image import DEFAULT_POLICY
 SOURCES = ("synthetic", "isic2019", "isic2020", "ham10000", "folders")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
+CHECKPOINTS = ("best", "last", "every")  # what a finished run keeps (TrainConfig.checkpoints)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ class TrainConfig:
         warmup_epochs: Linear warm-up epochs.
         label_smoothing: Cross-entropy label smoothing.
         dropout: Keep the classifiers' dropout active in training.
+        checkpoints: Which weights a finished run keeps besides `best.*`: `best`
+            (nothing else), `last` (also `last.*`, the final epoch) or `every`
+            (also `checkpoints/epoch_NNN.*`). While a run is unfinished, its last
+            epoch's weights and optimiser state wait under `resume/`, removed when
+            it finishes.
     """
 
     archs: tuple[str, ...] = ("vgg16", "resnet50", "vit_b16")
@@ -113,6 +119,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     dropout: bool = True
+    checkpoints: str = "best"
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,7 @@ def validate(config: Config) -> None:
         (t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0"),
         (0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs, "in [0, epochs)"),
         (_valid_trainable(t.trainable), "train.trainable", t.trainable, "all, head or last:N"),
+        (t.checkpoints in CHECKPOINTS, "train.checkpoints", t.checkpoints, "best, last or every"),
         (0 < config.augment.crop_scale[0] <= config.augment.crop_scale[1] <= 1,
          "augment.crop_scale", config.augment.crop_scale, "0 < low <= high <= 1"),
     ]  # fmt: skip

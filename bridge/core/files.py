@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,20 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def link_or_copy(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Give `dest` the content of `src`, atomically, without writing it again if possible.
+
+    A hard link where the file system allows one (no second copy on disk), a copy
+    otherwise. Every writer here replaces files (`atomic_path`), never edits them in
+    place, so two names of one file never diverge.
+    """
+    with atomic_path(dest) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

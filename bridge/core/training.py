@@ -8,8 +8,10 @@ and the checkpoint format are their own.
 A run folder (`runs/<name>/`) holds what is shared between frameworks:
 `splits.csv` and `init/<arch>.safetensors`. Each arch x framework gets its own folder
 `runs/<name>/<arch>-<framework>/` with `run.json` (config, data, provenance, results),
-`metrics.jsonl` (one line per epoch), `checkpoints/epoch_NNN.*`, `best.*`,
-`test.json`, `curves.png` and `confusion.png`, plus `resume/` for `--resume`.
+`metrics.jsonl` (one line per epoch), `best.*`, `test.json`, `curves.png` and
+`confusion.png`. While it trains, `resume/` holds the last finished epoch's weights
+and optimiser state for `--resume`; it goes when the run finishes. `train.checkpoints`
+says what else stays: `last.*` (`last`) or `checkpoints/epoch_NNN.*` (`every`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from bridge.core.data.readers import ClassificationSet
 from bridge.core.data.sources import load_dataset
 from bridge.core.data.splits import load_or_make_splits, select
 from bridge.core.data.stream import BatchStream, ImageCache, channel_stats
-from bridge.core.files import atomic_path, sha256_file
+from bridge.core.files import atomic_path, link_or_copy, sha256_file
 from bridge.core.spec import FRAMEWORKS, FULL_ARCHS, ArchSpec, InputContract, get_arch
 from bridge.core.weights import (
     KERAS_SUFFIX,
@@ -134,8 +136,12 @@ class Run:
         return checkpoint_suffix(self.framework)
 
     def checkpoint(self, epoch: int) -> Path:
-        """Checkpoint of a (1-based) epoch."""
-        return self.dir / "checkpoints" / f"epoch_{epoch:03d}{self.suffix}"
+        """The weights at the end of a (1-based) epoch, under `resume/` until the run ends."""
+        return self.dir / "resume" / f"epoch_{epoch:03d}{self.suffix}"
+
+    def optimizer_state(self, epoch: int, suffix: str) -> Path:
+        """The optimiser state at the end of a (1-based) epoch, in the trainer's format."""
+        return self.dir / "resume" / f"optimizer_{epoch:03d}{suffix}"
 
     @property
     def best(self) -> Path:
@@ -200,7 +206,7 @@ def prepare(
             f"{run.dir}: already holds a run; pass --resume to continue it, or another name "
             "(--set name=...)"
         )
-    (run.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run.dir / "resume").mkdir(parents=True, exist_ok=True)
     return run
 
 
@@ -411,9 +417,20 @@ def log_epoch(run: Run, row: dict[str, Any]) -> None:
 
 
 def keep_best(run: Run, epoch: int) -> None:
-    """Copy an epoch's checkpoint to `best.*`."""
-    with atomic_path(run.best) as tmp:
-        shutil.copyfile(run.checkpoint(epoch), tmp)
+    """Make an epoch's checkpoint `best.*` (a hard link where possible)."""
+    link_or_copy(run.checkpoint(epoch), run.best)
+
+
+def prune_resume(run: Run, epoch: int) -> None:
+    """Remove the resume files of every epoch but `epoch` (after its state is saved).
+
+    The files of the epoch before stay until `resume/state.json` names the new one,
+    so a kill at any moment leaves a consistent state to resume from.
+    """
+    keep = f"_{epoch:03d}"
+    for path in (run.dir / "resume").glob("*_[0-9][0-9][0-9]*"):
+        if path.name.startswith(("epoch_", "optimizer_")) and keep not in path.name:
+            path.unlink(missing_ok=True)
 
 
 def finish(run: Run, runlog: RunLog, test: dict[str, Any], versions: dict[str, str]) -> Path:
@@ -449,8 +466,12 @@ def finish(run: Run, runlog: RunLog, test: dict[str, Any], versions: dict[str, s
         "config": run.config.to_dict(),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions},
     }
+    last = runlog.rows[-1]["epoch"]
+    if run.config.train.checkpoints == "last":
+        link_or_copy(run.checkpoint(last), run.dir / f"last{run.suffix}")
     path = run.dir / RUN_FILE
     write_json(path, info)
+    shutil.rmtree(run.dir / "resume", ignore_errors=True)  # finished: nothing to resume
     return path
 
 
@@ -488,8 +509,8 @@ def end_epoch(
         logits: Their logits from the training steps.
         losses: The steps' losses.
         predict: Inference on a stream (the validation split).
-        save: Writes the checkpoint of a 1-based epoch (`run.checkpoint`) and the
-            optimiser state under `resume/`.
+        save: Writes the checkpoint of a 1-based epoch (`run.checkpoint`) and its
+            optimiser state (`run.optimizer_state`).
 
     Returns:
         The epoch's row of metrics.jsonl.
@@ -510,7 +531,12 @@ def end_epoch(
     save(epoch + 1)
     if runlog.epoch_done(row):
         keep_best(run, epoch + 1)
+    if run.config.train.checkpoints == "every":
+        link_or_copy(
+            run.checkpoint(epoch + 1), run.dir / "checkpoints" / run.checkpoint(epoch + 1).name
+        )
     runlog.save_state(epoch + 1)
+    prune_resume(run, epoch + 1)
     log_epoch(run, row)
     return row
 
