@@ -37,7 +37,7 @@ from typing import Any
 from bridge.core.data import synth
 from bridge.core.data.image import DEFAULT_POLICY, MAX_PIXELS, RESIZE_POLICIES
 from bridge.core.data.readers import is_synthetic
-from evaluation.explore_app import Explorer, find_scorers, load_scorers
+from evaluation.explore_app import Explorer, default_models_dir, find_scorers, load_scorers
 from evaluation.explore_http import make_server
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m evaluation.explore", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
-        "--models", default="models", help="folder of exported scorers (default models/)"
+        "--models",
+        default=None,
+        help="folder of exported scorers (default: models/, or models/demo when only it has some)",
     )
     parser.add_argument(
         "--images",
@@ -115,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_upload_mb <= 0 or args.max_pixels < 1:
         raise ValueError("--max-upload-mb and --max-pixels must be positive")
 
-    scorers = load_scorers(find_scorers(args.models), args.policy, prefer_gpu=not args.cpu)
+    models = Path(args.models) if args.models else default_models_dir()
+    scorers = load_scorers(find_scorers(models), args.policy, prefer_gpu=not args.cpu)
     images, synthetic = _default_images(args.images)
     temporary = args.uploads is None
     uploads = Path(tempfile.mkdtemp(prefix="dermsim-uploads-")) if temporary else args.uploads
@@ -127,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = make_server(explorer, args.host, args.port)
         log.info(
             "%d scorers from %s; %d images from %s%s",
-            len(scorers), args.models, len(explorer.images), images or "(none)",
+            len(scorers), models, len(explorer.images), images or "(none)",
             " (synthetic)" if synthetic else "",
         )  # fmt: skip
         log.info("uploads go to %s%s", uploads, " (removed on exit)" if temporary else "")

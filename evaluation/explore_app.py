@@ -19,6 +19,7 @@ import base64
 import csv
 import hashlib
 import io
+import json
 import logging
 import os
 import threading
@@ -41,7 +42,7 @@ from bridge.core.data.image import (
     decode_image_bytes,
     parse_box,
 )
-from bridge.core.runtime import SCORER_KINDS, find_models
+from bridge.core.runtime import SCORER_KINDS, find_models, heads_kind
 from evaluation.score import Scorer
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,26 @@ class TooLarge(ValueError):
 # ------------------------------------------------------------------ scorers
 
 
+def holds_scorers(folder: Path) -> bool:
+    """Whether a folder has an LPIPS / DISTS export by its manifest (files not verified)."""
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if kind in SCORER_KINDS and path.with_suffix(".onnx").is_file():
+            return True
+    return False
+
+
+def default_models_dir() -> Path:
+    """`models/` when it holds scorers, else `models/demo` (what `tox -e demo` made) if it does."""
+    for folder in (Path("models"), Path("models") / "demo"):
+        if holds_scorers(folder):
+            return folder
+    return Path("models")
+
+
 def find_scorers(models_dir: str | os.PathLike) -> list[Path]:
     """The LPIPS / DISTS scorers in a folder: `*.onnx` files whose manifest says so.
 
@@ -82,7 +103,10 @@ def find_scorers(models_dir: str | os.PathLike) -> list[Path]:
         raise FileNotFoundError(f"{folder}: no such models folder; {EXPORT_HINT}")
     found = [path for path, _ in find_models(folder, SCORER_KINDS)[0]]
     if not found:
-        raise ValueError(f"{folder}: no LPIPS or DISTS scorers (*.onnx + manifest); {EXPORT_HINT}")
+        inside = [str(d) for d in sorted(folder.iterdir()) if d.is_dir() and holds_scorers(d)]
+        hint = f"pass --models {inside[0]}" if inside else EXPORT_HINT
+        also = f"; {', '.join(inside)} hold{'s' if len(inside) == 1 else ''} some" if inside else ""
+        raise ValueError(f"{folder}: no LPIPS or DISTS scorers (*.onnx + manifest){also}; {hint}")
     return found
 
 
@@ -108,10 +132,14 @@ def _scorer_id(scorer: Scorer) -> str:
 
 
 def _scorer_fields(scorer: Scorer) -> dict[str, Any]:
-    """What the page shows of a scorer in its table: metric, backbone, origin, input size."""
+    """What the page shows of a scorer: its label, metric, backbone, trainer, heads, size."""
+    run = scorer.model.manifest.get("training_run") or {}
     return {
+        "label": scorer.label,
         "metric": scorer.metric,
         "backbone": _backbone(scorer),
+        "trained_by": run.get("framework"),
+        "heads": heads_kind(scorer.model.manifest),
         "origin": _origin(scorer),
         "size": scorer.size,
     }
@@ -251,8 +279,8 @@ def _score(scorer: Scorer, a: np.ndarray, b: np.ndarray) -> tuple[dict[str, Any]
         if scorer.metric == "lpips" and "distance_map" in scorer.model.outputs:
             m = scorer.distance_map(a, b)[0, 0]
             heat = {
-                "scorer": row["scorer"], "backbone": row["backbone"],
-                "origin": row["origin"], "size": scorer.size,
+                "scorer": row["scorer"], "label": row["label"], "backbone": row["backbone"],
+                "origin": row["origin"], "size": list(a.shape[1:]),
                 "max": float(m.max()), "mean": float(m.mean()),
                 "image": data_url(png_bytes(heat_map(m, a.transpose(1, 2, 0)))),
             }  # fmt: skip
@@ -262,17 +290,24 @@ def _score(scorer: Scorer, a: np.ndarray, b: np.ndarray) -> tuple[dict[str, Any]
     return row, heat
 
 
-def _crops_json(crops: dict[tuple, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
-    """The crops as fed to the models, one pair per (size, policy, interpolation)."""
-    return [
-        {
-            "size": size,
+def _crops_json(crops: dict[tuple, tuple[np.ndarray, np.ndarray, bool]]) -> list[dict[str, Any]]:
+    """The crops as fed to the models, one pair per distinct input.
+
+    `size` is the [height, width] fed; `fitted` says whether the regions were fitted
+    to the scorers' size (they differ in size, or the scorer needs a fixed grid) or
+    kept as they are.
+    """
+    shown: dict[tuple, dict[str, Any]] = {}
+    for (_, size, policy, interpolation), (a, b, fitted) in crops.items():
+        key = (size, policy, interpolation) if fitted else ()  # kept as they are: all alike
+        shown.setdefault(key, {
+            "size": list(a.shape[1:]),
+            "fitted": fitted,
             "policy": policy,
             "a": data_url(png_bytes(a.transpose(1, 2, 0))),
             "b": data_url(png_bytes(b.transpose(1, 2, 0))),
-        }
-        for (size, policy, _), (a, b) in crops.items()
-    ]
+        })  # fmt: skip
+    return list(shown.values())
 
 
 # ------------------------------------------------------------------ the app
@@ -515,10 +550,11 @@ class Explorer:
         results, crops, maps = [], {}, []
         with self._lock:
             for scorer in self.scorers:
-                key = (scorer.size, scorer.policy, scorer.interpolation)
+                key = (scorer.keep_size, scorer.size, scorer.policy, scorer.interpolation)
                 if key not in crops:
-                    crops[key] = (scorer.prepare(pixels_a, box_a), scorer.prepare(pixels_b, box_b))
-                row, heat = _score(scorer, *crops[key])
+                    pair, fitted = scorer.prepare_group([(pixels_a, box_a), (pixels_b, box_b)])
+                    crops[key] = (pair[0], pair[1], fitted)
+                row, heat = _score(scorer, *crops[key][:2])
                 results.append(row)
                 if heat is not None:
                     maps.append(heat)

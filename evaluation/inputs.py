@@ -1,10 +1,17 @@
 """What the ONNX evaluators share: opening a model, preparing its inputs, checking batches.
 
 `Scorer` (LPIPS / DISTS) and `FeatureExtractor` (backbone taps) both take RGB images
-or regions fitted to one size; this base class holds the manifest checks, the
-decode → crop → fit → clip chain (`bridge.core.data.image.model_input`) and the batch
-checks, so that every evaluator feeds its model the same pixels. numpy, Pillow /
-OpenCV and onnxruntime only.
+or regions; this base class holds the manifest checks, the decode → crop → fit → clip
+chain (`bridge.core.data.image.model_input`) and the batch checks, so that every
+evaluator feeds its model the same pixels. numpy, Pillow / OpenCV and onnxruntime only.
+
+Size rule (what the reference packages do, so a default score matches `lpips` and
+`DISTS_pytorch`): regions compared together (a pair, or a reference and its
+comparison regions) are scored at their own size when they all share one, the model
+takes any size and that size is at least `MIN_SIDE`; otherwise each is fitted to the
+model's size (`size`, default its native one). An explicit `size` always fits. A
+source image or region under `MIN_REGION` pixels on its shorter side is refused:
+upscaling it would invent the detail being compared.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from bridge.core.data.image import (
     RESIZE_POLICIES,
     Box,
     RecentImages,
+    box_text,
+    crop,
     model_input,
     parse_box,
 )
@@ -26,6 +35,9 @@ from bridge.core.runtime import Model, open_model
 
 MIN_SIDE = 32
 """Smallest input side: five 2x poolings (VGG) / the ResNet stem need at least this."""
+
+MIN_REGION = 16
+"""Smallest shorter side of a source image or region (`min_region` overrides it)."""
 
 
 class ImageModel:
@@ -36,9 +48,12 @@ class ImageModel:
 
     Args:
         model: Path of the `.onnx` file (its manifest lies beside it), or an open `Model`.
-        size: Side the regions are fitted to (default: the model's native size).
+        size: Side regions are fitted to. Default: the model's native size, and
+            regions compared together keep their own size when they share one (the
+            module's size rule); given, every region is fitted to it.
         policy: Resize policy: `shorter_center_crop` (default), `stretch` or `pad`.
         prefer_gpu: Use the CUDA provider when it loads (when `model` is a path).
+        min_region: Smallest shorter side of a source image or region, in pixels.
 
     Raises:
         ValueError: If the model is of another kind, or the size does not suit it.
@@ -53,6 +68,7 @@ class ImageModel:
         size: int | None = None,
         policy: str = DEFAULT_POLICY,
         prefer_gpu: bool = True,
+        min_region: int = MIN_REGION,
     ):
         self.model: Model = (
             model if isinstance(model, Model) else open_model(model, prefer_gpu=prefer_gpu)
@@ -63,6 +79,10 @@ class ImageModel:
         contract = manifest["input_contract"]
         self.native_size = int(contract["native_size"])
         self.size = size or self.native_size
+        self.keep_size = size is None and bool(manifest["dynamic_size"])
+        if min_region < 1:
+            raise ValueError(f"min_region must be >= 1 pixel, got {min_region}")
+        self.min_region = min_region
         if not manifest["dynamic_size"] and self.size != self.native_size:
             raise ValueError(
                 f"{self.model.path}: takes {self.native_size}x{self.native_size} inputs only, "
@@ -90,12 +110,14 @@ class ImageModel:
         """The onnxruntime execution provider in use."""
         return self.model.provider
 
-    def prepare(
-        self, image: str | os.PathLike | np.ndarray, box: Box | str | None = None
-    ) -> np.ndarray:
-        """Decode (or take) an HWC [0, 1] image, crop its region, fit it: (3, S, S) float32.
+    def region(self, image: str | os.PathLike | np.ndarray, box: Box | str | None = None):
+        """Decode (or take) an HWC [0, 1] image and crop its region, unfitted: (H, W, 3).
 
         Decoded files are kept (the last eight): tables reuse images row after row.
+
+        Raises:
+            ValueError: On a bad image or region, or one under `min_region` pixels on
+                its shorter side.
         """
         if isinstance(box, str):
             box = parse_box(box)
@@ -108,8 +130,44 @@ class ImageModel:
             raise ValueError(f"expected an H x W x 3 image, got shape {pixels.shape}")
         if not np.isfinite(pixels).all():
             raise ValueError("the image holds NaN or infinite pixels")
-        fitted = model_input(pixels, self.size, self.policy, self.interpolation, box)
-        return fitted.transpose(2, 0, 1).copy()
+        region = crop(pixels, box)
+        h, w = region.shape[:2]
+        if min(h, w) < self.min_region:
+            what = "the image" if isinstance(image, np.ndarray) else str(image)
+            where = f"region {box_text(box)} of {what}" if box is not None else what
+            raise ValueError(
+                f"{where} is {w}x{h} px; expected at least {self.min_region} px on its "
+                "shorter side (min_region / --min-region lowers the limit)"
+            )
+        return region
+
+    def fitted(self, region: np.ndarray) -> np.ndarray:
+        """A cropped region fitted to `size` and clipped: (3, S, S) float32."""
+        out = model_input(region, self.size, self.policy, self.interpolation)
+        return out.transpose(2, 0, 1).copy()
+
+    def prepare(
+        self, image: str | os.PathLike | np.ndarray, box: Box | str | None = None
+    ) -> np.ndarray:
+        """One image or region on its own, fitted to `size`: (3, S, S) float32."""
+        return self.fitted(self.region(image, box))
+
+    def prepare_group(self, items: Sequence[tuple]) -> tuple[np.ndarray, bool]:
+        """Regions compared together, under the size rule: (N, 3, H, W) and whether fitted.
+
+        Args:
+            items: (image, box) pairs; a box may be None (the whole image).
+
+        Returns:
+            The batch, at the regions' own size when they share one and `keep_size`
+            allows it (False), else fitted to `size` (True).
+        """
+        regions = [self.region(image, box) for image, box in items]
+        shapes = {r.shape[:2] for r in regions}
+        if self.keep_size and len(shapes) == 1 and min(next(iter(shapes))) >= MIN_SIDE:
+            batch = np.stack([np.clip(r, 0.0, 1.0).transpose(2, 0, 1) for r in regions])
+            return np.ascontiguousarray(batch, np.float32), False
+        return np.stack([self.fitted(r) for r in regions]), True
 
     def prepare_many(
         self,
@@ -118,7 +176,9 @@ class ImageModel:
         box: Box | str | None = None,
         boxes: Sequence | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One reference (1, 3, S, S) and K comparison images (K, 3, S, S), prepared.
+        """One reference (1, 3, H, W) and K comparison images (K, 3, H, W), prepared.
+
+        Under the size rule: at their own size when all K + 1 share one.
 
         Args:
             reference: Image path or HWC array.
@@ -134,9 +194,8 @@ class ImageModel:
             raise ValueError(f"{len(others)} comparison images but {len(boxes)} regions")
         if not len(others):
             raise ValueError("no comparison images; expected at least one")
-        ref = self.prepare(reference, box)[None]
-        batch = np.stack([self.prepare(image, b) for image, b in zip(others, boxes, strict=True)])
-        return ref, batch
+        batch, _ = self.prepare_group([(reference, box), *zip(others, boxes, strict=True)])
+        return batch[:1], batch[1:]
 
     def check_batch(self, batch: np.ndarray, name: str = "the batch") -> np.ndarray:
         """A prepared batch (N, 3, H, W) in [0, 1] as float32; one (3, H, W) image is N = 1.

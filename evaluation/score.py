@@ -4,8 +4,12 @@
                                [--region-b x,y,w,h] [--json]
     python -m evaluation.score MODEL.onnx --pairs pairs.csv --out scores.csv
 
-Images go through the one decoder (EXIF-aware, RGB float [0, 1]), are cropped to
-their region (source pixels), fitted to the scorer's size, and scored; 0 means
+Images go through the one decoder (EXIF-aware, RGB float [0, 1]) and are cropped to
+their region (source pixels). Two regions of the same size are scored at that size, as
+the `lpips` and `DISTS_pytorch` packages do, when the scorer takes any size; otherwise
+(different sizes, a fixed-grid ViT, or `--size`) both are fitted to the scorer's size.
+The size used and whether it resized are printed on stderr (and are in `--json`).
+A region under 16 px on its shorter side is refused (`--min-region`). 0 means
 identical, lower is more similar. Needs numpy, Pillow / OpenCV and onnxruntime only.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -21,8 +26,10 @@ import numpy as np
 
 from bridge.core.data.image import DEFAULT_POLICY, Box, box_text, parse_box
 from bridge.core.files import atomic_path
-from bridge.core.runtime import SCORER_KINDS
-from evaluation.inputs import ImageModel
+from bridge.core.runtime import SCORER_KINDS, heads_kind, model_label
+from evaluation.inputs import MIN_REGION, ImageModel
+
+log = logging.getLogger(__name__)
 
 
 class Scorer(ImageModel):
@@ -76,9 +83,27 @@ class Scorer(ImageModel):
         a, b = self.check_pair(a, b)
         return self.model.run(outputs=["distance_map"], image_a=a, image_b=b)["distance_map"]
 
+    @property
+    def label(self) -> str:
+        """What tells this scorer from the others (`bridge.core.runtime.model_label`)."""
+        return model_label(self.model.manifest)
+
     def score(self, a, b, box_a: Box | str | None = None, box_b: Box | str | None = None) -> float:
-        """The distance between two images or regions."""
-        return float(self.score_arrays(self.prepare(a, box_a), self.prepare(b, box_b))[0])
+        """The distance between two images or regions (under the size rule)."""
+        return self.score_detail(a, b, box_a, box_b)["distance"]
+
+    def score_detail(
+        self, a, b, box_a: Box | str | None = None, box_b: Box | str | None = None
+    ) -> dict:
+        """The distance between two images or regions, the size it was scored at and why.
+
+        Returns:
+            {"distance", "size": [height, width] scored at, "resized": whether the
+            regions were fitted to the scorer's size rather than kept as they are}.
+        """
+        batch, resized = self.prepare_group([(a, box_a), (b, box_b)])
+        distance = float(self.score_arrays(batch[:1], batch[1:])[0])
+        return {"distance": distance, "size": list(batch.shape[2:]), "resized": resized}
 
     def score_many(
         self,
@@ -101,19 +126,27 @@ class Scorer(ImageModel):
 
     def score_pairs(self, pairs: Iterable[tuple], batch: int = 16) -> Iterator[float]:
         """Distances of (image_a, box_a, image_b, box_b) pairs, `batch` at a time, in order."""
-        chunk: list[tuple[np.ndarray, np.ndarray]] = []
+        chunk: list[np.ndarray] = []
         for image_a, box_a, image_b, box_b in pairs:
-            chunk.append((self.prepare(image_a, box_a), self.prepare(image_b, box_b)))
+            chunk.append(self.prepare_group([(image_a, box_a), (image_b, box_b)])[0])
             if len(chunk) == batch:
                 yield from self._flush(chunk)
                 chunk = []
         if chunk:
             yield from self._flush(chunk)
 
-    def _flush(self, chunk: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-        a = np.stack([p[0] for p in chunk])
-        b = np.stack([p[1] for p in chunk])
-        return [float(d) for d in self.score_arrays(a, b)]
+    def _flush(self, chunk: list[np.ndarray]) -> list[float]:
+        """Score prepared (2, 3, H, W) pairs, one run per size, in the chunk's order."""
+        out = [0.0] * len(chunk)
+        by_shape: dict[tuple, list[int]] = {}
+        for i, pair in enumerate(chunk):
+            by_shape.setdefault(pair.shape, []).append(i)
+        for rows in by_shape.values():
+            a = np.stack([chunk[i][0] for i in rows])
+            b = np.stack([chunk[i][1] for i in rows])
+            for i, d in zip(rows, self.score_arrays(a, b), strict=True):
+                out[i] = float(d)
+        return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,7 +169,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="output CSV for --pairs")
     parser.add_argument(
-        "--size", type=int, default=None, help="side regions are fitted to (default: native)"
+        "--size",
+        type=int,
+        default=None,
+        help="fit every region to this side (default: same-size regions keep their size, "
+        "others are fitted to the scorer's native size)",
+    )
+    parser.add_argument(
+        "--min-region",
+        type=int,
+        default=MIN_REGION,
+        help=f"refuse images / regions under this many px on the shorter side ({MIN_REGION})",
     )
     parser.add_argument(
         "--policy", default=DEFAULT_POLICY, help="stretch, shorter_center_crop or pad"
@@ -156,22 +199,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError("--pairs needs --out for the scores CSV")
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    scorer = Scorer(args.model, args.size, args.policy, prefer_gpu=not args.cpu)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    scorer = Scorer(
+        args.model, args.size, args.policy, prefer_gpu=not args.cpu, min_region=args.min_region
+    )
 
     if args.pairs is None:
         box_a = parse_box(args.region_a) if args.region_a else None
         box_b = parse_box(args.region_b) if args.region_b else None
-        distance = scorer.score(args.image_a, args.image_b, box_a, box_b)
+        detail = scorer.score_detail(args.image_a, args.image_b, box_a, box_b)
+        height, width = detail["size"]
         if args.json:
+            manifest = scorer.model.manifest
+            run = manifest.get("training_run") or {}
             print(json.dumps({
-                "metric": scorer.metric, "backbone": scorer.model.manifest["backbone"],
-                "origin": scorer.model.manifest["origin"], "distance": distance,
+                "scorer": scorer.label, "metric": scorer.metric,
+                "backbone": manifest["backbone"], "trained_by": run.get("framework"),
+                "run": run.get("dir"), "origin": manifest["origin"],
+                "heads": heads_kind(manifest), "distance": detail["distance"],
                 "image_a": args.image_a, "region_a": box_text(box_a),
                 "image_b": args.image_b, "region_b": box_text(box_b),
-                "size": scorer.size, "provider": scorer.provider,
+                "size": detail["size"], "resized": detail["resized"],
+                "provider": scorer.provider,
             }))  # fmt: skip
         else:
-            print(f"{distance:.6f}")
+            how = "fitted to the scorer's size" if detail["resized"] else "their own size"
+            log.info("scored at %dx%d (%s)", width, height, how)
+            print(f"{detail['distance']:.6f}")
         return 0
 
     from tqdm import tqdm

@@ -164,8 +164,10 @@ def test_page_numbers_equal_the_score_cli(server, models, images):
         assert row["scorer"] == path.stem and row["error"] is None
         expected = cli_distance(path, lesion, lesion, box_a, box_b)
         assert row["distance"] == pytest.approx(expected, abs=1e-6)
-    # crops as fed (one pair per input size) and one heat map per LPIPS scorer
-    assert [c["size"] for c in result["crops"]] == [32]
+    # crops as fed (regions of two sizes: fitted to 32 px) and one heat map per LPIPS scorer
+    assert [(c["size"], c["fitted"]) for c in result["crops"]] == [([32, 32], True)]
+    labels = {r["label"] for r in result["results"]}
+    assert len(labels) == 4 and all(" export" in label for label in labels)
     crop = Image.open(io.BytesIO(_data(result["crops"][0]["a"])))
     assert crop.size == (32, 32)
     assert len(result["maps"]) == 2 and all(m["max"] > 0 for m in result["maps"])
@@ -334,6 +336,22 @@ def test_cli_without_scorers_says_what_to_run(tmp_path):
     assert_one_line_error(result, "no LPIPS or DISTS scorers", "python -m bridge.export")
     result = run_module("evaluation.explore", "--models", str(tmp_path / "nowhere"))
     assert_one_line_error(result, "no such models folder", "--kind lpips,dists")
+
+
+def test_default_models_folder_is_where_the_demo_exports(models, tmp_path, monkeypatch):
+    """No --models: models/ if it has scorers, else models/demo; a parent names its children."""
+    from evaluation.explore_app import default_models_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert default_models_dir() == Path("models")  # nothing anywhere: the plain default
+    demo = tmp_path / "models" / "demo"
+    demo.mkdir(parents=True)
+    for path in models[1][:1]:
+        for f in (path, path.with_suffix(".json")):
+            (demo / f.name).symlink_to(f)
+    assert default_models_dir() == Path("models") / "demo"
+    with pytest.raises(ValueError, match=r"models/demo holds some; pass --models models/demo"):
+        find_scorers(Path("models"))
 
 
 def test_cli_serves_on_a_free_loopback_port(models, images, caplog):

@@ -192,6 +192,7 @@ def images(tmp_path_factory):
     Image.fromarray((rng.uniform(0, 1, (90, 120, 3)) * 255).astype(np.uint8)).save(root / "a.png")
     Image.fromarray((rng.uniform(0, 1, (70, 60, 3)) * 255).astype(np.uint8)).save(root / "b.jpg")
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "tiny.png")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "pixel.png")
     return root
 
 
@@ -204,6 +205,21 @@ def test_score_cli_and_api_agree(exported, images, tmp_path):
     direct = Scorer(model).score(a, b, box_a="10,5,64,48")
     assert printed["distance"] == pytest.approx(direct, abs=1e-7)
     assert printed["provider"] == "CPUExecutionProvider"
+    # a 64x48 region and a 60x70 image differ: both fitted to the native 32 px, said so
+    assert printed["size"] == [32, 32] and printed["resized"] is True
+    assert printed["scorer"].startswith("LPIPS · vgg16_tiny · ") and printed["heads"]
+    # two regions of one size are scored at that size, unless --size asks otherwise
+    same = run_module("evaluation.score", str(model), a, b, "--region-a", "0,0,60,70", "--json")
+    own = json.loads(same.stdout)
+    assert own["size"] == [70, 60] and own["resized"] is False
+    assert (
+        "scored at 60x70 (their own size)"
+        in run_module("evaluation.score", str(model), a, b, "--region-a", "0,0,60,70").stderr
+    )
+    sized = run_module(
+        "evaluation.score", str(model), a, b, "--region-a", "0,0,60,70", "--size", "48", "--json"
+    )
+    assert json.loads(sized.stdout)["size"] == [48, 48]
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(f'image_a,box_a,image_b,box_b,R1\n{a},"10,5,64,48",{b},,3\n{b},,{b},,1\n')
     out = tmp_path / "scores.csv"
@@ -229,6 +245,8 @@ def test_score_bad_input_is_one_line(exported, images, tmp_path):
         ([lp, a, a, "--size", "16"], "size 16 is too small for vgg16_tiny"),
         ([str(exported["vgg16_tiny", "keras", "classifier"]), a, a], "is a classifier model"),
         ([lp, a], "give two images"),
+        ([lp, a, str(images / "pixel.png")], "pixel.png is 1x1 px; expected at least 16 px"),
+        ([lp, a, a, "--region-b", "0,0,15,40"], "region 0,0,15,40 of"),
     ]
     for args, message in cases:
         assert_one_line_error(run_module("evaluation.score", *args), message)
@@ -240,7 +258,9 @@ def test_score_bad_input_is_one_line(exported, images, tmp_path):
         scorer.score_arrays(good, np.full((1, 3, 32, 32), np.nan, np.float32))
     with pytest.raises(ValueError, match="too small"):
         scorer.score_arrays(good[:, :, :16, :16], good[:, :, :16, :16])
-    assert scorer.score(tiny, tiny) == pytest.approx(0.0, abs=1e-6)  # small images are fitted up
+    assert scorer.score(tiny, tiny) == pytest.approx(0.0, abs=1e-6)  # 16..31 px: fitted up
+    pixel = str(images / "pixel.png")
+    assert Scorer(lp, min_region=1).score(pixel, pixel) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_manifest_that_does_not_match_its_onnx_file_is_refused(exported, tmp_path, images):

@@ -152,3 +152,29 @@ def test_onnx_scorers_match_the_reference_packages(vgg16_scorers, size, kind, or
         ).reshape(-1)
     got = open_model(files[kind, origin]).run(image_a=a, image_b=b)["distance"]
     assert np.abs(got - expected.numpy()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["lpips", "dists"])
+def test_default_score_matches_the_reference_packages_at_the_images_own_size(
+    vgg16_scorers, kind, tmp_path, capsys
+):
+    """What a user gets by default: two 150x200 files scored at 150x200, as lpips does."""
+    from PIL import Image
+
+    from bridge.core.data.image import decode_image
+    from evaluation.score import main
+
+    files, refs = vgg16_scorers
+    rng = np.random.default_rng(1)
+    pixels = rng.uniform(0, 1, (150, 200, 3))
+    paths = []
+    for i, x in enumerate((pixels, np.clip(pixels + rng.normal(0, 0.1, pixels.shape), 0, 1))):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.rint(x * 255).astype(np.uint8)).save(paths[-1])
+    assert main([str(files[kind, "torch"]), *map(str, paths), "--json", "--cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["size"] == [150, 200] and printed["resized"] is False
+    a, b = (torch.from_numpy(decode_image(p).transpose(2, 0, 1)[None].copy()) for p in paths)
+    with torch.no_grad():
+        expected = float(refs[kind](a, b, normalize=True) if kind == "lpips" else refs[kind](a, b))
+    assert printed["distance"] == pytest.approx(expected, abs=1e-5)

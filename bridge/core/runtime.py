@@ -42,6 +42,40 @@ def model_name(onnx_path: str | os.PathLike, manifest: dict[str, Any]) -> str:
     return path.name[: -len(suffix)] if path.name.endswith(suffix) else path.stem
 
 
+def heads_kind(manifest: dict[str, Any]) -> str | None:
+    """A scorer's heads: `fitted` (to ratings), `published` or `uniform`; None without heads."""
+    heads = manifest.get("heads")
+    if not heads:
+        return None
+    if heads.get("fitted"):
+        return "fitted"
+    return "uniform" if heads.get("source") == "uniform" else "published"
+
+
+def model_label(manifest: dict[str, Any]) -> str:
+    """What tells one export from another, for tables and pages.
+
+    Kind, backbone, who trained it (framework and run, or the weights file), the heads
+    of a scorer and the exporter, e.g. `LPIPS · vgg16 · keras-trained (run demo) ·
+    fitted heads · keras export`.
+    """
+    kind = manifest.get("kind", "?")
+    parts = [kind.upper() if kind in SCORER_KINDS else kind, str(manifest.get("backbone", "?"))]
+    run = manifest.get("training_run") or {}
+    if run:
+        parts.append(
+            f"{run.get('framework', '?')}-trained (run {Path(run.get('dir', '?')).parent.name})"
+        )
+    else:
+        weights = (manifest.get("source_weights") or {}).get("file")
+        parts.append(f"weights {Path(weights).name}" if weights else "weights unknown")
+    heads = heads_kind(manifest)
+    if heads:
+        parts.append(f"{heads} heads")
+    parts.append(f"{manifest.get('origin', '?')} export")
+    return " · ".join(parts)
+
+
 def manifest_path(onnx_path: str | os.PathLike) -> Path:
     """The manifest beside an ONNX file: `model.onnx` -> `model.json`."""
     return Path(onnx_path).with_suffix(".json")

@@ -425,7 +425,8 @@ async function compare() {
 }
 
 function scorerLabel(s) {
-  return `${s.metric} · ${s.backbone} · ${s.origin}`;
+  // kind · backbone · who trained it (run) · heads · exporter (bridge.core.runtime.model_label)
+  return s.synthetic ? `${s.label} (synthetic)` : s.label;
 }
 
 function showResult(result) {
@@ -442,26 +443,26 @@ function showResult(result) {
         class: "num", "data-testid": "distance", "data-value": String(r.distance),
         title: String(r.distance), text: r.distance.toFixed(6),
       });
-    const backbone = r.synthetic ? `${r.backbone} (synthetic)` : r.backbone;
     tbody.append(el("tr", { "data-testid": "result-row", "data-scorer": r.scorer },
-      el("td", { text: r.metric.toUpperCase() }), el("td", { text: backbone }),
-      el("td", { text: r.origin }), cell));
+      el("td", { text: scorerLabel(r), title: r.scorer }), cell));
   }
   const crops = $("crops");
   crops.replaceChildren();
   for (const c of result.crops) {
     crops.append(el("figure", { "data-testid": "crops" },
       el("div", { class: "pair" },
-        el("img", { src: c.a, alt: `Region A as fed to the ${c.size} px scorers`, "data-testid": "crop-a" }),
-        el("img", { src: c.b, alt: `Region B as fed to the ${c.size} px scorers`, "data-testid": "crop-b" })),
-      el("figcaption", { text: `A and B as the ${c.size}×${c.size} scorers see them (${c.policy.replaceAll("_", " ")})` })));
+        el("img", { src: c.a, alt: `Region A as fed to the scorers, ${c.size[1]}×${c.size[0]} px`, "data-testid": "crop-a" }),
+        el("img", { src: c.b, alt: `Region B as fed to the scorers, ${c.size[1]}×${c.size[0]} px`, "data-testid": "crop-b" })),
+      el("figcaption", { text: c.fitted
+        ? `A and B fitted to ${c.size[1]}×${c.size[0]} (${c.policy.replaceAll("_", " ")}): their sizes differ or the scorer needs its own`
+        : `A and B at their own size, ${c.size[1]}×${c.size[0]}, as the reference packages score them` })));
   }
   const maps = $("maps");
   maps.replaceChildren();
   for (const m of result.maps) {
     maps.append(el("figure", { "data-testid": "heat-map" },
-      el("img", { src: m.image, alt: `LPIPS distance map, ${m.backbone} (${m.origin})` }),
-      el("figcaption", { text: `LPIPS map ${m.backbone} · ${m.origin}, over A; max ${m.max.toFixed(3)}, mean ${m.mean.toFixed(3)}` })));
+      el("img", { src: m.image, alt: `Distance map of ${m.label}` }),
+      el("figcaption", { text: `${m.label}, over A; max ${m.max.toFixed(3)}, mean ${m.mean.toFixed(3)}` })));
   }
   $("map-legend").hidden = result.maps.length === 0;
 }
