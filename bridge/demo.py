@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,7 @@ from bridge.core.files import sha256_file
 from bridge.core.fitting import CV_SUFFIX, METRIC_NAMES, fitted_name
 from bridge.core.runtime import KINDS, manifest_path, model_filename
 from bridge.core.spec import FRAMEWORKS
-from bridge.core.training import RUN_FILE, best_checkpoint, run_folder
+from bridge.core.training import RUN_FILE, SIDE_BY_SIDE, best_checkpoint, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,54 @@ FINETUNE = ("vgg16",)  # backbones whose metric heads the demo fits to ratings
 HEARTBEAT_S = 60.0  # how often steps running side by side report their last log line
 
 
-def _step(title: str, argv: Sequence[str], timings: list[tuple[str, float]]) -> None:
+class Timings:
+    """Wall and CPU seconds of each step (CPU: every process the step ran, children too)."""
+
+    def __init__(self):
+        self.rows: list[dict[str, float | str]] = []
+
+    def start(self) -> tuple[float, float]:
+        """A mark to measure from."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.time(), usage.ru_utime + usage.ru_stime
+
+    def stop(self, title: str, mark: tuple[float, float]) -> None:
+        """Record a step that began at `mark` (its processes have all been waited for)."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall, cpu = time.time() - mark[0], usage.ru_utime + usage.ru_stime - mark[1]
+        self.rows.append({"step": title, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)})
+
+    def table(self) -> str:
+        """The steps, their wall and CPU seconds and CPU use (100% = one core busy)."""
+        width = max([len(str(r["step"])) for r in self.rows] + [5])
+        lines = [f"{'step':<{width}}  {'wall s':>8}  {'CPU s':>8}  {'CPU use':>7}"]
+        for r in [*self.rows, self.total()]:
+            use = 100 * float(r["cpu_s"]) / max(float(r["wall_s"]), 1e-9)
+            lines.append(
+                f"{r['step']:<{width}}  {r['wall_s']:8.1f}  {r['cpu_s']:8.1f}  {use:6.0f}%"
+            )
+        return "\n".join(lines)
+
+    def total(self) -> dict[str, float | str]:
+        """The sum over steps."""
+        return {
+            "step": "total",
+            "wall_s": round(sum(float(r["wall_s"]) for r in self.rows), 1),
+            "cpu_s": round(sum(float(r["cpu_s"]) for r in self.rows), 1),
+        }
+
+
+def _step(title: str, argv: Sequence[str], timings: Timings) -> None:
     log.info("== %s: %s", title, " ".join(argv))
-    started = time.time()
+    mark = timings.start()
     result = subprocess.run([sys.executable, *argv], check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{title} failed (exit {result.returncode}): python {' '.join(argv)}")
-    timings.append((title, time.time() - started))
+    timings.stop(title, mark)
 
 
 def _side_by_side(
-    title: str, steps: Sequence[tuple[str, list[str]]], logs: Path, timings: list
+    title: str, steps: Sequence[tuple[str, list[str]]], logs: Path, timings: Timings
 ) -> None:
     """Run steps as concurrent processes, each logging to `logs/<step>.log`.
 
@@ -75,8 +113,9 @@ def _side_by_side(
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     # two OpenMP pools spinning on the same cores slow each other down: split the cores
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(steps))))
-    started = time.time()
+    env.setdefault("OMP_NUM_THREADS", str(threads_each(len(steps))))
+    env[SIDE_BY_SIDE] = str(len(steps))  # recorded with the trainers' times
+    mark = timings.start()
     running = []
     for name, argv in steps:
         path = logs / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.log"
@@ -107,7 +146,12 @@ def _side_by_side(
     if failed:
         name, code, path, argv = failed[0]
         raise RuntimeError(f"{name} failed (exit {code}; log {path}): python {' '.join(argv)}")
-    timings.append((f"{title} ({len(steps)} side by side)", time.time() - started))
+    timings.stop(f"{title} ({len(steps)} side by side)", mark)
+
+
+def threads_each(steps: int) -> int:
+    """CPU threads per process when `steps` processes share this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, steps))
 
 
 def _last_line(path: Path, width: int = 100) -> str:
@@ -192,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if folder.exists():
                 log.info("--fresh: removing %s", folder)
                 shutil.rmtree(folder)
-    timings: list[tuple[str, float]] = []
+    timings = Timings()
     logs = run_root / "logs"
     trainers, resumes = [], []
     for framework, module in TRAINERS.items():
@@ -212,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for steps in (trainers, resumes):
         for start in range(0, len(steps), args.jobs):
             batch = steps[start : start + args.jobs]
+            threads = ["--threads", str(threads_each(len(batch)))]  # equal: times compare
+            batch = [(name, [*argv, *threads]) for name, argv in batch]
             _side_by_side(f"train {len(batch)} frameworks", batch, logs, timings)
     stale = _stale_runs(run_root, models, args.origin)
     groups = [stale[k :: args.jobs] for k in range(min(args.jobs, len(stale)))]
@@ -248,9 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                "--out", str(out), "--bootstrap", str(args.bootstrap)]  # fmt: skip
     compare += rated  # the rated cases of the same synthetic set
     _step("compare", compare, timings)
-    width = max(len(t) for t, _ in timings)
-    log.info("\n%s", "\n".join(f"{t:<{width}}  {s:7.1f} s" for t, s in timings))
-    log.info("total %.1f s", sum(s for _, s in timings))
+    log.info("\n%s", timings.table())
+    steps_file = logs / "steps.json"
+    steps_file.parent.mkdir(parents=True, exist_ok=True)
+    steps_file.write_text(json.dumps([*timings.rows, timings.total()], indent=2) + "\n")
     print(out / "report.html")
     return 0
 

@@ -160,6 +160,7 @@ def source_from_run(run_dir: str | os.PathLike) -> Source:
         "data": info["data"].get("name"),
         "best_epoch": info["best_epoch"],
         "train_seconds": info.get("train_seconds"),
+        "timing": info.get("timing"),
         "seed": info.get("config", {}).get("seed"),
     }
     return Source(
@@ -242,10 +243,13 @@ def export(
 def use_python_protobuf() -> None:
     """Make protobuf use its pure-python backend; call it where an export process starts.
 
-    tf2onnx on large Keras graphs (VGG16 with its classifier) can exhaust 24 GiB with the
-    C++ backend; the pure-python one keeps it near 11 GiB (docs/environment.md). protobuf
-    reads the choice once, when it is first imported, so a process that has imported it
-    already keeps its backend (a warning says so).
+    tf2onnx rewrites every node's proto after each of its ~36 optimiser passes. With the
+    C++ (upb) backend the replaced copies of the weights stay in protobuf's arenas, so a
+    Keras export grows by the weights' size per pass (over 12 GiB for a ViT-B/16, more
+    for VGG16); the pure-python backend frees them and, since `tf_models.onnx.convert`
+    skips tf2onnx's proto-heavy steps, costs little time (docs/environment.md).
+    protobuf reads the choice once, when it is first imported, so a process that has
+    imported it already keeps its backend (a warning says so).
     """
     if "google.protobuf" in sys.modules:
         if os.environ.get("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION") != "python":

@@ -106,10 +106,32 @@ def compare(options: Options) -> Path:
         "fitted": fitted_metrics(options.models),
         "frameworks": frameworks(entries, cls, scores, agree),
         "problems": problems,
-        "notes": scores.notes,
+        "notes": scores.notes + _image_note(items.synthetic, options.with_images),
+        "images": items.synthetic or options.with_images,
+        "scorers": [
+            {"name": name, "label": info["label"], "file": info["file"]}
+            for name, info in scores.info.items()
+            if info.get("label") and info["family"] != "layer"
+        ],
         "provenance": _provenance(entries, options, started),
     }
     return write_report(results, scores, items, options)
+
+
+def _image_note(synthetic: bool, with_images: bool) -> list[str]:
+    """What the report says of the rated cases' images (privacy)."""
+    if synthetic:
+        return []
+    if with_images:
+        return [
+            "Crops of rated cases are embedded (--with-images), with their ids as given: "
+            "share this report only where the images may go."
+        ]
+    return [
+        "Crops of rated cases are left out: the rated images are not marked synthetic, and "
+        "patient images stay out of the report unless --with-images asks for them. Case ids "
+        "are shown as given; pseudonymise them before a comparison whose report is shared."
+    ]
 
 
 def _provenance(entries: Sequence[Entry], options: Options, started: float) -> dict[str, Any]:
@@ -182,6 +204,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of bootstraps and folds")
     parser.add_argument("--cpu", action="store_true", help="do not try the CUDA provider")
     parser.add_argument("--strict", action="store_true", help="stop at an unusable model")
+    parser.add_argument(
+        "--with-images",
+        action="store_true",
+        help="embed crops of rated cases even when the data is not marked synthetic",
+    )
     return parser
 
 
@@ -206,6 +233,7 @@ def _options(args: argparse.Namespace) -> Options:
         raters=tuple(r.strip() for r in args.raters.split(",") if r.strip()),
         rule=args.rule, fit=args.fit, bootstrap=args.bootstrap, folds=args.folds,
         seed=args.seed, prefer_gpu=not args.cpu, strict=args.strict,
+        with_images=args.with_images,
     )  # fmt: skip
 
 

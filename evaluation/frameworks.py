@@ -1,7 +1,8 @@
 """The framework-neutral table: per backbone, the torch-trained and Keras-trained models.
 
 Side by side per backbone: classification (balanced accuracy, macro-F1), the SRCC of
-each framework's LPIPS and DISTS with the raters, training time, how close the two
+each framework's LPIPS and DISTS with the raters, training time (with the trainer's
+thread count and how many steps ran at once, from run.json), how close the two
 frameworks' distances are on the same region pairs, and their classification
 agreement on the test split.
 """
@@ -35,6 +36,7 @@ def frameworks(
     by_cls = {(r["backbone"], r["framework"]): r for r in cls["rows"]}
     by_pair = {p["backbone"]: p for p in cls["pairs"]}
     seconds = {(e.backbone, e.framework): e.run.get("train_seconds") for e in entries}
+    timing = {(e.backbone, e.framework): e.run.get("timing") or {} for e in entries}
     rows = []
     for backbone in sorted({e.backbone for e in entries}):
         row: dict[str, Any] = {"backbone": backbone}
@@ -44,6 +46,8 @@ def frameworks(
                 "balanced_accuracy": c["balanced_accuracy"] if c else None,
                 "macro_f1": c["macro_f1"] if c else None,
                 "train_seconds": seconds.get((backbone, fw)),
+                "threads": timing.get((backbone, fw), {}).get("threads"),
+                "side_by_side": timing.get((backbone, fw), {}).get("side_by_side"),
                 **{f"srcc_{m}": srcc.get(f"{m} {backbone} {fw}") for m in METRICS},
             }
         for metric in METRICS:

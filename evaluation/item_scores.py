@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from bridge.core.data.image import crop, decode_image
+from bridge.core.runtime import model_label
 from evaluation.catalog import Entry
 from evaluation.fitted import fitted_cases
 from evaluation.items import RatedItems
@@ -79,7 +80,7 @@ def _add_model(scores: Scores, entry: Entry, items: RatedItems, options: Options
     """A scorer's distances, or every tap x mode of a feature extractor's."""
     base = dict(
         backbone=entry.backbone, framework=entry.framework, file=entry.path.name,
-        model=entry.model, heads=entry.heads.get("source"),
+        model=entry.model, heads=entry.heads.get("source"), label=model_label(entry.manifest),
     )  # fmt: skip
     for name, table in _model_distances(entry, items, options.prefer_gpu).items():
         if entry.kind == "features":

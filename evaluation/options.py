@@ -36,6 +36,8 @@ class Options:
         seed: Seed of bootstraps, folds and the noise baseline.
         prefer_gpu: Try the CUDA provider.
         strict: Stop at a model that cannot be used instead of leaving it out.
+        with_images: Embed crops of rated cases in the report even when the data is
+            not marked synthetic (patient images stay out by default).
     """
 
     models: Path = DEFAULT_MODELS
@@ -55,3 +57,4 @@ class Options:
     seed: int = 0
     prefer_gpu: bool = True
     strict: bool = False
+    with_images: bool = False

@@ -189,6 +189,10 @@ def test_classification_and_framework_tables(demo):
     }
     assert all(f["pooled"]["fitted"]["low"] <= f["pooled"]["fitted"]["srcc"] for f in fitted)
     assert len(results["notes"]) == 4 and all("fitted" in n for n in results["notes"])
+    # every scorer of the tables is named by what distinguishes it
+    legend = {s["name"]: s["label"] for s in results["scorers"]}
+    assert legend["lpips vgg16_tiny keras"].startswith("LPIPS · vgg16_tiny · keras-trained (run")
+    assert "Scorers: what each name stands for" in page
     metrics = {r["metric"] for r in results["agreement"]["aspects"]["overall"]["rows"]}
     assert not any("fitted" in m for m in metrics)
     assert "Metrics fitted to ratings (held-out folds)" in page
@@ -249,8 +253,7 @@ def test_compare_never_imports_a_framework(demo, tmp_path):
 def test_missing_ratings_and_a_rater_subset(demo, tmp_path):
     root = demo[0]
     rated = tmp_path / "rated"
-    shutil.copytree(root / "synthetic" / "rated", rated)
-    (rated / "SYNTHETIC").write_text("")
+    shutil.copytree(root / "synthetic" / "rated", rated)  # outside the marked folder: "real"
     with open(rated / "ratings.csv", newline="") as f:
         rows = list(csv.reader(f))
     r1 = [rows[0].index("R1_color"), rows[0].index("R1_texture")]  # after CASES, GROUP
@@ -266,6 +269,10 @@ def test_missing_ratings_and_a_rater_subset(demo, tmp_path):
     assert results["rated"]["raters"] == ["R1", "R2", "R3"]
     overall = results["agreement"]["aspects"]["overall"]["raters"]
     assert overall["n_missing_cells"] >= 5 and overall["n_items"] == 24
+    # images not marked synthetic: no crops of the cases in the report, and it says why
+    assert results["images"] is False
+    assert not (tmp_path / "r" / "figures" / "examples.png").exists()
+    assert any("--with-images" in n for n in results["notes"])
 
 
 def test_bad_inputs_get_one_line_errors(demo, tmp_path):
@@ -314,6 +321,9 @@ def test_a_model_whose_manifest_does_not_match_is_left_out_or_stops(demo, tmp_pa
     )
 
 
+SPIN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+
+
 def test_side_by_side_steps_wait_for_all_and_name_the_failed_log(tmp_path, monkeypatch, caplog):
     from bridge import demo
     from bridge.demo import _side_by_side
@@ -329,14 +339,19 @@ def test_side_by_side_steps_wait_for_all_and_name_the_failed_log(tmp_path, monke
         ("quick failure", ["-c", "import sys; print('boom at line 1'); sys.exit(3)"]),
         ("slow success", ["-c", slow]),
     ]
-    timings = []
+    timings = demo.Timings()
     failure = r"quick failure failed \(exit 3; log .*quick_failure\.log"
     with pytest.raises(RuntimeError, match=failure):
         _side_by_side("two steps", steps, tmp_path / "logs", timings)
     assert marker.is_file()  # the other step was not cut short
     assert "boom at line 1" in (tmp_path / "logs" / "quick_failure.log").read_text()
     assert "slow success" in caplog.text and "halfway" in caplog.text  # the heartbeat
-    assert timings == []
-    _side_by_side("one step", steps[1:], tmp_path / "logs", timings)
-    _side_by_side("two again", [steps[1], ("another", ["-c", "pass"])], tmp_path / "logs", timings)
-    assert [t for t, _ in timings] == ["slow success", "two again (2 side by side)"]
+    assert timings.rows == []  # a failed group is not timed
+    ok = [("sleeper", ["-c", "import time; time.sleep(0.3)"]), ("spinner", ["-c", SPIN])]
+    _side_by_side("two good steps", ok, tmp_path / "logs", timings)
+    (row,) = timings.rows
+    assert row["step"] == "two good steps (2 side by side)" and row["wall_s"] >= 0.3
+    assert row["cpu_s"] >= 0.2  # the children's CPU time is counted
+    assert "two good steps" in timings.table() and "total" in timings.table()
+    _side_by_side("one step", steps[1:], tmp_path / "logs", timings)  # alone: its own name
+    assert [r["step"] for r in timings.rows][1:] == ["slow success"]

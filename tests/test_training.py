@@ -215,7 +215,7 @@ def test_classification_metrics_agree_with_sklearn():
 )
 def test_trainer_end_to_end(tmp_path, synthetic, module, suffix, policy):
     config = write_config(tmp_path, synthetic, checkpoints=policy)
-    result = run_module(module, "--config", str(config), "--arch", "vgg16_tiny")
+    result = run_module(module, "--config", str(config), "--arch", "vgg16_tiny", "--threads", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     framework = "torch" if module.startswith("torch") else "keras"
     run_dir = tmp_path / "runs" / "t" / f"vgg16_tiny-{framework}"
@@ -232,6 +232,9 @@ def test_trainer_end_to_end(tmp_path, synthetic, module, suffix, policy):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["data"]["synthetic"] is True and info["classes"] == ["MEL", "NV", "BCC"]
     assert info["init"]["sha256"] and info["input_contract"]["native_size"] == 32
+    timing = info["timing"]  # the conditions the times were measured in
+    assert timing["threads"] == 1 and timing["side_by_side"] == 1
+    assert 0 < timing["train_seconds"] <= timing["wall_seconds"]
     again = run_module(module, "--config", str(config), "--arch", "vgg16_tiny")
     assert_one_line_error(again, "already holds a run; pass --resume")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 import weakref
 from collections.abc import Sequence
@@ -237,7 +238,8 @@ def train(
     if ddp.main:
         load_weights(model, run.best)
         versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
-        training.end_run(run, runlog, partial(predict, model), versions)
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+        training.end_run(run, runlog, partial(predict, model), versions, threads)
     return run.dir
 
 
@@ -248,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     training.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.threads is not None:  # before TensorFlow's runtime starts (Distributed does)
+        tf.config.threading.set_intra_op_parallelism_threads(training.check_threads(args.threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     config = load_config(args.config, args.overrides)
     archs = training.resolve_archs(config, args.arch)
     ddp = Distributed()

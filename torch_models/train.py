@@ -225,7 +225,8 @@ def train(
     if ddp.main:
         load_weights(model, run.best)
         versions = {"torch": torch.__version__}
-        training.end_run(run, runlog, partial(predict, model, device=ddp.device), versions)
+        predict_best = partial(predict, model, device=ddp.device)
+        training.end_run(run, runlog, predict_best, versions, torch.get_num_threads())
     ddp.barrier()
     return run.dir
 
@@ -237,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     training.add_arguments(parser)
     args = parser.parse_args(argv)
+    torch.set_num_threads(training.check_threads(args.threads))
     config = load_config(args.config, args.overrides)
     archs = training.resolve_archs(config, args.arch)
     ddp = Distributed()

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"  # a finished run: config, data, provenance, results
 SELECTION_METRIC = "balanced_accuracy"  # best epoch: highest validation balanced accuracy
+SIDE_BY_SIDE = "DERMSIM_SIDE_BY_SIDE"  # set by bridge.demo: how many steps run at once
 
 
 # ------------------------------------------------------------------------ data
@@ -433,8 +434,13 @@ def prune_resume(run: Run, epoch: int) -> None:
             path.unlink(missing_ok=True)
 
 
-def finish(run: Run, runlog: RunLog, test: dict[str, Any], versions: dict[str, str]) -> Path:
-    """Write test.json, run.json, curves.png and confusion.png; return run.json's path."""
+def finish(
+    run: Run, runlog: RunLog, test: dict[str, Any], versions: dict[str, str], threads: int
+) -> Path:
+    """Write test.json, run.json, curves.png and confusion.png; return run.json's path.
+
+    `threads` is the trainer's intra-op thread count, recorded with the times (`timing`).
+    """
     write_json(run.dir / "test.json", test)
     plot_curves(runlog.rows, run.dir / "curves.png", run)
     plot_confusion(np.asarray(test["confusion"]), run.data.classes, run.dir / "confusion.png", run)
@@ -463,6 +469,7 @@ def finish(run: Run, runlog: RunLog, test: dict[str, Any], versions: dict[str, s
         "selection": f"validation {SELECTION_METRIC}",
         "test": {k: v for k, v in test.items() if k != "confusion"},
         "train_seconds": round(sum(r["seconds"] for r in runlog.rows), 2),
+        "timing": timing(run, runlog, threads),
         "config": run.config.to_dict(),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions},
     }
@@ -541,7 +548,27 @@ def end_epoch(
     return row
 
 
-def end_run(run: Run, runlog: RunLog, predict: Predict, versions: dict[str, str]) -> Path:
+def timing(run: Run, runlog: RunLog, threads: int) -> dict[str, Any]:
+    """How long the run took, and under what load, so that times compare honestly.
+
+    `train_seconds` sums the epochs (training and validation); `wall_seconds` runs
+    from `prepare` to now, in this process (a resumed run: since the resume);
+    `threads` is the intra-op thread count the trainer set; `side_by_side` is how many
+    steps `bridge.demo` ran at once (1: alone), from `DERMSIM_SIDE_BY_SIDE`.
+    """
+    return {
+        "train_seconds": round(sum(r["seconds"] for r in runlog.rows), 2),
+        "wall_seconds": round(time.time() - run.started, 2),
+        "cpu_seconds": round(time.process_time(), 2),
+        "threads": threads,
+        "cores": os.cpu_count(),
+        "side_by_side": int(os.environ.get(SIDE_BY_SIDE, "1") or 1),
+    }
+
+
+def end_run(
+    run: Run, runlog: RunLog, predict: Predict, versions: dict[str, str], threads: int
+) -> Path:
     """Score the test split with the best weights (loaded by the trainer) and `finish`.
 
     Returns:
@@ -549,7 +576,7 @@ def end_run(run: Run, runlog: RunLog, predict: Predict, versions: dict[str, str]
     """
     logits, labels = predict(run.test)
     test = classification_metrics(labels, logits, run.data.classes, confusion=True)
-    path = finish(run, runlog, test, versions)
+    path = finish(run, runlog, test, versions, threads)
     log.info(
         "%s: test balanced accuracy %.3f (best epoch %d) -> %s",
         run.dir, test["balanced_accuracy"], runlog.best_epoch, path,
@@ -643,6 +670,25 @@ def add_arguments(parser) -> None:
         help="override a config value, e.g. --set train.lr=1e-3 (repeatable)",
     )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op CPU threads of the framework (default: one per core); recorded in run.json",
+    )
+
+
+def check_threads(threads: int | None) -> int:
+    """The `--threads` value, or one per core.
+
+    Raises:
+        ValueError: Below 1.
+    """
+    if threads is None:
+        return os.cpu_count() or 1
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    return threads
 
 
 __all__ = [
@@ -652,6 +698,7 @@ __all__ = [
     "RunLog",
     "add_arguments",
     "best_checkpoint",
+    "check_threads",
     "checkpoint_suffix",
     "classification_metrics",
     "end_epoch",

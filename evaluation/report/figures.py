@@ -63,7 +63,7 @@ def draw_figures(
     if cls["rows"]:
         save(_confusions(plt, cls), "confusion")
     best = a["best"]
-    if best:
+    if best and results.get("images", True):  # patient images only when asked for
         save(_examples(plt, items, scores, best, target, main), "examples")
     return figures
 

@@ -22,8 +22,10 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
 max-width:1150px;padding:0 1rem;color:#1b1b1b;line-height:1.45}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0;display:block;overflow-x:auto}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;white-space:nowrap}
+.table{overflow-x:auto;max-width:100%;margin:.5rem 0}
+table{border-collapse:collapse;font-size:.85rem}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{white-space:nowrap}td{white-space:normal;min-width:4rem;max-width:24rem;overflow-wrap:anywhere}
 th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}
 .synthetic{background:#fde7ea;border:2px solid #b00020;color:#7a0016;padding:.6rem 1rem;
 font-weight:600;border-radius:4px}
@@ -82,9 +84,11 @@ def html_page(results: dict[str, Any], figures: dict[str, Path]) -> str:
         parts.append(f"<h2>{e(title)}</h2>")
         if text:
             parts.append(f"<p class='muted'>{e(text)}</p>")
-        parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        parts.append(
+            "<div class='table'><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+        )
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
-        parts.append("</table>")
+        parts.append("</table></div>")
         if k == 0:  # the key figures right after the headline
             parts += [_figure(figures[n], FIGURE_TITLES[n]) for n in order if n in figures]
     parts.append("<h2>More figures</h2>")

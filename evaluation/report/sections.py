@@ -46,7 +46,20 @@ def sections(results: dict[str, Any]) -> list[Section]:
     out += [_classification_baselines(learned, results["classification"])]
     out += [_fitted_metrics(results.get("fitted") or [])]
     out += [_rating_prediction(aspect, a) for aspect, a in (learned.get("rating") or {}).items()]
+    out += [_scorers(results.get("scorers") or [])]
     return [s for s in out if s is not None]
+
+
+def _scorers(scorers: list[dict[str, Any]]) -> Section | None:
+    if not scorers:
+        return None
+    return Section(
+        "Scorers: what each name stands for",
+        "Each metric name of the tables, and what tells its model from the others: kind, "
+        "backbone, the framework and run that trained it, its heads and its exporter.",
+        ["name in the tables", "scorer", "file"],
+        [[s["name"], s["label"], s["file"]] for s in scorers],
+    )
 
 
 def _headline(results: dict[str, Any]) -> Section:
@@ -111,7 +124,7 @@ def _frameworks(frameworks: list[dict[str, Any]]) -> Section:
             rows.append([
                 r["backbone"], side, ci(s["balanced_accuracy"], 2), ci(s["macro_f1"], 2),
                 ci(s["srcc_lpips"], 2), ci(s["srcc_dists"], 2),
-                num(s["train_seconds"], 1) if s["train_seconds"] is not None else "n/a",
+                _train_time(s),
                 " / ".join(_between(b) for b in between) if side == "torch" else "",
                 f"{num(c.get('prediction_agreement'))}, McNemar p={p_value(c.get('mcnemar_p'))}, "
                 f"logit r={num(c.get('logit_correlation'))}" if c and side == "torch" else "",
@@ -119,12 +132,25 @@ def _frameworks(frameworks: list[dict[str, Any]]) -> Section:
     return Section(
         "PyTorch vs Keras, per backbone",
         "The same architecture, config, data stream and initial weights; what differs is the "
-        "framework. Between: correlation and largest difference of the two frameworks' LPIPS / "
-        "DISTS distances on the same region pairs; classification agreement on the test split.",
+        "framework. Train s: the epochs' seconds, with the trainer's threads and how many steps "
+        "ran at once (compare times measured alike). Between: correlation and largest "
+        "difference of the two frameworks' LPIPS / DISTS distances on the same region pairs; "
+        "classification agreement on the test split.",
         ["backbone", "framework", "balanced acc.", "macro-F1", "SRCC LPIPS", "SRCC DISTS",
          "train s", "LPIPS / DISTS between", "predictions between"],
         rows,
     )  # fmt: skip
+
+
+def _train_time(s: dict[str, Any]) -> str:
+    """Training seconds with the conditions they were measured in."""
+    if s["train_seconds"] is None:
+        return "n/a"
+    threads, beside = s.get("threads"), s.get("side_by_side")
+    if threads is None:
+        return f"{num(s['train_seconds'], 1)} (threads not recorded)"
+    load = "alone" if (beside or 1) == 1 else f"{beside} steps at once"
+    return f"{num(s['train_seconds'], 1)} ({threads} thread{'s' * (threads != 1)}, {load})"
 
 
 def _classification(cls: dict[str, Any]) -> Section | None:
