@@ -4,10 +4,10 @@
 
 1. both trainers on the demo config (synthetic data generated on first use);
 2. export of every trained model's classifier, feature extractor, LPIPS and DISTS
-   scorer to ONNX (`models/<name>/`), parity-gated. By default every model goes
-   through torch.onnx (Keras-trained weights are ported first, exactly): tf2onnx on
-   the full-size Keras graphs takes minutes per file on 2 cores. `--origin native`
-   exports each model from the framework that trained it, `--origin both` both;
+   scorer to ONNX (`models/<name>/`), parity-gated, by the framework that trained it
+   (Keras-trained through tf2onnx, torch-trained through torch.onnx). `--origin torch`
+   sends every model through torch.onnx (Keras weights are ported first, exactly),
+   `--origin both` writes both;
 3. LPIPS and DISTS fitted to the synthetic ratings on VGG16 (`FINETUNE`), the torch-
    trained model in torch and the Keras-trained one in Keras, in cross-validation
    (`python -m bridge.finetune_metric`), and their fitted scorers exported;
@@ -15,11 +15,12 @@
 
 Each step runs in its own process (the frameworks never share one). The exports and
 the metric fits run `--jobs` processes side by side, and so do the torch and Keras
-trainers (default 2: on 2 cores the single-threaded ONNX tracing nearly halves, the
-trainers gain ~20%); each logs to `<runs>/logs/` and reports its last line every
-minute; a failed one is named with the tail of its log. Work already done is kept:
-finished runs are not retrained and up-to-date exports not redone, so a second
-`tox -e demo` only re-runs the comparison; `--fresh` starts over.
+trainers, each with an equal share of the cores (`--threads`, recorded in run.json with
+the times, so the two frameworks' times compare); each logs to `<runs>/logs/` and
+reports its last line every minute; a failed one is named with the tail of its log.
+The wall and CPU seconds of every step end the run (also in `<runs>/logs/steps.json`).
+Work already done is kept: finished runs are not retrained and up-to-date exports not
+redone, so a second `tox -e demo` only re-runs the comparison; `--fresh` starts over.
 """
 
 from __future__ import annotations
@@ -208,9 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="retrain and re-export everything")
     parser.add_argument(
         "--origin",
-        default="torch",
-        choices=("torch", "native", "both"),
-        help="exporter: torch.onnx for all (default, fastest), native or both",
+        default="native",
+        choices=("native", "torch", "both"),
+        help="exporter: the framework that trained each model (default), torch.onnx for "
+        "all, or both",
     )
     parser.add_argument("--models", default=None, help="ONNX output folder (models/<name>)")
     parser.add_argument("--out", default=None, help="report folder (reports/<name>)")

@@ -33,7 +33,7 @@ def demo(tmp_path_factory):
     )  # fmt: skip
     args = [
         "--config", str(config), "--models", str(root / "models"), "--out",
-        str(root / "report"), "--bootstrap", "300", "--origin", "native",
+        str(root / "report"), "--bootstrap", "300",
     ]  # fmt: skip
     result = run_module("bridge.demo", *args)
     assert result.returncode == 0, result.stderr[-4000:]
