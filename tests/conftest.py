@@ -14,15 +14,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# `tox -e test` runs two xdist workers with `--dist loadscope`: a test file's functions
+# stay on one worker, so its module fixtures are made once, while test_full.py keeps one
+# class per backbone, so its three long exports run on both workers. The longest files
+# go first, so that no worker is left alone with one of them at the end.
+FIRST = ("test_full.py", "test_compare.py", "test_export.py", "test_stats_simulation.py")
 
-@pytest.fixture(autouse=True)
-def _no_weight_caches(tmp_path_factory, monkeypatch):
-    """Point every weights cache at an empty folder: no test sees a real download."""
-    empty = tmp_path_factory.mktemp("caches")
-    monkeypatch.setenv("TORCH_HOME", str(empty / "torch"))
-    monkeypatch.setenv("HF_HOME", str(empty / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("DERMSIM_WEIGHTS", raising=False)
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest files first (the order within a file is kept)."""
+    items.sort(key=lambda i: FIRST.index(i.path.name) if i.path.name in FIRST else len(FIRST))
 
 
 def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -8,10 +8,12 @@ comparison again on altered inputs.
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_module
+from conftest import ROOT, assert_one_line_error, run_module
 
 from bridge.core.data.synth import SynthConfig, generate
 
@@ -119,8 +121,23 @@ def test_true_signal_ranks_above_noise_with_the_human_ceiling_beside_them(demo):
     assert any(n.endswith("(best, chosen on these items)") for n in names)
 
 
-def test_compare_on_noise_ratings_reports_the_adjusted_comparisons(demo, tmp_path):
-    """The wiring on pure-noise ratings: the family is adjusted, the noise band brackets 0.
+BLOCKED = """
+import sys
+class Block:  # any import of a framework now fails
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'tensorflow', 'keras'):
+            raise ImportError(f'{{name}} is blocked')
+sys.meta_path.insert(0, Block())
+from evaluation.compare import main
+code = main({args!r})
+assert not {{'torch', 'tensorflow', 'keras'}} & set(sys.modules)
+sys.exit(code)
+"""
+
+
+def test_compare_on_noise_ratings_with_no_framework_importable(demo, tmp_path):
+    """The wiring on pure-noise ratings: the family is adjusted, the noise band brackets 0;
+    and the comparison runs with torch, tensorflow and keras made unimportable.
 
     (With 8 patients the bootstrap is coarse; the rates are checked by simulation in
     test_stats_simulation.py.)
@@ -140,7 +157,10 @@ def test_compare_on_noise_ratings_reports_the_adjusted_comparisons(demo, tmp_pat
     (rated / "truth.csv").unlink(missing_ok=True)  # no oracle: the truth is noise now
     args = compare_args(root, tmp_path / "r")
     args[args.index("--rated") + 1] = str(rated)
-    result = run_module("evaluation.compare", *args)
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKED.format(args=args)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     results = results_of(tmp_path / "r")
     for aspect, a in results["agreement"]["aspects"].items():
@@ -224,34 +244,15 @@ def test_a_second_run_keeps_finished_work(demo):
     assert len(steps) == 1 and steps[0].startswith("== compare"), steps
 
 
-def test_compare_never_imports_a_framework(demo, tmp_path):
+def test_missing_ratings_a_rater_subset_and_a_tampered_model(demo, tmp_path):
+    """One comparison on imperfect input: cells missing, raters chosen, a model whose
+    manifest does not match its file (left out and listed; `--strict` stops instead)."""
     root = demo[0]
-    code = (
-        "import sys\n"
-        "class Block:  # any import of a framework now fails\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'tensorflow', 'keras'):\n"
-        "            raise ImportError(f'{name} is blocked')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from evaluation.compare import main\n"
-        f"code = main({compare_args(root, tmp_path / 'r')!r})\n"
-        "assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules)\n"
-        "sys.exit(code)\n"
-    )
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "r" / "report.html").is_file()
-
-
-def test_missing_ratings_and_a_rater_subset(demo, tmp_path):
-    root = demo[0]
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    victim = next(models.glob("*-lpips-torch.onnx"))
+    with open(victim, "ab") as f:
+        f.write(b"\0")
     rated = tmp_path / "rated"
     shutil.copytree(root / "synthetic" / "rated", rated)  # outside the marked folder: "real"
     with open(rated / "ratings.csv", newline="") as f:
@@ -263,9 +264,16 @@ def test_missing_ratings_and_a_rater_subset(demo, tmp_path):
         csv.writer(f).writerows(rows)
     args = compare_args(root, tmp_path / "r", "--raters", "R1,R2,R3")
     args[args.index("--rated") + 1] = str(rated)
+    args[args.index("--models") + 1] = str(models)
     result = run_module("evaluation.compare", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     results = results_of(tmp_path / "r")
+    problems = results["problems"]
+    assert len(problems) == 1 and victim.name in problems[0]
+    assert victim.name in (tmp_path / "r" / "report.html").read_text()
+    assert_one_line_error(
+        run_module("evaluation.compare", *args, "--strict"), victim.name, "--strict"
+    )
     assert results["rated"]["raters"] == ["R1", "R2", "R3"]
     overall = results["agreement"]["aspects"]["overall"]["raters"]
     assert overall["n_missing_cells"] >= 5 and overall["n_items"] == 24
@@ -300,25 +308,6 @@ def test_bad_inputs_get_one_line_errors(demo, tmp_path):
         image.unlink()  # a case with its reference but no comparison image
     assert_one_line_error(run_module("evaluation.compare", *args), case.name, "no comparison")
     assert not (tmp_path / "r").exists()  # nothing half-written
-
-
-def test_a_model_whose_manifest_does_not_match_is_left_out_or_stops(demo, tmp_path):
-    root = demo[0]
-    models = tmp_path / "models"
-    shutil.copytree(root / "models", models)
-    victim = next(models.glob("*-lpips-torch.onnx"))
-    with open(victim, "ab") as f:
-        f.write(b"\0")
-    args = compare_args(root, tmp_path / "r")
-    args[args.index("--models") + 1] = str(models)
-    result = run_module("evaluation.compare", *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    problems = results_of(tmp_path / "r")["problems"]
-    assert len(problems) == 1 and victim.name in problems[0]
-    assert victim.name in (tmp_path / "r" / "report.html").read_text()
-    assert_one_line_error(
-        run_module("evaluation.compare", *args, "--strict"), victim.name, "--strict"
-    )
 
 
 SPIN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"

@@ -16,34 +16,6 @@ from bridge.parity import measure
 pytestmark = pytest.mark.full
 
 
-@pytest.mark.parametrize("arch", spec.FULL_ARCHS)
-def test_full_size_keras_port_matches_torch(arch):
-    """Logits and every tap within 1e-4 x max(1, max|ref|) at 224 (and 160 for the CNNs);
-    dermsim torch equals the reference library exactly; parameter counts equal the references."""
-    rows = measure(arch, batch=2, seed=0)
-    assert {r.size for r in rows} == ({224} if arch == "vit_b16" else {224, 160})
-    for row in rows:
-        assert row.ok, [(o.name, o.max_abs_error, o.bound) for o in row.outputs if not o.ok]
-        assert row.params == spec.get_arch(arch).reference_params
-
-
-@pytest.mark.parametrize("arch", spec.FULL_ARCHS)
-def test_full_size_round_trips_are_exact(arch):
-    state = random_state_dict(arch, seed=1)
-    keras_model = tf_models.create_model(arch)
-    tf_models.set_torch_state_dict(keras_model, state)
-    back = tf_models.torch_state_dict(keras_model)
-    assert all(np.array_equal(back[k], state[k]) for k in state)
-    # Keras -> torch -> Keras
-    fresh = tf_models.create_model(arch, seed=2)
-    torch_model = torch_models.create_model(arch)
-    torch_models.set_torch_state_dict(torch_model, tf_models.torch_state_dict(fresh))
-    again = keras_to_torch(torch_to_keras(torch_models.torch_state_dict(torch_model), arch), arch)
-    tf_models.set_torch_state_dict(keras_model, again)
-    for a, b in zip(fresh.weights, keras_model.weights, strict=True):
-        assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
-
-
 @pytest.fixture(scope="module")
 def full_exports(tmp_path_factory):
     """`python -m bridge.export --kind all --origin both` on a seeded random full-size model
@@ -78,39 +50,6 @@ def full_exports(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("arch", spec.FULL_ARCHS)
-def test_full_size_onnx_matches_native_for_every_origin_and_kind(full_exports, arch):
-    """Every kind from both origins passed the export's parity gate (docs/architecture.md)
-    on the native size and, where the graph takes any size, a non-square one; the two
-    origins' files agree with each other on a fresh batch."""
-    from bridge.core.runtime import KINDS, open_model
-    from bridge.export import dynamic_size
-
-    root, s = full_exports(arch), spec.get_arch(arch)
-    n = s.contract.native_size
-    rng = np.random.default_rng(3)
-    image = rng.uniform(0, 1, (2, 3, n, n)).astype(np.float32)
-    other = np.clip(image + rng.normal(0, 0.1, image.shape), 0, 1).astype(np.float32)
-    for kind in KINDS:
-        outputs = {}
-        for origin in ("torch", "keras"):
-            path = root / "models" / f"{arch}-{kind}-{origin}.onnx"
-            manifest = json.loads(path.with_suffix(".json").read_text())
-            parity = manifest["parity"]
-            assert parity["bound"] == (1e-5 if kind in ("lpips", "dists") else 1e-4)
-            assert parity["max_error"] <= parity["bound"], (kind, origin, parity)
-            probes = {tuple(p[1:]) for p in parity["probes"]}
-            assert (n, n) in probes and (len(probes) == 2) == dynamic_size(s, kind)
-            model = open_model(path, prefer_gpu=False)
-            feed = {"image": image} if kind in ("classifier", "features") else {
-                "image_a": image, "image_b": other}  # fmt: skip
-            outputs[origin] = model.run(**feed)
-        for name, t in outputs["torch"].items():
-            k = outputs["keras"][name]
-            scale = 1.0 if kind in ("lpips", "dists") else max(1.0, float(np.abs(t).max()))
-            assert np.abs(t - k).max() <= 2e-4 * scale, (kind, name)
-
-
 @pytest.fixture(scope="module")
 def vgg16_scorers(full_exports):
     """Full-size VGG16 LPIPS / DISTS ONNX from both origins, plus the reference packages,
@@ -135,46 +74,128 @@ def vgg16_scorers(full_exports):
     return files, refs
 
 
-@pytest.mark.parametrize("size", [(64, 64), (224, 224), (72, 104)])
-@pytest.mark.parametrize("kind", ["lpips", "dists"])
-@pytest.mark.parametrize("origin", ["torch", "keras"])
-def test_onnx_scorers_match_the_reference_packages(vgg16_scorers, size, kind, origin):
-    from bridge.core.runtime import open_model
+class _FullSize:
+    """The full-size checks of one backbone. One class per backbone: `tox -e test` runs
+    xdist with `--dist loadscope`, which keeps a class on one worker, so the three
+    backbones' exports (minutes each) run on both workers, each made once."""
 
-    files, refs = vgg16_scorers
-    rng = np.random.default_rng(0)
-    a = rng.uniform(0, 1, (2, 3, *size)).astype(np.float32)
-    b = np.clip(a + rng.normal(0, 0.15, a.shape), 0, 1).astype(np.float32)
-    with torch.no_grad():
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        expected = (
-            refs[kind](ta, tb, normalize=True) if kind == "lpips" else refs[kind](ta, tb)
-        ).reshape(-1)
-    got = open_model(files[kind, origin]).run(image_a=a, image_b=b)["distance"]
-    assert np.abs(got - expected.numpy()).max() <= 1e-5
+    arch: str
+
+    def test_keras_port_matches_torch(self):
+        """Logits and every tap within 1e-4 x max(1, max|ref|) at 224 (and 160 for the CNNs);
+        dermsim torch equals the reference library exactly; parameter counts as the references."""
+        arch = self.arch
+        rows = measure(arch, batch=2, seed=0)
+        assert {r.size for r in rows} == ({224} if arch == "vit_b16" else {224, 160})
+        for row in rows:
+            assert row.ok, [(o.name, o.max_abs_error, o.bound) for o in row.outputs if not o.ok]
+            assert row.params == spec.get_arch(arch).reference_params
+
+    def test_round_trips_are_exact(self):
+        arch = self.arch
+        state = random_state_dict(arch, seed=1)
+        keras_model = tf_models.create_model(arch)
+        tf_models.set_torch_state_dict(keras_model, state)
+        back = tf_models.torch_state_dict(keras_model)
+        assert all(np.array_equal(back[k], state[k]) for k in state)
+        # Keras -> torch -> Keras
+        fresh = tf_models.create_model(arch, seed=2)
+        torch_model = torch_models.create_model(arch)
+        torch_models.set_torch_state_dict(torch_model, tf_models.torch_state_dict(fresh))
+        again = keras_to_torch(
+            torch_to_keras(torch_models.torch_state_dict(torch_model), arch), arch
+        )
+        tf_models.set_torch_state_dict(keras_model, again)
+        for a, b in zip(fresh.weights, keras_model.weights, strict=True):
+            assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
+
+    def test_onnx_matches_native_for_every_origin_and_kind(self, full_exports):
+        """Every kind from both origins passed the export's parity gate (docs/architecture.md)
+        on the native size and, where the graph takes any size, a non-square one; the two
+        origins' files agree with each other on a fresh batch."""
+        arch = self.arch
+        from bridge.core.runtime import KINDS, open_model
+        from bridge.export import dynamic_size
+
+        root, s = full_exports(arch), spec.get_arch(arch)
+        n = s.contract.native_size
+        rng = np.random.default_rng(3)
+        image = rng.uniform(0, 1, (2, 3, n, n)).astype(np.float32)
+        other = np.clip(image + rng.normal(0, 0.1, image.shape), 0, 1).astype(np.float32)
+        for kind in KINDS:
+            outputs = {}
+            for origin in ("torch", "keras"):
+                path = root / "models" / f"{arch}-{kind}-{origin}.onnx"
+                manifest = json.loads(path.with_suffix(".json").read_text())
+                parity = manifest["parity"]
+                assert parity["bound"] == (1e-5 if kind in ("lpips", "dists") else 1e-4)
+                assert parity["max_error"] <= parity["bound"], (kind, origin, parity)
+                probes = {tuple(p[1:]) for p in parity["probes"]}
+                assert (n, n) in probes and (len(probes) == 2) == dynamic_size(s, kind)
+                model = open_model(path, prefer_gpu=False)
+                feed = {"image": image} if kind in ("classifier", "features") else {
+                    "image_a": image, "image_b": other}  # fmt: skip
+                outputs[origin] = model.run(**feed)
+            for name, t in outputs["torch"].items():
+                k = outputs["keras"][name]
+                scale = 1.0 if kind in ("lpips", "dists") else max(1.0, float(np.abs(t).max()))
+                assert np.abs(t - k).max() <= 2e-4 * scale, (kind, name)
 
 
-@pytest.mark.parametrize("kind", ["lpips", "dists"])
-def test_default_score_matches_the_reference_packages_at_the_images_own_size(
-    vgg16_scorers, kind, tmp_path, capsys
-):
-    """What a user gets by default: two 150x200 files scored at 150x200, as lpips does."""
-    from PIL import Image
+class TestResnet50(_FullSize):
+    arch = "resnet50"
 
-    from bridge.core.data.image import decode_image
-    from evaluation.score import main
 
-    files, refs = vgg16_scorers
-    rng = np.random.default_rng(1)
-    pixels = rng.uniform(0, 1, (150, 200, 3))
-    paths = []
-    for i, x in enumerate((pixels, np.clip(pixels + rng.normal(0, 0.1, pixels.shape), 0, 1))):
-        paths.append(tmp_path / f"{i}.png")
-        Image.fromarray(np.rint(x * 255).astype(np.uint8)).save(paths[-1])
-    assert main([str(files[kind, "torch"]), *map(str, paths), "--json", "--cpu"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["size"] == [150, 200] and printed["resized"] is False
-    a, b = (torch.from_numpy(decode_image(p).transpose(2, 0, 1)[None].copy()) for p in paths)
-    with torch.no_grad():
-        expected = float(refs[kind](a, b, normalize=True) if kind == "lpips" else refs[kind](a, b))
-    assert printed["distance"] == pytest.approx(expected, abs=1e-5)
+class TestVitB16(_FullSize):
+    arch = "vit_b16"
+
+
+class TestVgg16(_FullSize):
+    """VGG16, and the reference packages on its exports (the same module fixture)."""
+
+    arch = "vgg16"
+
+    @pytest.mark.parametrize("size", [(64, 64), (224, 224), (72, 104)])
+    @pytest.mark.parametrize("kind", ["lpips", "dists"])
+    @pytest.mark.parametrize("origin", ["torch", "keras"])
+    def test_onnx_scorers_match_the_reference_packages(self, vgg16_scorers, size, kind, origin):
+        from bridge.core.runtime import open_model
+
+        files, refs = vgg16_scorers
+        rng = np.random.default_rng(0)
+        a = rng.uniform(0, 1, (2, 3, *size)).astype(np.float32)
+        b = np.clip(a + rng.normal(0, 0.15, a.shape), 0, 1).astype(np.float32)
+        with torch.no_grad():
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            expected = (
+                refs[kind](ta, tb, normalize=True) if kind == "lpips" else refs[kind](ta, tb)
+            ).reshape(-1)
+        got = open_model(files[kind, origin]).run(image_a=a, image_b=b)["distance"]
+        assert np.abs(got - expected.numpy()).max() <= 1e-5
+
+    @pytest.mark.parametrize("kind", ["lpips", "dists"])
+    def test_default_score_matches_the_reference_packages_at_the_images_own_size(
+        self, vgg16_scorers, kind, tmp_path, capsys
+    ):
+        """What a user gets by default: two 150x200 files scored at 150x200, as lpips does."""
+        from PIL import Image
+
+        from bridge.core.data.image import decode_image
+        from evaluation.score import main
+
+        files, refs = vgg16_scorers
+        rng = np.random.default_rng(1)
+        pixels = rng.uniform(0, 1, (150, 200, 3))
+        paths = []
+        for i, x in enumerate((pixels, np.clip(pixels + rng.normal(0, 0.1, pixels.shape), 0, 1))):
+            paths.append(tmp_path / f"{i}.png")
+            Image.fromarray(np.rint(x * 255).astype(np.uint8)).save(paths[-1])
+        assert main([str(files[kind, "torch"]), *map(str, paths), "--json", "--cpu"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["size"] == [150, 200] and printed["resized"] is False
+        a, b = (torch.from_numpy(decode_image(p).transpose(2, 0, 1)[None].copy()) for p in paths)
+        with torch.no_grad():
+            expected = float(
+                refs[kind](a, b, normalize=True) if kind == "lpips" else refs[kind](a, b)
+            )
+        assert printed["distance"] == pytest.approx(expected, abs=1e-5)
