@@ -120,6 +120,7 @@ class Run:
     test: BatchStream
     trainable: tuple[str, ...] | None
     started: float = field(default_factory=time.time)
+    cpu_started: float = field(default_factory=time.process_time)
 
     @property
     def dir(self) -> Path:
@@ -551,15 +552,16 @@ def end_epoch(
 def timing(run: Run, runlog: RunLog, threads: int) -> dict[str, Any]:
     """How long the run took, and under what load, so that times compare honestly.
 
-    `train_seconds` sums the epochs (training and validation); `wall_seconds` runs
-    from `prepare` to now, in this process (a resumed run: since the resume);
+    `train_seconds` sums the epochs (training and validation); `wall_seconds` and
+    `cpu_seconds` (every thread of this process) run from `prepare` to now (a resumed
+    run: since the resume);
     `threads` is the intra-op thread count the trainer set; `side_by_side` is how many
     steps `bridge.demo` ran at once (1: alone), from `DERMSIM_SIDE_BY_SIDE`.
     """
     return {
         "train_seconds": round(sum(r["seconds"] for r in runlog.rows), 2),
         "wall_seconds": round(time.time() - run.started, 2),
-        "cpu_seconds": round(time.process_time(), 2),
+        "cpu_seconds": round(time.process_time() - run.cpu_started, 2),
         "threads": threads,
         "cores": os.cpu_count(),
         "side_by_side": int(os.environ.get(SIDE_BY_SIDE, "1") or 1),
