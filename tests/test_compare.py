@@ -7,6 +7,7 @@ comparison again on altered inputs.
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,9 @@ def test_the_demo_writes_a_complete_report(demo):
     page = (report / "report.html").read_text()
     assert "SYNTHETIC DATA" in page and "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # self-contained
+    # every table wraps or scrolls inside its box; an estimate and its interval stay whole
+    assert page.count("<div class='table'><table>") >= 10 and "overflow-x:auto" in page
+    assert re.search(r"<td>\d\.\d\d\u00a0\[-?\d\.\d\d,\u00a0-?\d\.\d\d\]</td>", page)
     assert (report / "report.md").read_text().count("SYNTHETIC DATA") >= 2
     figures = {p.stem for p in (report / "figures").glob("*.png")}
     assert {"srcc_overall", "scatter", "severity", "layers", "confusion", "examples"} <= figures

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid 
 .table{overflow-x:auto;max-width:100%;margin:.5rem 0}
 table{border-collapse:collapse;font-size:.85rem}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{white-space:nowrap}td{white-space:normal;min-width:4rem;max-width:24rem;overflow-wrap:anywhere}
+th{white-space:nowrap}td{white-space:normal;max-width:24rem}
 th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}
 .synthetic{background:#fde7ea;border:2px solid #b00020;color:#7a0016;padding:.6rem 1rem;
 font-weight:600;border-radius:4px}
@@ -87,7 +88,7 @@ def html_page(results: dict[str, Any], figures: dict[str, Path]) -> str:
         parts.append(
             "<div class='table'><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
         )
-        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+        parts += ["<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows]
         parts.append("</table></div>")
         if k == 0:  # the key figures right after the headline
             parts += [_figure(figures[n], FIGURE_TITLES[n]) for n in order if n in figures]
@@ -110,6 +111,14 @@ def html_page(results: dict[str, Any], figures: dict[str, Path]) -> str:
     parts.append(f"<pre>{e(json.dumps(plain(results['provenance']), indent=2))}</pre>")
     parts.append(banner + "</body></html>")
     return "\n".join(parts)
+
+
+def _cell(text: str) -> str:
+    """A table cell, escaped; an estimate and its interval wrap as one piece."""
+    return html.escape(_UNBROKEN.sub("\u00a0", text))
+
+
+_UNBROKEN = re.compile(r" (?=\[)| (?=[^\[\]]*\])")  # before "[" and inside "[...]"
 
 
 def _figure(path: Path, caption: str) -> str:
