@@ -42,7 +42,7 @@ from bridge.core.data.image import (
     decode_image_bytes,
     parse_box,
 )
-from bridge.core.runtime import SCORER_KINDS, find_models, heads_kind
+from bridge.core.runtime import SCORER_KINDS, find_models
 from evaluation.score import Scorer
 
 log = logging.getLogger(__name__)
@@ -133,16 +133,8 @@ def _scorer_id(scorer: Scorer) -> str:
 
 def _scorer_fields(scorer: Scorer) -> dict[str, Any]:
     """What the page shows of a scorer: its label, metric, backbone, trainer, heads, size."""
-    run = scorer.model.manifest.get("training_run") or {}
-    return {
-        "label": scorer.label,
-        "metric": scorer.metric,
-        "backbone": _backbone(scorer),
-        "trained_by": run.get("framework"),
-        "heads": heads_kind(scorer.model.manifest),
-        "origin": _origin(scorer),
-        "size": scorer.size,
-    }
+    identity = scorer.identity()
+    return {"label": identity.pop("scorer"), **identity, "size": scorer.size}
 
 
 def _is_synthetic(scorer: Scorer) -> bool:

@@ -88,6 +88,20 @@ class Scorer(ImageModel):
         """What tells this scorer from the others (`bridge.core.runtime.model_label`)."""
         return model_label(self.model.manifest)
 
+    def identity(self) -> dict[str, str | None]:
+        """What distinguishes this scorer, as fields (`--json` and the explorer show them).
+
+        Its label, metric, backbone, who trained it (framework and run folder), heads
+        and exporter.
+        """
+        manifest = self.model.manifest
+        run = manifest.get("training_run") or {}
+        return {
+            "scorer": self.label, "metric": self.metric, "backbone": manifest.get("backbone"),
+            "trained_by": run.get("framework"), "run": run.get("dir"),
+            "heads": heads_kind(manifest), "origin": manifest.get("origin"),
+        }  # fmt: skip
+
     def score(self, a, b, box_a: Box | str | None = None, box_b: Box | str | None = None) -> float:
         """The distance between two images or regions (under the size rule)."""
         return self.score_detail(a, b, box_a, box_b)["distance"]
@@ -210,13 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         detail = scorer.score_detail(args.image_a, args.image_b, box_a, box_b)
         height, width = detail["size"]
         if args.json:
-            manifest = scorer.model.manifest
-            run = manifest.get("training_run") or {}
             print(json.dumps({
-                "scorer": scorer.label, "metric": scorer.metric,
-                "backbone": manifest["backbone"], "trained_by": run.get("framework"),
-                "run": run.get("dir"), "origin": manifest["origin"],
-                "heads": heads_kind(manifest), "distance": detail["distance"],
+                **scorer.identity(), "distance": detail["distance"],
                 "image_a": args.image_a, "region_a": box_text(box_a),
                 "image_b": args.image_b, "region_b": box_text(box_b),
                 "size": detail["size"], "resized": detail["resized"],

@@ -55,6 +55,22 @@ class Distributed:
         return True
 
 
+def set_threads(threads: int | None) -> None:
+    """Use `threads` intra-op CPU threads (`--threads`; None: TensorFlow's default).
+
+    Call it before TensorFlow's runtime starts (`Distributed` starts it). One inter-op
+    thread then, so that the count compares with torch's.
+    """
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(training.check_threads(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def threads_in_use() -> int:
+    """The intra-op CPU threads in use (recorded in run.json)."""
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+
+
 # ------------------------------------------------------------------- model
 
 
@@ -238,8 +254,8 @@ def train(
     if ddp.main:
         load_weights(model, run.best)
         versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
-        threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
-        training.end_run(run, runlog, partial(predict, model), versions, threads)
+        predict_best = partial(predict, model)
+        training.end_run(run, runlog, predict_best, versions, threads_in_use())
     return run.dir
 
 
@@ -250,9 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     training.add_arguments(parser)
     args = parser.parse_args(argv)
-    if args.threads is not None:  # before TensorFlow's runtime starts (Distributed does)
-        tf.config.threading.set_intra_op_parallelism_threads(training.check_threads(args.threads))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    set_threads(args.threads)
     config = load_config(args.config, args.overrides)
     archs = training.resolve_archs(config, args.arch)
     ddp = Distributed()

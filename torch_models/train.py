@@ -78,6 +78,17 @@ class Distributed:
             dist.barrier()
 
 
+def set_threads(threads: int | None) -> None:
+    """Use `threads` intra-op CPU threads (`--threads`; None: torch's default)."""
+    if threads is not None:
+        torch.set_num_threads(training.check_threads(threads))
+
+
+def threads_in_use() -> int:
+    """The intra-op CPU threads in use (recorded in run.json)."""
+    return torch.get_num_threads()
+
+
 # ------------------------------------------------------------------- model
 
 
@@ -226,7 +237,7 @@ def train(
         load_weights(model, run.best)
         versions = {"torch": torch.__version__}
         predict_best = partial(predict, model, device=ddp.device)
-        training.end_run(run, runlog, predict_best, versions, torch.get_num_threads())
+        training.end_run(run, runlog, predict_best, versions, threads_in_use())
     ddp.barrier()
     return run.dir
 
@@ -238,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     training.add_arguments(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(training.check_threads(args.threads))
+    set_threads(args.threads)
     config = load_config(args.config, args.overrides)
     archs = training.resolve_archs(config, args.arch)
     ddp = Distributed()

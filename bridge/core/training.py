@@ -676,18 +676,16 @@ def add_arguments(parser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="intra-op CPU threads of the framework (default: one per core); recorded in run.json",
+        help="intra-op CPU threads (default: the framework's own); recorded in run.json",
     )
 
 
-def check_threads(threads: int | None) -> int:
-    """The `--threads` value, or one per core.
+def check_threads(threads: int) -> int:
+    """A `--threads` value, checked.
 
     Raises:
         ValueError: Below 1.
     """
-    if threads is None:
-        return os.cpu_count() or 1
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
     return threads
