@@ -196,13 +196,21 @@ def read_manifest(onnx_path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime ns) -> sha256
+
+
 def verify(onnx_path: str | os.PathLike, manifest: dict[str, Any]) -> None:
     """Refuse an ONNX file whose sha256 differs from its manifest's.
+
+    A file is hashed once per process while its inode, size and modification time stay
+    the same (the comparison opens each scorer several times; hashing dominated).
 
     Raises:
         ValueError: Naming both checksums.
     """
-    digest = sha256_file(onnx_path)
+    st = os.stat(onnx_path)
+    key = (str(Path(onnx_path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _DIGESTS.get(key) or _DIGESTS.setdefault(key, sha256_file(onnx_path))
     if digest != manifest.get("onnx_sha256"):
         raise ValueError(
             f"{onnx_path}: sha256 {digest[:12]}... does not match its manifest "
