@@ -26,6 +26,7 @@ each in its own module:
    the layer choice made inside cross-validation, reported on held-out folds
    (`evaluation.agreement`); scikit-learn baselines (`evaluation.learned`) and the
    held-out results of metrics fitted to ratings (`evaluation.fitted`);
+   steps 2 and 3-4 share nothing and run side by side (two threads);
 5. the torch vs Keras table per backbone (`evaluation.frameworks`);
 6. `reports/<name>/`: report.html (self-contained), report.md, tables as CSV and JSON
    (`evaluation.report`).
@@ -41,6 +42,7 @@ import platform
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +51,12 @@ import numpy as np
 from evaluation.agreement import agreement
 from evaluation.catalog import DEMO_COMMAND, Entry, discover
 from evaluation.classification import classification
-from evaluation.classification_data import ImageBatches, split_data
+from evaluation.classification_data import ImageBatches, SplitData, split_data
 from evaluation.fitted import fitted_metrics
 from evaluation.frameworks import frameworks
 from evaluation.item_scores import score_items
 from evaluation.items import load_rated
-from evaluation.learned import learned_baselines
+from evaluation.learned import classification_baselines, rating_baselines
 from evaluation.options import DEFAULT_MODELS, RULES, Options
 from evaluation.report import INPUT_RULES, write_report
 
@@ -85,11 +87,16 @@ def compare(options: Options) -> Path:
     data = split_data(entries, options.data, options.splits)
     if data is None and any(e.kind == "classifier" for e in entries):
         problems.append("classification: no data or splits found (no training run, no --splits)")
-    images = ImageBatches()
-    cls = classification(entries, data, images, options)
-    scores = score_items(entries, items, options)
-    agree = agreement(scores, items, options)
-    learned = learned_baselines(entries, data, images, scores, items, agree, options)
+    # The test images' side (classifiers, classification baselines) and the rated items'
+    # side share nothing: they run side by side (onnxruntime and scikit-learn's workers
+    # leave the GIL; each side has its own seeds, so the results do not depend on it).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        image_side = pool.submit(_image_side, entries, data, options)
+        scores = score_items(entries, items, options)
+        agree = agreement(scores, items, options)
+        rating = rating_baselines(scores, items, agree, options)
+        cls, classification_rows = image_side.result()
+    learned = {"classification": classification_rows, "rating": rating}
     results = {
         "name": options.name,
         "synthetic": items.synthetic or any(e.manifest.get("synthetic") for e in entries),
@@ -116,6 +123,16 @@ def compare(options: Options) -> Path:
         "provenance": _provenance(entries, options, started),
     }
     return write_report(results, scores, items, options)
+
+
+def _image_side(
+    entries: Sequence[Entry], data: SplitData | None, options: Options
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The classifiers and the classification baselines on the split's images."""
+    images = ImageBatches()
+    return classification(entries, data, images, options), classification_baselines(
+        entries, data, images, options
+    )
 
 
 def _image_note(synthetic: bool, with_images: bool) -> list[str]:

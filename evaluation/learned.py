@@ -28,38 +28,42 @@ from evaluation.options import Options
 NAIVE_CATEGORY = "median_category"  # the ordinal model's naive row: each training part's median
 
 
-def learned_baselines(
-    entries: Sequence[Entry],
-    data: SplitData | None,
-    images: ImageBatches,
-    scores: Scores,
-    items: RatedItems,
-    agree: dict[str, Any],
-    options: Options,
-) -> dict[str, Any]:
-    """scikit-learn models on exported features and distances, in (nested) cross-validation.
+def classification_baselines(
+    entries: Sequence[Entry], data: SplitData | None, images: ImageBatches, options: Options
+) -> list[dict[str, Any]]:
+    """scikit-learn classifiers on each feature extractor's pooled features, test split.
 
     Args:
         entries: The models; the feature extractors give the classification features.
         data: The classification data (None: no classification baselines).
         images: The classification images' batches.
-        scores: Every metric's per item scores.
-        items: The rated items.
-        agree: `evaluation.agreement.agreement(...)`: its per aspect mean ratings.
         options: Seed, bootstrap resamples, provider.
     """
     from tqdm import tqdm
 
     extractors = [e for e in entries if e.kind == "features"]
-    classification = []
+    rows = []
     if data is not None and extractors:
         for entry in tqdm(extractors, desc="classification baselines", unit="model"):
-            classification += _classification_baselines(entry, data, images, options)
-    rating = {
+            rows += _classification_baselines(entry, data, images, options)
+    return rows
+
+
+def rating_baselines(
+    scores: Scores, items: RatedItems, agree: dict[str, Any], options: Options
+) -> dict[str, Any]:
+    """Ridge / SVR / ordinal models on the distances, in nested cross-validation, per aspect.
+
+    Args:
+        scores: Every metric's per item scores.
+        items: The rated items.
+        agree: `evaluation.agreement.agreement(...)`: its per aspect mean ratings.
+        options: Seed, bootstrap resamples, provider.
+    """
+    return {
         aspect: _rating_baselines(scores, items, aspect, np.asarray(a["target"], float), options)
         for aspect, a in agree["aspects"].items()
     }
-    return {"classification": classification, "rating": rating}
 
 
 def _classification_baselines(
