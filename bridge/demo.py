@@ -13,12 +13,13 @@
    (`python -m bridge.finetune_metric`), and their fitted scorers exported;
 4. `python -m evaluation.compare` on them -> `reports/<name>/report.html`.
 
-Each step runs in its own process (the frameworks never share one). The exports and
-the metric fits run `--jobs` processes side by side, and so do the torch and Keras
-trainers, each with an equal share of the cores (`--threads`, recorded in run.json with
-the times, so the two frameworks' times compare); each logs to `<runs>/logs/` and
-reports its last line every minute; a failed one is named with the tail of its log.
-The wall and CPU seconds of every step end the run (also in `<runs>/logs/steps.json`).
+Each task (one run's training, one run's exports, one run's metric fit) runs in its own
+process (the frameworks never share one); `--jobs` of them run side by side (default 2),
+each as soon as what it needs is done, each with an equal share of the cores (`--threads`,
+recorded in run.json with the times, so the two frameworks' times compare). Each logs to
+`<runs>/logs/` and reports its last line every minute; a failed one is named with the tail
+of its log. The start, wall and CPU seconds of every task end the run (also in
+`<runs>/logs/steps.json`).
 Work already done is kept: finished runs are not retrained and up-to-date exports not
 redone, so a second `tox -e demo` only re-runs the comparison; `--fresh` starts over.
 """
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.core.config import load_config
@@ -53,101 +55,153 @@ FINETUNE = ("vgg16",)  # backbones whose metric heads the demo fits to ratings
 HEARTBEAT_S = 60.0  # how often steps running side by side report their last log line
 
 
+@dataclass(frozen=True)
+class Task:
+    """One process of the demo.
+
+    Attributes:
+        name: What it does (its log file is named after it).
+        argv: Its arguments to python.
+        after: Names of the tasks that must have finished before it starts.
+    """
+
+    name: str
+    argv: list[str]
+    after: tuple[str, ...] = ()
+
+
 class Timings:
-    """Wall and CPU seconds of each step (CPU: every process the step ran, children too)."""
+    """Wall and CPU seconds of each task (CPU: the task's process and its children).
 
-    def __init__(self):
+    Tasks may overlap, so the total's wall time is the span from the first start to the
+    last end, not the sum of the rows.
+    """
+
+    def __init__(self) -> None:
         self.rows: list[dict[str, float | str]] = []
+        self._span: list[float] = []
 
-    def start(self) -> tuple[float, float]:
-        """A mark to measure from."""
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return time.time(), usage.ru_utime + usage.ru_stime
-
-    def stop(self, title: str, mark: tuple[float, float]) -> None:
-        """Record a step that began at `mark` (its processes have all been waited for)."""
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wall, cpu = time.time() - mark[0], usage.ru_utime + usage.ru_stime - mark[1]
-        self.rows.append({"step": title, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)})
+    def add(self, title: str, begun: float, ended: float, cpu: float) -> None:
+        """Record a task that ran from `begun` to `ended` (time.time()) and used `cpu` s."""
+        self._span += [begun, ended]
+        self.rows.append({
+            "step": title, "start_s": 0.0, "wall_s": round(ended - begun, 1),
+            "cpu_s": round(cpu, 1), "_begun": begun,
+        })  # fmt: skip
 
     def table(self) -> str:
-        """The steps, their wall and CPU seconds and CPU use (100% = one core busy)."""
-        width = max([len(str(r["step"])) for r in self.rows] + [5])
-        lines = [f"{'step':<{width}}  {'wall s':>8}  {'CPU s':>8}  {'CPU use':>7}"]
-        for r in [*self.rows, self.total()]:
+        """The tasks in start order: start, wall and CPU seconds, CPU use (100%: one core)."""
+        rows = [*self.public(), self.total()]
+        width = max([len(str(r["step"])) for r in rows] + [5])
+        lines = [f"{'step':<{width}}  {'start s':>8}  {'wall s':>8}  {'CPU s':>8}  {'CPU use':>7}"]
+        for r in rows:
             use = 100 * float(r["cpu_s"]) / max(float(r["wall_s"]), 1e-9)
             lines.append(
-                f"{r['step']:<{width}}  {r['wall_s']:8.1f}  {r['cpu_s']:8.1f}  {use:6.0f}%"
+                f"{r['step']:<{width}}  {r['start_s']:8.1f}  {r['wall_s']:8.1f}  "
+                f"{r['cpu_s']:8.1f}  {use:6.0f}%"
             )
         return "\n".join(lines)
 
+    def public(self) -> list[dict[str, float | str]]:
+        """The rows in start order, with their start as seconds from the first start."""
+        first = min(self._span, default=0.0)
+        rows = sorted(self.rows, key=lambda r: float(r["_begun"]))
+        return [
+            {**{k: v for k, v in r.items() if k != "_begun"},
+             "start_s": round(float(r["_begun"]) - first, 1)}
+            for r in rows
+        ]  # fmt: skip
+
     def total(self) -> dict[str, float | str]:
-        """The sum over steps."""
+        """From the first start to the last end, and the CPU seconds of every task."""
+        wall = max(self._span, default=0.0) - min(self._span, default=0.0)
         return {
             "step": "total",
-            "wall_s": round(sum(float(r["wall_s"]) for r in self.rows), 1),
+            "start_s": 0.0,
+            "wall_s": round(wall, 1),
             "cpu_s": round(sum(float(r["cpu_s"]) for r in self.rows), 1),
         }
 
 
 def _step(title: str, argv: Sequence[str], timings: Timings) -> None:
+    """Run one process in the foreground (its output on the terminal) and time it."""
     log.info("== %s: %s", title, " ".join(argv))
-    mark = timings.start()
+    begun, before = time.time(), _children_cpu()
     result = subprocess.run([sys.executable, *argv], check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{title} failed (exit {result.returncode}): python {' '.join(argv)}")
-    timings.stop(title, mark)
+    timings.add(title, begun, time.time(), _children_cpu() - before)
 
 
-def _side_by_side(
-    title: str, steps: Sequence[tuple[str, list[str]]], logs: Path, timings: Timings
-) -> None:
-    """Run steps as concurrent processes, each logging to `logs/<step>.log`.
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    Every process is waited for (finished work is kept); then a failure is raised,
-    naming the step and its log, with the log's tail in the error output.
+
+def _schedule(tasks: Sequence[Task], jobs: int, logs: Path, timings: Timings) -> None:
+    """Run the tasks as processes, at most `jobs` at once, each logging to `logs/<name>.log`.
+
+    A task starts as soon as its `after` tasks are done (in list order among those ready).
+
+    Each process gets an equal share of the cores (`OMP_NUM_THREADS`; the trainers are
+    also told `--threads` by the caller), so the frameworks' times compare. On a failure
+    no further task starts, the running ones are waited for (finished work is kept), and
+    the failure is raised naming the task and its log, with the log's tail logged.
     """
-    if len(steps) <= 1:
-        for step in steps:
-            _step(*step, timings)
-        return
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     # two OpenMP pools spinning on the same cores slow each other down: split the cores
-    env.setdefault("OMP_NUM_THREADS", str(threads_each(len(steps))))
-    env[SIDE_BY_SIDE] = str(len(steps))  # recorded with the trainers' times
-    mark = timings.start()
-    running = []
-    for name, argv in steps:
-        path = logs / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.log"
-        log.info("== %s: %s (log: %s)", name, " ".join(argv), path)
-        with open(path, "w") as out:
-            process = subprocess.Popen(
-                [sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT, env=env
-            )
-        running.append((name, argv, path, process, time.time()))
-    failed = []
+    env.setdefault("OMP_NUM_THREADS", str(threads_each(jobs)))
+    env[SIDE_BY_SIDE] = str(jobs)  # recorded with the trainers' times
+    pending, done = list(tasks), set()
+    running: dict[int, tuple[Task, Path, subprocess.Popen, float]] = {}
+    failed: list[tuple[Task, int, Path]] = []
     heartbeat = time.time()
-    while running:
-        time.sleep(0.5)
-        if time.time() - heartbeat >= HEARTBEAT_S:  # show that the silent steps move on
-            heartbeat = time.time()
-            for name, _, path, _, begun in running:
-                log.info("   %s (%.0f s): %s", name, heartbeat - begun, _last_line(path))
-        for entry in [e for e in running if e[3].poll() is not None]:
-            running.remove(entry)
-            name, argv, path, process, begun = entry
-            code = process.returncode
-            outcome = "done" if code == 0 else f"failed (exit {code})"
-            log.info("   %s: %s in %.0f s", name, outcome, time.time() - begun)
-            if code != 0:
-                tail = path.read_text(errors="replace").splitlines()[-15:]
-                log.error("   last lines of %s:\n%s", path, "\n".join(tail))
-                failed.append((name, code, path, argv))
+    while pending or running:
+        ready = [t for t in pending if all(a in done for a in t.after)]
+        while ready and len(running) < jobs and not failed:
+            task = ready.pop(0)
+            pending.remove(task)
+            path = logs / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.name)}.log"
+            log.info("== %s: %s (log: %s)", task.name, " ".join(task.argv), path)
+            with open(path, "w") as out:
+                process = subprocess.Popen(
+                    [sys.executable, *task.argv], stdout=out, stderr=subprocess.STDOUT, env=env
+                )
+            running[process.pid] = (task, path, process, time.time())
+        if not running:
+            if failed or pending:  # nothing can start: a failure, or a task never ready
+                break
+            continue
+        pid, status, usage = os.wait4(-1, os.WNOHANG)
+        if pid == 0:
+            time.sleep(0.5)
+            if time.time() - heartbeat >= HEARTBEAT_S:  # show that the silent tasks move on
+                heartbeat = time.time()
+                for task, path, _, begun in running.values():
+                    log.info("   %s (%.0f s): %s", task.name, heartbeat - begun, _last_line(path))
+            continue
+        if pid not in running:
+            continue
+        task, path, process, begun = running.pop(pid)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        code = process.returncode
+        log.info("   %s: %s in %.0f s", task.name, "done" if code == 0 else f"failed (exit {code})",
+                 time.time() - begun)  # fmt: skip
+        if code == 0:
+            done.add(task.name)
+            timings.add(task.name, begun, time.time(), usage.ru_utime + usage.ru_stime)
+        else:
+            tail = path.read_text(errors="replace").splitlines()[-15:]
+            log.error("   last lines of %s:\n%s", path, "\n".join(tail))
+            failed.append((task, code, path))
     if failed:
-        name, code, path, argv = failed[0]
-        raise RuntimeError(f"{name} failed (exit {code}; log {path}): python {' '.join(argv)}")
-    timings.stop(f"{title} ({len(steps)} side by side)", mark)
+        task, code, path = failed[0]
+        raise RuntimeError(
+            f"{task.name} failed (exit {code}; log {path}): python {' '.join(task.argv)}"
+        )
+    if pending:
+        raise RuntimeError(f"tasks never ready: {', '.join(t.name for t in pending)}")
 
 
 def threads_each(steps: int) -> int:
@@ -190,6 +244,20 @@ def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
     return stale
 
 
+def _snake(runs: list[Path], jobs: int) -> list[list[Path]]:
+    """Deal the runs to `jobs` groups in snake order (0 1 1 0 0 1 ...).
+
+    The runs come sorted by arch then framework, so each group gets both frameworks'
+    exporters and a share of each backbone; dealing in turn (0 1 0 1) would give one
+    group every Keras run, the slower exporter.
+    """
+    groups: list[list[Path]] = [[] for _ in range(min(jobs, len(runs)))]
+    for i, run in enumerate(runs):
+        lap, k = divmod(i, len(groups))
+        groups[k if lap % 2 == 0 else len(groups) - 1 - k].append(run)
+    return groups
+
+
 def _fitted(run: Path, name: str, models: Path) -> bool:
     """Whether both metrics were fitted on this run's current best checkpoint."""
     info = json.loads((run / RUN_FILE).read_text())
@@ -198,6 +266,56 @@ def _fitted(run: Path, name: str, models: Path) -> bool:
     return all(
         r.is_file() and json.loads(r.read_text())["fit"]["source"]["sha256"] == sha for r in records
     )
+
+
+def _tasks(
+    args: argparse.Namespace, archs: Sequence[str], run_root: Path, models: Path, rated: list[str]
+) -> list[Task]:
+    """Every process still to run before the comparison, in the order they should start.
+
+    Each missing run is trained alone (an interrupted one resumed), then exported by its
+    framework's exporter and, for `FINETUNE` backbones, its metric heads fitted; runs
+    already trained are exported or fitted only where that is not up to date. The
+    trainers come first, then the exports and fits from the slowest backbone (ViT) down,
+    so the last task to finish is a short one and no core waits long.
+    """
+    threads = ["--threads", str(threads_each(args.jobs))]  # equal shares: times compare
+    trains, after = [], {}
+    for arch in archs:
+        for framework, module in TRAINERS.items():
+            run = run_folder(run_root, arch, framework)
+            if (run / RUN_FILE).is_file():
+                continue
+            argv = ["-m", module, "--config", args.config, "--arch", arch, *threads]
+            name = f"train {arch} ({framework})"
+            if (run / "resume" / "state.json").is_file():  # an interrupted earlier run
+                argv, name = [*argv, "--resume"], f"resume {arch} ({framework})"
+            trains.append(Task(name, argv))
+            after[run.name] = (name,)
+    trained = {r.name for r in _stale_runs(run_root, models, args.origin)} | set(after)
+    weight = {"vit_b16": 0, "vgg16": 1}  # slowest first; the rest after
+    runs = sorted(
+        {run_folder(run_root, a, f) for a in archs for f in TRAINERS},
+        key=lambda r: (weight.get(r.name.rsplit("-", 1)[0].removesuffix("_tiny"), 2), r.name),
+    )
+    later = []
+    for run in runs:
+        if run.name in trained:
+            later.append(Task(
+                f"export {run.name}",
+                ["-m", "bridge.export", "--run", str(run), "--kind", ",".join(KINDS),
+                 "--origin", args.origin, "--out", str(models)],
+                after.get(run.name, ()),
+            ))  # fmt: skip
+        arch = run.name.rsplit("-", 1)[0].removesuffix("_tiny")
+        if arch in FINETUNE and (run.name in after or not _fitted(run, run_root.name, models)):
+            later.append(Task(
+                f"fit metrics {run.name}",
+                ["-m", "bridge.finetune_metric", "--run", str(run), "--metric", "both",
+                 "--bootstrap", str(args.bootstrap), "--out", str(models), *rated],
+                after.get(run.name, ()),
+            ))  # fmt: skip
+    return trains + later
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--jobs",
         type=int,
         default=2,
-        help="exports and metric fits run this many processes side by side (default 2)",
+        help="processes side by side: trainings, exports and metric fits (default 2)",
     )
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -240,58 +358,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shutil.rmtree(folder)
     timings = Timings()
     logs = run_root / "logs"
-    trainers, resumes = [], []
-    for framework, module in TRAINERS.items():
-        missing = _missing_archs(run_root, config.train.archs, framework)
-        stopped = [
-            a
-            for a in missing
-            if (run_folder(run_root, a, framework) / "resume" / "state.json").is_file()
-        ]
-        new = [a for a in missing if a not in stopped]
-        base = ["-m", module, "--config", args.config, "--arch"]
-        if new:
-            trainers.append((f"train {','.join(new)} ({framework})", [*base, ",".join(new)]))
-        for arch in stopped:  # an interrupted earlier run: continue it
-            resumes.append((f"resume {arch} ({framework})", [*base, arch, "--resume"]))
-    # the torch and Keras trainers each keep ~1.5-1.8 of 2 cores busy: together ~20% sooner
-    for steps in (trainers, resumes):
-        for start in range(0, len(steps), args.jobs):
-            batch = steps[start : start + args.jobs]
-            threads = ["--threads", str(threads_each(len(batch)))]  # equal: times compare
-            batch = [(name, [*argv, *threads]) for name, argv in batch]
-            _side_by_side(f"train {len(batch)} frameworks", batch, logs, timings)
-    stale = _stale_runs(run_root, models, args.origin)
-    groups = [stale[k :: args.jobs] for k in range(min(args.jobs, len(stale)))]
-    _side_by_side(
-        f"export {len(stale)} runs",
-        [
-            (f"export {', '.join(r.name for r in group)}",
-             ["-m", "bridge.export", "--run", *map(str, group), "--kind", ",".join(KINDS),
-              "--origin", args.origin, "--out", str(models)])
-            for group in groups
-        ],
-        logs,
-        timings,
-    )  # fmt: skip
     rated = ["--rated", str(Path(config.data.path) / synth.RATED_DIR)]
     if config.data.source != "synthetic":
         rated = []
-    fits = []
-    for run_json in sorted(run_root.glob(f"*/{RUN_FILE}")):
-        info = json.loads(run_json.read_text())
-        if info["arch"].removesuffix("_tiny") not in FINETUNE or _fitted(
-            run_json.parent, run_root.name, models
-        ):
-            continue
-        fits.append((
-            f"fit metrics {run_json.parent.name}",
-            ["-m", "bridge.finetune_metric", "--run", str(run_json.parent), "--metric", "both",
-             "--bootstrap", str(args.bootstrap), "--out", str(models), *rated],
-        ))  # fmt: skip
-    for start in range(0, len(fits), args.jobs):
-        batch = fits[start : start + args.jobs]
-        _side_by_side(f"fit metrics on {len(batch)} runs", batch, logs, timings)
+    else:
+        synth.current(config.data.path)  # generated once here, not by two trainers at once
+    tasks = _tasks(args, config.train.archs, run_root, models, rated)
+    _schedule(tasks, args.jobs, logs, timings)
     compare = ["-m", "evaluation.compare", "--models", str(models), "--name", config.name,
                "--out", str(out), "--bootstrap", str(args.bootstrap)]  # fmt: skip
     compare += rated  # the rated cases of the same synthetic set
@@ -299,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("\n%s", timings.table())
     steps_file = logs / "steps.json"
     steps_file.parent.mkdir(parents=True, exist_ok=True)
-    steps_file.write_text(json.dumps([*timings.rows, timings.total()], indent=2) + "\n")
+    steps_file.write_text(json.dumps([*timings.public(), timings.total()], indent=2) + "\n")
     print(out / "report.html")
     return 0
 

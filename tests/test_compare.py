@@ -317,9 +317,11 @@ def test_bad_inputs_get_one_line_errors(demo, tmp_path):
 SPIN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
 
 
-def test_side_by_side_steps_wait_for_all_and_name_the_failed_log(tmp_path, monkeypatch, caplog):
+def test_scheduled_tasks_wait_for_what_they_need_and_name_the_failed_log(
+    tmp_path, monkeypatch, caplog
+):
     from bridge import demo
-    from bridge.demo import _side_by_side
+    from bridge.demo import Task, _schedule
 
     monkeypatch.setattr(demo, "HEARTBEAT_S", 0.3)
     caplog.set_level("INFO", logger="bridge.demo")
@@ -328,23 +330,35 @@ def test_side_by_side_steps_wait_for_all_and_name_the_failed_log(tmp_path, monke
         "import time, pathlib; print('halfway', flush=True); time.sleep(1.5); "
         f"pathlib.Path({str(marker)!r}).touch()"
     )
-    steps = [
-        ("quick failure", ["-c", "import sys; print('boom at line 1'); sys.exit(3)"]),
-        ("slow success", ["-c", slow]),
+    tasks = [
+        Task("quick failure", ["-c", "import sys; print('boom at line 1'); sys.exit(3)"]),
+        Task("slow success", ["-c", slow]),
+        Task("after the failure", ["-c", "pass"], after=("quick failure",)),
     ]
     timings = demo.Timings()
     failure = r"quick failure failed \(exit 3; log .*quick_failure\.log"
     with pytest.raises(RuntimeError, match=failure):
-        _side_by_side("two steps", steps, tmp_path / "logs", timings)
-    assert marker.is_file()  # the other step was not cut short
+        _schedule(tasks, 2, tmp_path / "logs", timings)
+    assert marker.is_file()  # the other task was not cut short
+    assert not (tmp_path / "logs" / "after_the_failure.log").exists()  # nor started
     assert "boom at line 1" in (tmp_path / "logs" / "quick_failure.log").read_text()
     assert "slow success" in caplog.text and "halfway" in caplog.text  # the heartbeat
-    assert timings.rows == []  # a failed group is not timed
-    ok = [("sleeper", ["-c", "import time; time.sleep(0.3)"]), ("spinner", ["-c", SPIN])]
-    _side_by_side("two good steps", ok, tmp_path / "logs", timings)
-    (row,) = timings.rows
-    assert row["step"] == "two good steps (2 side by side)" and row["wall_s"] >= 0.3
-    assert row["cpu_s"] >= 0.2  # the children's CPU time is counted
-    assert "two good steps" in timings.table() and "total" in timings.table()
-    _side_by_side("one step", steps[1:], tmp_path / "logs", timings)  # alone: its own name
-    assert [r["step"] for r in timings.rows][1:] == ["slow success"]
+    assert [r["step"] for r in timings.rows] == ["slow success"]  # a failed task is not timed
+    check = f"import pathlib, sys; sys.exit(not pathlib.Path({str(marker)!r}).exists())"
+    marker.unlink()
+    ok = [
+        Task("check", ["-c", check], after=("slow",)),  # only after "slow" made the marker
+        Task("slow", ["-c", slow]),
+        Task("spinner", ["-c", SPIN]),
+    ]
+    timings = demo.Timings()
+    _schedule(ok, 2, tmp_path / "logs", timings)
+    rows = {r["step"]: r for r in timings.public()}
+    assert list(rows) == ["slow", "spinner", "check"]  # in start order
+    assert rows["check"]["start_s"] >= rows["slow"]["wall_s"] - 0.1
+    assert rows["spinner"]["cpu_s"] >= 0.2  # each process's own CPU time
+    total = timings.total()
+    assert total["wall_s"] < sum(float(r["wall_s"]) for r in rows.values())  # they overlapped
+    assert "spinner" in timings.table() and "total" in timings.table()
+    with pytest.raises(RuntimeError, match="never ready: orphan"):
+        _schedule([Task("orphan", ["-c", "pass"], after=("nobody",))], 2, tmp_path, timings)
