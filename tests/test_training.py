@@ -265,14 +265,16 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, synthetic):
     whole = write_config(tmp_path / "a", synthetic, epochs=3)
     assert (
         run_module(
-            "torch_models.train", "--config", str(whole), "--arch", "resnet50_tiny"
+            "torch_models.train", "--config", str(whole), "--arch", "resnet50_tiny",
+            "--threads", "1",  # one thread: the sums' order cannot depend on the load
         ).returncode
         == 0
     )
     cut = write_config(tmp_path / "b", synthetic, epochs=3)
     run_dir = tmp_path / "b" / "runs" / "t" / "resnet50_tiny-torch"
     state = run_dir / "resume" / "state.json"
-    command = ["-m", "torch_models.train", "--config", str(cut), "--arch", "resnet50_tiny"]
+    command = ["-m", "torch_models.train", "--config", str(cut), "--arch", "resnet50_tiny",
+               "--threads", "1"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, *command],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -291,7 +293,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, synthetic):
     assert (resume / f"optimizer_{killed_at:03d}.pt").is_file()
     result = run_module(
         "torch_models.train", "--config", str(cut), "--arch", "resnet50_tiny", "--resume",
-        "--set", "train.checkpoints=last",
+        "--threads", "1", "--set", "train.checkpoints=last",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert not resume.exists() and (run_dir / "last.safetensors").is_file()
