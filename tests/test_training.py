@@ -265,8 +265,13 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, synthetic):
     whole = write_config(tmp_path / "a", synthetic, epochs=3)
     assert (
         run_module(
-            "torch_models.train", "--config", str(whole), "--arch", "resnet50_tiny",
-            "--threads", "1",  # one thread: the sums' order cannot depend on the load
+            "torch_models.train",
+            "--config",
+            str(whole),
+            "--arch",
+            "resnet50_tiny",
+            "--threads",
+            "1",  # one thread: the sums' order cannot depend on the load
         ).returncode
         == 0
     )
