@@ -218,11 +218,6 @@ def _last_line(path: Path, width: int = 100) -> str:
     return parts[-1][:width] if parts else "(no output yet)"
 
 
-def _missing_archs(run_root: Path, archs: Sequence[str], framework: str) -> list[str]:
-    """Archs without a finished run (run.json) for this framework."""
-    return [a for a in archs if not (run_folder(run_root, a, framework) / RUN_FILE).is_file()]
-
-
 def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
     """Finished runs whose exports are missing or come from another checkpoint."""
     stale = []
@@ -242,20 +237,6 @@ def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
         ):
             stale.append(run)
     return stale
-
-
-def _snake(runs: list[Path], jobs: int) -> list[list[Path]]:
-    """Deal the runs to `jobs` groups in snake order (0 1 1 0 0 1 ...).
-
-    The runs come sorted by arch then framework, so each group gets both frameworks'
-    exporters and a share of each backbone; dealing in turn (0 1 0 1) would give one
-    group every Keras run, the slower exporter.
-    """
-    groups: list[list[Path]] = [[] for _ in range(min(jobs, len(runs)))]
-    for i, run in enumerate(runs):
-        lap, k = divmod(i, len(groups))
-        groups[k if lap % 2 == 0 else len(groups) - 1 - k].append(run)
-    return groups
 
 
 def _fitted(run: Path, name: str, models: Path) -> bool:
@@ -294,12 +275,13 @@ def _tasks(
             after[run.name] = (name,)
     trained = {r.name for r in _stale_runs(run_root, models, args.origin)} | set(after)
     weight = {"vit_b16": 0, "vgg16": 1}  # slowest first; the rest after
-    runs = sorted(
-        {run_folder(run_root, a, f) for a in archs for f in TRAINERS},
-        key=lambda r: (weight.get(r.name.rsplit("-", 1)[0].removesuffix("_tiny"), 2), r.name),
+    order = sorted(
+        ((a, f) for a in archs for f in TRAINERS),
+        key=lambda af: (weight.get(af[0].removesuffix("_tiny"), 2), af),
     )
     later = []
-    for run in runs:
+    for arch, framework in order:
+        run = run_folder(run_root, arch, framework)
         if run.name in trained:
             later.append(Task(
                 f"export {run.name}",
@@ -307,8 +289,8 @@ def _tasks(
                  "--origin", args.origin, "--out", str(models)],
                 after.get(run.name, ()),
             ))  # fmt: skip
-        arch = run.name.rsplit("-", 1)[0].removesuffix("_tiny")
-        if arch in FINETUNE and (run.name in after or not _fitted(run, run_root.name, models)):
+        fit = arch.removesuffix("_tiny") in FINETUNE
+        if fit and (run.name in after or not _fitted(run, run_root.name, models)):
             later.append(Task(
                 f"fit metrics {run.name}",
                 ["-m", "bridge.finetune_metric", "--run", str(run), "--metric", "both",
