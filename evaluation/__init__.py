@@ -6,12 +6,16 @@ torch or tensorflow (tests/test_spec.py checks that).
 
 
 def __getattr__(name: str):
-    # `evaluation.Scorer` without importing onnxruntime on `import evaluation`
+    # `evaluation.Scorer` / `evaluation.Index` without importing onnxruntime on `import evaluation`
     if name == "Scorer":
         from evaluation.score import Scorer
 
         return Scorer
+    if name == "Index":
+        from evaluation.index import Index
+
+        return Index
     raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
 
 
-__all__ = ["Scorer"]
+__all__ = ["Index", "Scorer"]
