@@ -34,7 +34,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,7 @@ FORMAT = "dermsim-index/1"
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
 SHARDS = "shards"
+SHARD_GLOB = "[0-9]*.npz"  # finished shards (one being written is a hidden .tmp- file)
 SKIPPED = "skipped.csv"
 ANN_FILE = "ann.faiss"
 SHARD_SIZE = 512
@@ -214,7 +215,7 @@ def _claim(out: Path, settings: dict, rebuild: bool) -> None:
                 "--out, or --rebuild to start over"
             )
         if differ:
-            for file in (out / SHARDS).glob("*.npz"):
+            for file in (out / SHARDS).glob(SHARD_GLOB):
                 file.unlink()
             (out / ANN_FILE).unlink(missing_ok=True)
     elif out.exists() and any(out.iterdir()):
@@ -223,6 +224,8 @@ def _claim(out: Path, settings: dict, rebuild: bool) -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / SHARDS).mkdir(exist_ok=True)
+    for partial in (out / SHARDS).glob(".tmp-*"):  # a shard a killed build was writing
+        partial.unlink()
     _write_json(path, settings)
     manifest = out / MANIFEST
     if manifest.is_file():  # until this build ends, the folder is not a finished index
@@ -250,7 +253,7 @@ def _embed(
         options.prefer_gpu,
     )
     columns = {"path": [str(i.path) for i in todo], "box": [box_text(i.box) for i in todo]}
-    existing = sorted((out / SHARDS).glob("*.npz"))
+    existing = sorted((out / SHARDS).glob(SHARD_GLOB))
     number = int(existing[-1].stem) + 1 if existing else 0
     rows: list[tuple[ArchiveItem, np.ndarray]] = []
     skipped: list[tuple[ArchiveItem, str]] = []
@@ -308,13 +311,14 @@ def _save_shard(path: Path, columns: dict) -> None:
 
 def _read_shards(out: Path, with_vectors: bool) -> list[tuple[Path, dict]]:
     """Every shard of the folder, in order, as {column: array}."""
-    shards = []
-    for path in sorted((out / SHARDS).glob("*.npz")):
+    return list(_iter_shards(out, with_vectors))
+
+
+def _iter_shards(out: Path, with_vectors: bool) -> Iterator[tuple[Path, dict]]:
+    """The shards one at a time (a build's memory does not grow with the archive)."""
+    for path in sorted((out / SHARDS).glob(SHARD_GLOB)):
         with np.load(path, allow_pickle=False) as data:
-            shards.append(
-                (path, {k: data[k] for k in data.files if with_vectors or k != "vectors"})
-            )
-    return shards
+            yield path, {k: data[k] for k in data.files if with_vectors or k != "vectors"}
 
 
 def _rows(meta: dict) -> Iterable[dict]:
@@ -327,7 +331,7 @@ def _rows(meta: dict) -> Iterable[dict]:
 def _prune(out: Path, want: dict) -> None:
     """Drop rows of removed or changed files (and any second copy of a row) from the shards."""
     seen: set[str] = set()
-    for path, data in _read_shards(out, with_vectors=True):
+    for path, data in _iter_shards(out, with_vectors=True):
         keep = []
         for i, row in enumerate(_rows(data)):
             current = want.get(row["id"])
@@ -346,7 +350,7 @@ def _finish(
     out: Path, archive: Archive, embedder: Embedder, settings: dict, options: BuildOptions
 ) -> dict:
     """Build the approximate index where wanted, and write the manifest."""
-    shards = _read_shards(out, with_vectors=True)
+    shards = _read_shards(out, with_vectors=False)
     count = sum(len(d["id"]) for _, d in shards)
     approximate = options.search == "approximate" or (
         options.search == "auto" and count >= options.approximate_above
@@ -363,7 +367,7 @@ def _finish(
                 ) from None
             log.warning("%d vectors but faiss is not installed: exact search only", count)
         else:
-            vectors = np.concatenate([d["vectors"] for _, d in shards])
+            vectors = np.concatenate([d["vectors"] for _, d in _iter_shards(out, True)])
             search.update(_build_ann(vectors, out / ANN_FILE))
     manifest = {
         "format": FORMAT,
