@@ -35,6 +35,7 @@ class SplitData:
         classes: Class names, in the classifiers' output order.
         where: Description, for the report.
         group_by: What a sample's group is ("lesion_id", "patient_id") or None.
+        synthetic: True when the data carries the synthetic-set marker.
     """
 
     train: tuple
@@ -42,6 +43,7 @@ class SplitData:
     classes: tuple[str, ...]
     where: str
     group_by: str | None = None
+    synthetic: bool = False
 
     def labels(self, part: str) -> np.ndarray:
         """The class indices of the `train` or `test` samples."""
@@ -130,7 +132,7 @@ def split_data(
     if not test:
         raise ValueError(f"{splits}: the test split is empty")
     where = f"{dataset.name} test split of {splits} ({len(test)} images)"
-    return SplitData(train, test, classes, where, dataset.group_by)
+    return SplitData(train, test, classes, where, dataset.group_by, dataset.synthetic)
 
 
 class ImageBatches:
@@ -151,4 +153,33 @@ class ImageBatches:
                 model_input(decode_image(s.path), size, policy, interpolation).transpose(2, 0, 1)
                 for s in tqdm(samples, desc=f"{name} images at {size}px", unit="img", leave=False)
             ])  # fmt: skip
+        return self._cache[key]
+
+
+class PooledTaps:
+    """Every tap of each feature extractor, pooled every way, per part of the split.
+
+    The classification baselines and retrieval read the same pooled features; each
+    extractor runs once per part (`evaluation.embedding.pooled_taps`, not normalised).
+
+    Args:
+        images: The split's image batches.
+        prefer_gpu: Try the CUDA provider.
+    """
+
+    def __init__(self, images: ImageBatches, prefer_gpu: bool = True) -> None:
+        self.images = images
+        self.prefer_gpu = prefer_gpu
+        self._cache: dict[tuple[str, str], dict] = {}
+
+    def get(self, entry: Entry, name: str, samples: Sequence) -> dict[tuple[str, str], np.ndarray]:
+        """{(tap, pooling): (N, C) float64} of `samples` (the part called `name`)."""
+        from evaluation.embedding import pooled_taps, poolings_of
+        from evaluation.features import FeatureExtractor
+
+        key = (str(entry.path), name)
+        if key not in self._cache:
+            batch = self.images.get(name, samples, entry.manifest["input_contract"], entry.policy)
+            extractor = FeatureExtractor(entry.path, prefer_gpu=self.prefer_gpu)
+            self._cache[key] = pooled_taps(extractor, batch, poolings_of(entry.manifest))
         return self._cache[key]

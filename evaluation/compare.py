@@ -16,7 +16,8 @@ each in its own module:
    classifiers' test split (`evaluation.classification_data`);
 2. classification on the held-out test split, per backbone x training framework, and
    torch vs Keras per backbone: agreement, McNemar, logit correlation
-   (`evaluation.classification`);
+   (`evaluation.classification`); retrieval of the test split's lesions from the
+   training split by every feature extractor (`evaluation.retrieval`);
 3. per case, LPIPS / DISTS of every scorer, cosine distances of every tap of every
    feature extractor, and classical baselines; a case's score is the mean over its
    comparison regions (`--rule`) (`evaluation.item_scores`);
@@ -51,7 +52,7 @@ import numpy as np
 from evaluation.agreement import agreement
 from evaluation.catalog import DEMO_COMMAND, Entry, discover
 from evaluation.classification import classification
-from evaluation.classification_data import ImageBatches, SplitData, split_data
+from evaluation.classification_data import ImageBatches, PooledTaps, SplitData, split_data
 from evaluation.fitted import fitted_metrics
 from evaluation.frameworks import frameworks
 from evaluation.item_scores import score_items
@@ -59,6 +60,7 @@ from evaluation.items import load_rated
 from evaluation.learned import classification_baselines, rating_baselines
 from evaluation.options import DEFAULT_MODELS, RULES, Options
 from evaluation.report import INPUT_RULES, write_report
+from evaluation.retrieval import retrieval
 
 __all__ = ["Options", "compare", "main"]
 
@@ -95,7 +97,7 @@ def compare(options: Options) -> Path:
         scores = score_items(entries, items, options)
         agree = agreement(scores, items, options)
         rating = rating_baselines(scores, items, agree, options)
-        cls, classification_rows = image_side.result()
+        cls, classification_rows, found = image_side.result()
     learned = {"classification": classification_rows, "rating": rating}
     results = {
         "name": options.name,
@@ -108,6 +110,7 @@ def compare(options: Options) -> Path:
             "rule": options.rule,
         },
         "classification": cls,
+        "retrieval": found,
         "agreement": agree,
         "learned": learned,
         "fitted": fitted_metrics(options.models),
@@ -127,11 +130,15 @@ def compare(options: Options) -> Path:
 
 def _image_side(
     entries: Sequence[Entry], data: SplitData | None, options: Options
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The classifiers and the classification baselines on the split's images."""
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """The classifiers, the classification baselines and retrieval on the split's images."""
     images = ImageBatches()
-    return classification(entries, data, images, options), classification_baselines(
-        entries, data, images, options
+    pools = PooledTaps(images, options.prefer_gpu)  # one extractor pass per part, shared
+    cls = classification(entries, data, images, options)
+    return (
+        cls,
+        classification_baselines(entries, data, pools, options),
+        retrieval(entries, data, pools, options, cls),
     )
 
 

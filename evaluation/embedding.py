@@ -41,6 +41,33 @@ def grid_taps(manifest: dict) -> list[str]:
     return [t for t in taps if not (t.endswith(CLS_SUFFIX) and t[: -len(CLS_SUFFIX)] in taps)]
 
 
+def poolings_of(manifest: dict) -> list[tuple[str, str]]:
+    """Every (tap, pooling) an extractor offers.
+
+    Each grid tap by `gap` and by `max`, and a ViT tap's class token (`cls`).
+    """
+    taps = list(manifest["taps"])
+    out = []
+    for tap in grid_taps(manifest):
+        out += [(tap, "gap"), (tap, "max")]
+        if tap + CLS_SUFFIX in taps:
+            out.append((tap, "cls"))
+    return out
+
+
+def pooled_taps(
+    extractor: FeatureExtractor, batch: np.ndarray, pairs: Sequence[tuple[str, str]], step: int = 32
+) -> dict[tuple[str, str], np.ndarray]:
+    """{(tap, pooling): (N, C) float64} of prepared images, not normalised; one pass per `step`."""
+    blocks: dict[tuple[str, str], list[np.ndarray]] = {pair: [] for pair in pairs}
+    for start in range(0, len(batch), step):
+        outputs = extractor.features(batch[start : start + step])
+        for tap, pooling in pairs:
+            name = tap + CLS_SUFFIX if pooling == "cls" else tap
+            blocks[tap, pooling].append(pool(np.asarray(outputs[name], np.float64), pooling))
+    return {pair: np.concatenate(parts) for pair, parts in blocks.items()}
+
+
 def normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm in float64, returned as float32; zero rows stay zero."""
     x = np.asarray(x, np.float64)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.catalog import Entry
-from evaluation.classification_data import ImageBatches, SplitData
+from evaluation.classification_data import PooledTaps, SplitData
 from evaluation.formatting import interval_record
 from evaluation.item_scores import Scores
 from evaluation.items import RatedItems
@@ -29,14 +29,14 @@ NAIVE_CATEGORY = "median_category"  # the ordinal model's naive row: each traini
 
 
 def classification_baselines(
-    entries: Sequence[Entry], data: SplitData | None, images: ImageBatches, options: Options
+    entries: Sequence[Entry], data: SplitData | None, pools: PooledTaps, options: Options
 ) -> list[dict[str, Any]]:
     """scikit-learn classifiers on each feature extractor's pooled features, test split.
 
     Args:
         entries: The models; the feature extractors give the classification features.
         data: The classification data (None: no classification baselines).
-        images: The classification images' batches.
+        pools: The split's pooled tap outputs (shared with retrieval).
         options: Seed, bootstrap resamples, provider.
     """
     from tqdm import tqdm
@@ -45,7 +45,7 @@ def classification_baselines(
     rows = []
     if data is not None and extractors:
         for entry in tqdm(extractors, desc="classification baselines", unit="model"):
-            rows += _classification_baselines(entry, data, images, options)
+            rows += _classification_baselines(entry, data, pools, options)
     return rows
 
 
@@ -67,21 +67,26 @@ def rating_baselines(
 
 
 def _classification_baselines(
-    entry: Entry, data: SplitData, images: ImageBatches, options: Options
+    entry: Entry, data: SplitData, pools: PooledTaps, options: Options
 ) -> list[dict[str, Any]]:
-    """The four classifiers on one feature extractor's pooled deepest tap, on the test split."""
+    """The four classifiers on one feature extractor's pooled deepest tap, on the test split.
+
+    The features: the deepest grid tap averaged over its positions, and a ViT's class
+    token beside it (as `baselines.pooled_features` pools them).
+    """
     from evaluation import baselines, stats
-    from evaluation.features import FeatureExtractor
+    from evaluation.embedding import grid_taps
 
     classes = list(data.classes)
     y_train, y_test = data.labels("train"), data.labels("test")
     groups = np.array(data.groups("train"))
-    contract = entry.manifest["input_contract"]
-    fx = FeatureExtractor(entry.path, prefer_gpu=options.prefer_gpu)
-    last = [t for t in fx.taps if not t.endswith("_cls")][-1]  # the deepest tap
-    taps = [t for t in (last, f"{last}_cls") if t in fx.taps]
+    last = grid_taps(entry.manifest)[-1]  # the deepest tap
+    pairs = [
+        p for p in ((last, "gap"), (last, "cls")) if p in pools.get(entry, "train", data.train)
+    ]
+    taps = [last] + [f"{last}_cls" for _, pooling in pairs if pooling == "cls"]
     x_train, x_test = (
-        baselines.pooled_features(fx, images.get(name, part, contract, entry.policy), taps=taps)
+        np.concatenate([pools.get(entry, name, part)[p] for p in pairs], axis=1)
         for name, part in (("train", data.train), ("test", data.test))
     )
     rows = []

@@ -225,6 +225,43 @@ def test_classification_and_framework_tables(demo):
     assert len(layers) == 4 and all(len(layer["cv"]["chosen"]) == 5 for layer in layers)
 
 
+def test_retrieval_rows_and_a_choice_made_without_the_test_queries(demo):
+    """Every extractor retrieves; shuffling the test labels moves no choice, only the scores."""
+    import dataclasses
+
+    from evaluation.catalog import discover
+    from evaluation.classification_data import ImageBatches, PooledTaps, split_data
+    from evaluation.options import Options
+    from evaluation.retrieval import retrieval
+
+    root = demo[0]
+    found = results_of(root / "report")["retrieval"]
+    assert {(r["backbone"], r["framework"]) for r in found["rows"]} == {
+        (b, f) for b in ("vgg16_tiny", "resnet50_tiny") for f in ("torch", "keras")
+    }
+    for r in found["rows"]:
+        for key in ("precision", "map", "knn"):
+            assert 0 <= r[key]["low"] <= r[key]["estimate"] <= r[key]["high"] <= 1, key
+        assert r["selection"]["on"].startswith("training split")
+        assert r["classifier"]["accuracy"]["estimate"] is not None
+    assert "Retrieval: the 16 nearest" in (root / "report" / "report.md").read_text()
+    assert (root / "report" / "figures" / "retrieval.png").is_file()
+    assert (root / "report" / "retrieval.csv").read_text().startswith("backbone,framework,file,k,")
+    entries, _ = discover(root / "models")
+    entries = [e for e in entries if e.kind == "features"][:2]
+    data = split_data(entries)
+    options = Options(bootstrap=100, prefer_gpu=False)
+    first = retrieval(entries, data, PooledTaps(ImageBatches(), False), options)
+    labels = [s.label for s in data.test][::-1]
+    shuffled = dataclasses.replace(
+        data,
+        test=tuple(dataclasses.replace(s, label=y) for s, y in zip(data.test, labels, strict=True)),
+    )
+    second = retrieval(entries, shuffled, PooledTaps(ImageBatches(), False), options)
+    assert [r["selection"] for r in first["rows"]] == [r["selection"] for r in second["rows"]]
+    assert [r["map"] for r in first["rows"]] != [r["map"] for r in second["rows"]]
+
+
 def test_the_agreement_table_matches_scipy_on_the_item_scores(demo):
     from scipy import stats
 

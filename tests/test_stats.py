@@ -621,3 +621,72 @@ def test_cv_select_errors() -> None:
         cv_select({"a": rng.normal(size=9), "b": rng.normal(size=8)}, ratings, folds=2)
     with pytest.raises(ValueError, match="at least one candidate"):
         cv_select({}, ratings)
+
+
+# --------------------------------------------------------------------------------------------
+# retrieval
+
+
+def _retrieval_loop(similarity, q_labels, g_labels, k, mask):
+    """precision@k, AP@k and k-NN majority written query by query, rank by rank."""
+    out = {"precision": [], "map": [], "knn": []}
+    for i, row in enumerate(similarity):
+        allowed = [j for j in range(len(row)) if not mask[i, j]]
+        ranked = sorted(allowed, key=lambda j: (-row[j], j))[:k]
+        rel = [g_labels[j] == q_labels[i] for j in ranked]
+        total = sum(g_labels[j] == q_labels[i] for j in allowed)
+        hits, ap = 0, 0.0
+        for rank, r in enumerate(rel, start=1):
+            hits += r
+            ap += hits / rank if r else 0.0
+        out["precision"].append(sum(rel) / k)
+        out["map"].append(ap / max(min(k, total), 1))
+        votes = {}
+        for j in ranked:
+            votes.setdefault(g_labels[j], 0)
+            votes[g_labels[j]] += 1
+        top = max(votes.values())
+        majority = next(g_labels[j] for j in ranked if votes[g_labels[j]] == top)
+        out["knn"].append(float(majority == q_labels[i]))
+    return {key: np.array(v) for key, v in out.items()}
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_retrieval_metrics_match_a_query_by_query_loop(ties: bool) -> None:
+    rng = np.random.default_rng(3)
+    q, g, k = 25, 40, 7
+    similarity = rng.normal(size=(q, g))
+    if ties:
+        similarity = np.round(similarity, 1)  # many equal similarities: gallery order breaks ties
+    q_labels = rng.choice(["MEL", "NV", "BCC"], q)
+    g_labels = rng.choice(["MEL", "NV", "BCC"], g)
+    mask = rng.random((q, g)) < 0.2
+    got = st.retrieval_metrics(similarity, q_labels, g_labels, k, mask)
+    want = _retrieval_loop(similarity, q_labels, g_labels, k, mask)
+    for key in st.RETRIEVAL_METRICS:
+        np.testing.assert_allclose(got[key], want[key], atol=1e-12, err_msg=key)
+    assert not np.any(mask[np.arange(q)[:, None], got["neighbours"]])  # masked never retrieved
+
+
+def test_full_depth_average_precision_is_sklearns() -> None:
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(4)
+    similarity = rng.normal(size=(10, 30))
+    q_labels = rng.choice(["a", "b"], 10)
+    g_labels = rng.choice(["a", "b"], 30)
+    got = st.retrieval_metrics(similarity, q_labels, g_labels, k=30)["map"]
+    want = [
+        average_precision_score(g_labels == y, s) for y, s in zip(q_labels, similarity, strict=True)
+    ]
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_top_k_pads_and_refuses() -> None:
+    sim = np.array([[0.1, 0.9, 0.5]])
+    np.testing.assert_array_equal(st.top_k(sim, 2), [[1, 2]])
+    np.testing.assert_array_equal(st.top_k(sim, 3, np.array([[True, False, True]])), [[1, -1, -1]])
+    with pytest.raises(ValueError, match="k must be in"):
+        st.top_k(sim, 4)
+    with pytest.raises(ValueError, match="NaN"):
+        st.top_k(np.array([[np.nan, 1.0]]), 1)

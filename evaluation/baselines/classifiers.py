@@ -23,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from evaluation.baselines import _common as common
+from evaluation.embedding import pool
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +133,8 @@ def pooled_features(
             if tap not in outputs:
                 raise ValueError(f"the extractor gave no output {tap!r}; it gave {list(outputs)}")
             values = np.asarray(outputs[tap], dtype=np.float64)
-            if values.ndim == 4:
-                pooled.append(values.mean(axis=(2, 3)))
-            elif values.ndim == 2:
-                pooled.append(values)
+            if values.ndim in (2, 4):  # a class token is taken as it is
+                pooled.append(pool(values, "gap" if values.ndim == 4 else "cls"))
             else:
                 raise ValueError(
                     f"output {tap!r}: expected an (N, C, h, w) grid or an (N, C) vector, "

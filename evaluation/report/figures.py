@@ -65,6 +65,9 @@ def draw_figures(
     best = a["best"]
     if best and results.get("images", True):  # patient images only when asked for
         save(_examples(plt, items, scores, best, target, main), "examples")
+    examples = (results.get("retrieval") or {}).get("examples")
+    if examples and examples["queries"] and (examples["synthetic"] or results.get("images")):
+        save(_retrieval_examples(plt, examples), "retrieval")
     return figures
 
 
@@ -197,5 +200,38 @@ def _examples(plt, items: RatedItems, scores: Scores, best: str, target: np.ndar
         for ax in row:
             ax.axis("off")
     fig.suptitle("Examples: lowest, median, highest mean rating", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _retrieval_examples(plt, examples: dict[str, Any]):
+    """Each query beside its nearest training images; a green frame: same diagnosis."""
+    queries = examples["queries"]
+    columns = 1 + max(len(q["neighbours"]) for q in queries)
+    fig, axes = plt.subplots(
+        len(queries), columns, figsize=(1.5 * columns, 1.75 * len(queries)), squeeze=False
+    )
+    for row, query in zip(axes, queries, strict=True):
+        row[0].imshow(decode_image(query["path"]))
+        row[0].set_title(f"query: {query['label']}", fontsize=8, weight="bold")
+        for ax, hit in zip(row[1:], query["neighbours"], strict=False):
+            ax.imshow(decode_image(hit["path"]))
+            same = hit["label"] == query["label"]
+            ax.set_title(f"{hit['label']}  d={hit['distance']:.3f}", fontsize=7,
+                         color="#1b7f3b" if same else "#b00020")  # fmt: skip
+            for spine in ax.spines.values():
+                spine.set_edgecolor("#1b7f3b" if same else "#b00020")
+                spine.set_linewidth(2.5)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in row[1 + len(query["neighbours"]) :]:
+            ax.axis("off")
+    selection = examples["selection"]
+    fig.suptitle(
+        f"{examples['model']} ({selection['tap']} · {selection['pooling']}, chosen on the "
+        "training split): nearest first; green = same diagnosis",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

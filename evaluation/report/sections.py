@@ -39,6 +39,7 @@ def sections(results: dict[str, Any]) -> list[Section]:
     aspects = results["agreement"]["aspects"]
     out = [_headline(results), _frameworks(results["frameworks"])]
     out += [_classification(results["classification"])]
+    out += [_retrieval(results.get("retrieval") or {})]
     out += [_agreement(aspect, a) for aspect, a in aspects.items()]
     out += [_per_rater(aspect, a, results["rated"]["raters"]) for aspect, a in aspects.items()]
     out += [_inter_rater(aspects), _layer_choice(aspects)]
@@ -166,6 +167,27 @@ def _classification(cls: dict[str, Any]) -> Section | None:
          *[a.replace("auc_", "AUC ") for a in aucs]],
         [[r["backbone"], r["framework"], ci(r["accuracy"], 2), ci(r["balanced_accuracy"], 2),
           ci(r["macro_f1"], 2), *[ci(r.get(a), 2) for a in aucs]] for r in cls["rows"]],
+    )  # fmt: skip
+
+
+def _retrieval(found: dict[str, Any]) -> Section | None:
+    if not found.get("rows"):
+        return None
+    k = found["k"]
+    by = {"lesion_id": "lesions", "patient_id": "patients"}.get(found.get("group_by"), "images")
+    return Section(
+        f"Retrieval: the {k} nearest training images of each test image",
+        f"Gallery: {found['gallery']}; queries: {found['queries']}; never the query's own "
+        f"lesion or patient. 95% bootstrap CIs over {by}. Tap and pooling chosen on the "
+        "training split only. The classifier of the same training run beside it.",
+        ["backbone", "framework", "tap · pooling", f"precision@{k}", f"mAP@{k}",
+         f"{k}-NN accuracy", "chance", "classifier accuracy"],
+        [[r["backbone"], r["framework"],
+          f"{r['selection']['tap']} · {r['selection']['pooling']}",
+          ci(r["precision"], 2), ci(r["map"], 2), ci(r["knn"], 2),
+          num(r["chance_precision"], 2),
+          ci((r.get("classifier") or {}).get("accuracy"), 2)]
+         for r in found["rows"]],
     )  # fmt: skip
 
 

@@ -31,6 +31,7 @@ def write_tables(results: dict[str, Any], scores: Scores, items: RatedItems, fol
     tables = {
         "classification": _classification(results["classification"]),
         "classification_torch_vs_keras": _torch_vs_keras(results["classification"]),
+        "retrieval": _retrieval(results.get("retrieval") or {}),
         "agreement": _agreement(aspects),
         "per_rater_srcc": _per_rater(aspects, results["rated"]["raters"]),
         "layers": _layers(aspects),
@@ -71,6 +72,29 @@ def _classification(cls: dict[str, Any]) -> Table:
         for r in cls["rows"]
     ]
     return header, rows
+
+
+def _retrieval(found: dict[str, Any]) -> Table:
+    rows = found.get("rows") or []
+    keys = ["precision", "map", "knn"]
+    classes = sorted({c for r in rows for c in r["map_by_class"]})
+    header = ["backbone", "framework", "file", "k", "n_queries", "n_groups", "n_gallery"]
+    header += ["tap", "pooling", "train_map"] + [f"{k}{s}" for k in keys for s in _BOUNDS]
+    header += ["chance_precision", "classifier_accuracy", "classifier_balanced_accuracy"]
+    header += [f"map_{c}" for c in classes]
+    out = []
+    for r in rows:
+        classifier = r.get("classifier") or {}
+        out.append(
+            [r["backbone"], r["framework"], r["file"], found["k"], r["n_queries"],
+             r["n_groups"], r["n_gallery"], r["selection"]["tap"], r["selection"]["pooling"],
+             r["selection"]["train_map"]]
+            + [v for k in keys for v in _flat(r.get(k))]
+            + [r["chance_precision"], (classifier.get("accuracy") or {}).get("estimate"),
+               (classifier.get("balanced_accuracy") or {}).get("estimate")]
+            + [r["map_by_class"].get(c) for c in classes]
+        )  # fmt: skip
+    return header, out
 
 
 def _torch_vs_keras(cls: dict[str, Any]) -> Table:

@@ -51,6 +51,15 @@ METHODS = {
     "Classification baselines": "logistic regression, linear SVM, random forest and "
     "k-nearest neighbours on pooled deep features, each tuned by inner cross-validation "
     "grouped by lesion: do classical models on deep features match the fine-tuned networks?",
+    "Retrieval": "each test image queries the training split for its k nearest images "
+    "(cosine distance of one pooled, L2-normalised tap of a feature extractor), never an "
+    "image of its own lesion or patient. precision@k: the share of the k with the query's "
+    "diagnosis; mAP@k: average precision over the first k ranks, divided by min(k, the "
+    "number of gallery images with that diagnosis); k-NN: the majority diagnosis of the k "
+    "(a tie goes to the label met first). The tap and pooling are chosen on the training "
+    "split alone (each training image against the rest, its own lesion left out; best "
+    "mAP@k), never on the test queries. CIs: BCa bootstrap over the queries' "
+    "lesions (or patients). Chance: the share of the gallery with the query's diagnosis.",
     "Rating prediction": "ridge and support-vector regression from all distances to the mean "
     "rating, and an ordinal (proportional-odds logit) model from one distance to the rating "
     "category, in nested cross-validation: the inner folds choose, the outer folds score. "
@@ -74,4 +83,5 @@ FIGURE_TITLES = {
     "layers": "Per-layer correlation curves",
     "confusion": "Confusion matrices (test split)",
     "examples": "Example cases",
+    "retrieval": "Retrieval examples: test queries and their nearest training images",
 }

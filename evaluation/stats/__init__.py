@@ -18,6 +18,8 @@ of the statistics: callers import from here (`from evaluation import stats`, the
 * `classification`: accuracy, balanced accuracy, macro F1 and one-vs-rest AUCs with intervals
   over samples or lesions, McNemar's test (clustered with lesions), prediction agreement and
   the correlation of two models' logits.
+* `retrieval`: precision@k, AP@k and k-NN majority of nearest-neighbour retrieval by
+  diagnosis, per query (`retrieval_metrics`), own lesions masked out.
 * `crossval`: choices and fits made by looking at the ratings, made inside cross-validation
   folds and scored on the held-out folds (`cv_select`, `crossfit_plcc`).
 * `_checks`: the input checks shared by the submodules.
@@ -52,6 +54,7 @@ from evaluation.stats.raters import (
     krippendorff_alpha,
     leave_one_rater_out,
 )
+from evaluation.stats.retrieval import RETRIEVAL_METRICS, retrieval_metrics, top_k
 
 __all__ = [
     "EXCLUDES_ESTIMATE",
@@ -59,6 +62,7 @@ __all__ = [
     "KRIPPENDORFF_LEVELS",
     "MIN_CASES",
     "RESAMPLE_TOLERANCE",
+    "RETRIEVAL_METRICS",
     "STATISTICS",
     "BestComparison",
     "CVSelection",
@@ -91,5 +95,7 @@ __all__ = [
     "pearson",
     "plcc",
     "prediction_agreement",
+    "retrieval_metrics",
     "srcc",
+    "top_k",
 ]
