@@ -579,6 +579,11 @@ class Index:
         """
         if self._embedder is None or model is not None:
             file = Path(model) if model is not None else Path(self.manifest["model"]["file"])
+            if model is None and not file.is_file():
+                raise FileNotFoundError(
+                    f"{file}: the model {self.path} was built with is not there any more; "
+                    "give its new place with --model (Index.embedder(model))"
+                )
             emb = self.manifest["embedding"]
             embedder = Embedder(
                 file, emb["tap"], emb["pooling"], emb["size"], emb["policy"], self.prefer_gpu
