@@ -1,10 +1,10 @@
 """Where batch work runs: in this process (`local`, the default) or on a Ray cluster (`ray`).
 
-A job is a small picklable description (`evaluation.embedding.EmbedJob`, `ScoreJob`)
-whose `open()` returns a worker function: a batch of input columns in, a batch of
-output columns out, with the model opened once per worker. `map_batches` feeds the
-rows to workers `batch_size` at a time and yields the outputs **in input order**,
-whichever engine ran them:
+A job is a small picklable description (`evaluation.embedding.EmbedJob`,
+`evaluation.score.ScoreJob`) whose `open()` returns a worker function: a batch of
+input columns in, a batch of output columns out, with the model opened once per
+worker. `map_batches` feeds the rows to workers `batch_size` at a time and yields the
+outputs **in input order**, whichever engine ran them:
 
 * `local`: one worker in this process; nothing beyond onnxruntime.
 * `ray`: Ray Data's `map_batches` with an actor pool, each actor opening the model
@@ -17,13 +17,10 @@ Both give the same numbers (the same worker code runs the same batches).
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from bridge.core.data.image import DEFAULT_POLICY, parse_box
 
 ENGINES = ("local", "ray")
 
@@ -98,68 +95,19 @@ def local_map_batches(
         yield start, worker(batch)
 
 
-@dataclass(frozen=True)
-class ScoreJob:
-    """Pair scoring an engine runs: an LPIPS / DISTS scorer opened once per worker.
+def add_engine_arguments(parser: argparse.ArgumentParser, rows: str = "images") -> None:
+    """The `--engine` options shared by the commands that run batch work.
 
-    A worker maps `{"image_a", "box_a", "image_b", "box_b"}` (boxes "" = whole image)
-    to `{"distance": (B,) float64}`, scoring under `Scorer.score_pairs`'s rules.
-
-    Attributes:
-        model: The scorer .onnx file.
-        size: Fitted side (None: the size rule of `evaluation.inputs`).
-        policy: Resize policy.
-        min_region: Smallest shorter side of a region.
-        prefer_gpu: Try the CUDA provider.
-        threads: Intra-op threads per worker session (None: onnxruntime's choice).
+    Args:
+        parser: The command's parser.
+        rows: What a batch holds, for `--batch`'s help (`images`, `pairs`).
     """
-
-    model: str
-    size: int | None = None
-    policy: str = DEFAULT_POLICY
-    min_region: int = 16
-    prefer_gpu: bool = True
-    threads: int | None = None
-
-    def open(self) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-        """A worker function holding its own open scorer."""
-        from bridge.core.runtime import open_model
-        from evaluation.score import Scorer
-
-        model = open_model(self.model, prefer_gpu=self.prefer_gpu, threads=self.threads)
-        scorer = Scorer(model, self.size, self.policy, min_region=self.min_region)
-
-        def worker(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            pairs = [
-                (
-                    os.fspath(a),
-                    parse_box(ba) if ba else None,
-                    os.fspath(b),
-                    parse_box(bb) if bb else None,
-                )
-                for a, ba, b, bb in zip(
-                    batch["image_a"], batch["box_a"], batch["image_b"], batch["box_b"], strict=True
-                )
-            ]
-            scores = list(scorer.score_pairs(pairs, batch=max(len(pairs), 1)))
-            return {"distance": np.asarray(scores, np.float64)}
-
-        return worker
-
-
-def _box(text: str):
-    """A box cell ("" = the whole image)."""
-    return parse_box(text) if text else None
-
-
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `--engine` options shared by the commands that run batch work."""
     parser.add_argument("--engine", default="local", choices=ENGINES, help="local (default) or ray")
     parser.add_argument(
         "--address", default=None, help="Ray cluster address (default: start a local one)"
     )
     parser.add_argument("--workers", type=int, default=None, help="Ray actors (default: CPUs)")
-    parser.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
+    parser.add_argument("--batch", type=int, default=16, help=f"{rows} per batch (default 16)")
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:

@@ -3,6 +3,7 @@
     python -m evaluation.score MODEL.onnx IMAGE_A IMAGE_B [--region-a x,y,w,h]
                                [--region-b x,y,w,h] [--json]
     python -m evaluation.score MODEL.onnx --pairs pairs.csv --out scores.csv
+                               [--engine local|ray] [--address ADDR] [--workers N]
 
 Images go through the one decoder (EXIF-aware, RGB float [0, 1]) and are cropped to
 their region (source pixels). Two regions of the same size are scored at that size, as
@@ -11,6 +12,11 @@ the `lpips` and `DISTS_pytorch` packages do, when the scorer takes any size; oth
 The size used and whether it resized are printed on stderr (and are in `--json`).
 A region under 16 px on its shorter side is refused (`--min-region`). 0 means
 identical, lower is more similar. Needs numpy, Pillow / OpenCV and onnxruntime only.
+
+A pairs table is scored `--batch` pairs at a time by an engine (`evaluation.engines`):
+in this process (`--engine local`, the default) or by a pool of Ray workers (`--engine
+ray`, the `scale` extra; docs/scale.md). Either way the scores are written in the
+table's order, the CSV appears whole or not at all, and the numbers are the same.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import argparse
 import csv
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,7 @@ import numpy as np
 from bridge.core.data.image import DEFAULT_POLICY, Box, box_text, parse_box
 from bridge.core.files import atomic_path
 from bridge.core.runtime import SCORER_KINDS, heads_kind, model_label
+from evaluation.engines import EngineOptions, add_engine_arguments, engine_options, map_batches
 from evaluation.inputs import MIN_REGION, ImageModel
 
 log = logging.getLogger(__name__)
@@ -163,6 +172,122 @@ class Scorer(ImageModel):
         return out
 
 
+@dataclass(frozen=True)
+class ScoreJob:
+    """Pair scoring an engine runs (`evaluation.engines`): a scorer opened once per worker.
+
+    A worker maps `{"image_a", "box_a", "image_b", "box_b"}` (boxes "" = whole image)
+    to `{"distance": (B,) float64}`, scoring under `Scorer.score_pairs`'s rules.
+
+    Attributes:
+        model: The scorer .onnx file.
+        size: Fitted side (None: the size rule of `evaluation.inputs`).
+        policy: Resize policy.
+        min_region: Smallest shorter side of a region.
+        prefer_gpu: Try the CUDA provider.
+        threads: Intra-op threads per worker session (None: onnxruntime's choice).
+    """
+
+    model: str
+    size: int | None = None
+    policy: str = DEFAULT_POLICY
+    min_region: int = MIN_REGION
+    prefer_gpu: bool = True
+    threads: int | None = None
+
+    def open(self) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        """A worker function holding its own open scorer."""
+        from bridge.core.runtime import open_model
+
+        model = open_model(self.model, prefer_gpu=self.prefer_gpu, threads=self.threads)
+        scorer = Scorer(model, self.size, self.policy, min_region=self.min_region)
+
+        def worker(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            pairs = [
+                (
+                    os.fspath(a),
+                    parse_box(ba) if ba else None,
+                    os.fspath(b),
+                    parse_box(bb) if bb else None,
+                )
+                for a, ba, b, bb in zip(
+                    batch["image_a"], batch["box_a"], batch["image_b"], batch["box_b"], strict=True
+                )
+            ]
+            scores = list(scorer.score_pairs(pairs, batch=max(len(pairs), 1)))
+            return {"distance": np.asarray(scores, np.float64)}
+
+        return worker
+
+
+def score_table(
+    pairs: Sequence,
+    job: ScoreJob,
+    metric: str,
+    out: str | os.PathLike,
+    engine: EngineOptions | None = None,
+) -> Path:
+    """Score region pairs on an engine and write them, in their order, as one CSV.
+
+    The engine scores batches (on Ray, several at once, any of them perhaps twice
+    after a worker died); they are gathered in row order, each row written once, into
+    a temporary file that replaces `out` only when every pair is scored.
+
+    Args:
+        pairs: `bridge.core.data.ratings.RegionPair`s (`id`, `image_a`, `box_a`,
+            `image_b`, `box_b`).
+        job: The scorer each engine worker opens.
+        metric: The score column's name (`lpips` or `dists`).
+        out: The CSV written: `id, image_a, box_a, image_b, box_b, <metric>`.
+        engine: Where the batches run (default: in this process, 16 pairs a batch).
+
+    Returns:
+        The CSV's path.
+
+    Raises:
+        ValueError: On a pair the scorer refuses (a region under the minimum size, an
+            image it cannot read), or the engine's errors.
+    """
+    from tqdm import tqdm
+
+    columns = {
+        "image_a": [os.path.abspath(p.image_a) for p in pairs],
+        "box_a": [box_text(p.box_a) for p in pairs],
+        "image_b": [os.path.abspath(p.image_b) for p in pairs],
+        "box_b": [box_text(p.box_b) for p in pairs],
+    }
+    out = Path(out)
+    with (
+        atomic_path(out) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8") as f,
+        tqdm(total=len(pairs), unit="pair") as bar,
+    ):
+        writer = csv.writer(f)
+        writer.writerow(["id", "image_a", "box_a", "image_b", "box_b", metric])
+        done = 0
+        for start, result in map_batches(job, columns, engine or EngineOptions()):
+            distances = result["distance"]
+            rows = pairs[start : start + len(distances)]
+            if start != done:  # engines yield in row order; never write a row out of place
+                raise RuntimeError(f"scores of rows {start}.. came before rows {done}..")
+            for pair, distance in zip(rows, distances, strict=True):
+                writer.writerow(
+                    [
+                        pair.id,
+                        pair.image_a,
+                        box_text(pair.box_a),
+                        pair.image_b,
+                        box_text(pair.box_b),
+                        f"{float(distance):.8g}",
+                    ]
+                )
+            done += len(distances)
+            bar.update(len(distances))
+        if done != len(pairs):
+            raise RuntimeError(f"{done} of {len(pairs)} pairs scored")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Score one pair (printed) or a pairs table (written as CSV)."""
     parser = argparse.ArgumentParser(
@@ -198,9 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--policy", default=DEFAULT_POLICY, help="stretch, shorter_center_crop or pad"
     )
-    parser.add_argument(
-        "--batch", type=int, default=16, help="pairs per batch with --pairs (default 16)"
-    )
+    add_engine_arguments(parser, rows="pairs")  # --engine, --address, --workers, --batch
     parser.add_argument("--cpu", action="store_true", help="do not try the CUDA provider")
     parser.add_argument(
         "--json", action="store_true", help="print a JSON object instead of the number"
@@ -213,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError("--pairs needs --out for the scores CSV")
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    engine = engine_options(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     scorer = Scorer(
         args.model, args.size, args.policy, prefer_gpu=not args.cpu, min_region=args.min_region
@@ -237,30 +361,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{detail['distance']:.6f}")
         return 0
 
-    from tqdm import tqdm
-
     from bridge.core.data.ratings import read_region_pairs
 
     table = read_region_pairs(args.pairs, args.images)
-    items = [(p.image_a, p.box_a, p.image_b, p.box_b) for p in table.pairs]
-    out = Path(args.out)
-    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "image_a", "box_a", "image_b", "box_b", scorer.metric])
-        scores = scorer.score_pairs(items, args.batch)
-        for pair, distance in zip(
-            table.pairs, tqdm(scores, total=len(items), unit="pair"), strict=True
-        ):
-            writer.writerow(
-                [
-                    pair.id,
-                    pair.image_a,
-                    box_text(pair.box_a),
-                    pair.image_b,
-                    box_text(pair.box_b),
-                    f"{distance:.8g}",
-                ]
-            )
+    job = ScoreJob(
+        str(Path(args.model).resolve()),
+        args.size,
+        args.policy,
+        min_region=args.min_region,
+        prefer_gpu=not args.cpu,
+    )
+    metric = scorer.metric
+    del scorer  # checked; the engine's workers open their own
+    out = score_table(table.pairs, job, metric, args.out, engine)
     print(out)
     return 0
 
