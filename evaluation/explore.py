@@ -1,12 +1,17 @@
 """Region explorer: a local page comparing two regions (or two images) with every scorer.
 
-    python -m evaluation.explore [--models DIR] [--images DIR] [--host 127.0.0.1] [--port N]
+    python -m evaluation.explore [--models DIR] [--images DIR] [--index DIR ...]
+                                 [--host 127.0.0.1] [--port N]
 
 Point at two regions of one image (or pick two images, whole or a region each) and see
 how every exported LPIPS / DISTS scorer judges them: a table of distances (metric x
 backbone x origin framework), the crops as the models saw them, the LPIPS distance
 map, and a history of the session's comparisons that downloads as a region-pair CSV
 (`python -m evaluation.score MODEL --pairs history.csv --out scores.csv` reads it).
+"Find similar" shows the nearest lesions of region A (or the whole image A) in an
+archive index (`python -m evaluation.index build ... --out index/<name>`): thumbnails
+with rank, distance, label and lesion, the numbers of `python -m evaluation.index
+query`; a neighbour clicked is loaded as image B.
 
 The page works offline: its HTML, CSS and JavaScript ship in this package, nothing is
 fetched from elsewhere. Scoring runs on onnxruntime with `evaluation.score.Scorer`, so
@@ -14,11 +19,12 @@ the numbers are those of `python -m evaluation.score` on the same files and boxe
 Regions are in source pixels of the decoded, EXIF-oriented image, which is also what
 the page displays. Safety defaults: the server binds to 127.0.0.1, caps uploads in
 bytes and pixels, decodes them with the project's one decoder (a non-image is an
-error on the page), and serves images only by a name from its own listing.
+error on the page), and serves images only by a name from its own listing (and
+thumbnails only of the rows of the indexes it opened).
 Standard library HTTP server; numpy, Pillow, matplotlib's colormaps and onnxruntime.
 
-This module is the command line: it loads the scorers, picks the images folder and
-serves until interrupted. The session's state and operations are in
+This module is the command line: it loads the scorers and the indexes, picks the
+images folder and serves until interrupted. The session's state and operations are in
 `evaluation.explore_app`, the request handling in `evaluation.explore_http`.
 """
 
@@ -37,7 +43,16 @@ from typing import Any
 from bridge.core.data import synth
 from bridge.core.data.image import DEFAULT_POLICY, MAX_PIXELS, RESIZE_POLICIES
 from bridge.core.data.readers import is_synthetic
-from evaluation.explore_app import Explorer, default_models_dir, find_scorers, load_scorers
+from evaluation.explore_app import (
+    DEFAULT_INDEX_DIR,
+    Explorer,
+    default_indexes,
+    default_models_dir,
+    find_indexes,
+    find_scorers,
+    load_indexes,
+    load_scorers,
+)
 from evaluation.explore_http import make_server
 
 log = logging.getLogger(__name__)
@@ -83,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"folder of images to list (default: {DEFAULT_IMAGES}, the synthetic rated cases)",
     )
     parser.add_argument(
+        "--index",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help=f"archive index folder for 'find similar', or a folder of them; repeatable "
+        f"(default: the index folders under {DEFAULT_INDEX_DIR}/, if any)",
+    )
+    parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine)"
     )
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
@@ -118,20 +141,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError("--max-upload-mb and --max-pixels must be positive")
 
     models = Path(args.models) if args.models else default_models_dir()
+    index_dirs = find_indexes(args.index) if args.index else default_indexes()
     scorers = load_scorers(find_scorers(models), args.policy, prefer_gpu=not args.cpu)
+    indexes, index_problems = load_indexes(index_dirs, prefer_gpu=not args.cpu)
     images, synthetic = _default_images(args.images)
     temporary = args.uploads is None
     uploads = Path(tempfile.mkdtemp(prefix="dermsim-uploads-")) if temporary else args.uploads
     try:
         explorer = Explorer(
             scorers, images, uploads, int(args.max_upload_mb * 1024 * 1024), args.max_pixels,
-            synthetic_images=synthetic,
+            synthetic_images=synthetic, indexes=indexes, index_problems=index_problems,
         )  # fmt: skip
         server = make_server(explorer, args.host, args.port)
         log.info(
             "%d scorers from %s; %d images from %s%s",
             len(scorers), models, len(explorer.images), images or "(none)",
             " (synthetic)" if synthetic else "",
+        )  # fmt: skip
+        log.info(
+            "%d indexes for 'find similar'%s", len(indexes),
+            f" ({len(index_problems)} left out)" if index_problems else "",
         )  # fmt: skip
         log.info("uploads go to %s%s", uploads, " (removed on exit)" if temporary else "")
         print(f"dermsim region explorer: {server.url}  (Ctrl+C stops it)", flush=True)

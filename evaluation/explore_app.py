@@ -5,8 +5,10 @@ the CLI are in `evaluation.explore_http` and `evaluation.explore`): the scorers,
 loaded once; the listing of an images folder plus the session's uploads (capped in
 bytes and pixels, decoded with the project's one decoder); comparisons of two
 regions with every scorer (distances, crops as the models saw them, LPIPS heat
-maps); and the history of comparisons as JSON rows or as a region-pair CSV that
-`python -m evaluation.score MODEL --pairs history.csv` reads.
+maps); the history of comparisons as JSON rows or as a region-pair CSV that
+`python -m evaluation.score MODEL --pairs history.csv` reads; and "find similar":
+the nearest rows of an archive index (`evaluation.index`, opened once) to region A,
+with thumbnails of those rows only.
 
 Regions are in source pixels of the decoded, EXIF-oriented image, which is also what
 the page displays. Scoring runs on onnxruntime with `evaluation.score.Scorer`, so the
@@ -23,11 +25,13 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 from PIL import Image
@@ -39,10 +43,14 @@ from bridge.core.data.image import (
     Box,
     RecentImages,
     box_text,
+    crop,
+    decode_image,
     decode_image_bytes,
     parse_box,
 )
+from bridge.core.files import sha256_file
 from bridge.core.runtime import SCORER_KINDS, find_models
+from evaluation.index import MANIFEST, SETTINGS, Index
 from evaluation.score import Scorer
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,15 @@ MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MAX_LISTED = 10_000
 MIN_REGION = 8  # a region smaller than this, fitted to 224 px, says nothing
 UPLOAD_PREFIX = "upload:"
+INDEX_PREFIX = "index:"  # an index row as an image: index:<index name>/<row id>
+DEFAULT_INDEX_DIR = Path("index")
+DEFAULT_K = 8
+MAX_K = 64
+THUMB_SIDE = 128  # longest side of a neighbour's thumbnail, in pixels
+INDEX_HINT = (
+    "build one with `python -m evaluation.index build --model FEATURES.onnx --data DATA "
+    "--out index/<name>`"
+)
 EXPORT_HINT = (
     "export some with `python -m bridge.export --run runs/demo --kind lpips,dists "
     "--out models/demo` (or --arch ARCH --weights FILE)"
@@ -302,6 +319,165 @@ def _crops_json(crops: dict[tuple, tuple[np.ndarray, np.ndarray, bool]]) -> list
     return list(shown.values())
 
 
+# ------------------------------------------------------------------ indexes
+
+
+def is_index_folder(folder: Path) -> bool:
+    """Whether a folder is an index folder (finished or not): it has a manifest or settings."""
+    return (folder / MANIFEST).is_file() or (folder / SETTINGS).is_file()
+
+
+def find_indexes(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The index folders named: each path is one, or a folder holding several.
+
+    Folders are not opened here (`load_indexes` does, and reports those it cannot);
+    a folder named twice is kept once.
+
+    Raises:
+        FileNotFoundError: If a path is not a folder.
+        ValueError: If a folder is neither an index folder nor holds one.
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: no such index folder; {INDEX_HINT}")
+        inside = [path] if is_index_folder(path) else _index_folders_in(path)
+        if not inside:
+            raise ValueError(
+                f"{path}: not an index folder (no {MANIFEST}) and holds none; expected "
+                f"index/<name> or a folder of them; {INDEX_HINT}"
+            )
+        found += [p for p in inside if p.resolve() not in {f.resolve() for f in found}]
+    return found
+
+
+def _index_folders_in(folder: Path) -> list[Path]:
+    return [d for d in sorted(folder.iterdir()) if d.is_dir() and is_index_folder(d)]
+
+
+def default_indexes() -> list[Path]:
+    """Without --index: the index folders under `index/` (or `index/` itself), else none."""
+    folder = DEFAULT_INDEX_DIR
+    if not folder.is_dir():
+        return []
+    return [folder] if is_index_folder(folder) else _index_folders_in(folder)
+
+
+@dataclass
+class ArchiveIndex:
+    """An archive index opened for "find similar": the index (its model open), rows by id.
+
+    Attributes:
+        name: The index's name in the page and the API (its folder's name, made unique).
+        index: The open index (its embedder opened and checked).
+        rows: Row number of every id.
+    """
+
+    name: str
+    index: Index
+    rows: dict[str, int]
+
+    def info(self) -> dict[str, Any]:
+        """What the page shows of the index; `label` is model · backbone · count · tap/pooling."""
+        manifest = self.index.manifest
+        model, emb = manifest["model"], manifest["embedding"]
+        count = len(self.index)
+        return {
+            "id": self.name,
+            "label": (
+                f"{model['label']} · {model['backbone']} · {count} image{'s' * (count != 1)} · "
+                f"{emb['tap']}/{emb['pooling']}"
+            ),
+            "model": model["label"],
+            "backbone": model["backbone"],
+            "origin": model.get("origin"),
+            "count": count,
+            "tap": emb["tap"],
+            "pooling": emb["pooling"],
+            "size": emb["size"],
+            "dim": emb["dim"],
+            "search": self.index.method,
+            "synthetic": bool(manifest.get("source", {}).get("synthetic")),
+        }
+
+    def row(self, row_id: Any) -> int:
+        """The row of an id.
+
+        Raises:
+            NotFound: If the index holds no such row.
+        """
+        if not isinstance(row_id, str) or row_id not in self.rows:
+            raise NotFound(f"no row {row_id!r} in index {self.name!r}")
+        return self.rows[row_id]
+
+    def file(self, row_id: Any) -> Path:
+        """The image file of a row (as the index recorded it).
+
+        Raises:
+            NotFound: If the index holds no such row, or its file is gone.
+        """
+        path = Path(str(self.index.meta["path"][self.row(row_id)]))
+        if not path.is_file():
+            raise NotFound(f"{row_id}: the file of this row of index {self.name!r} is gone")
+        return path
+
+
+def load_indexes(
+    paths: Sequence[str | os.PathLike], prefer_gpu: bool = True
+) -> tuple[list[ArchiveIndex], list[str]]:
+    """Open every index once, with its model; those that cannot be used are reported.
+
+    An index whose build did not finish, whose shards changed, or whose model file is
+    gone or changed is left out with a warning, like an unusable scorer.
+
+    Returns:
+        The open indexes, in the order given, and one "<name>: left out: <why>" per
+        index left out.
+    """
+    opened: list[ArchiveIndex] = []
+    problems: list[str] = []
+    for path in map(Path, paths):
+        try:
+            index = Index(path, prefer_gpu=prefer_gpu)
+            index.embedder()  # the model: present, and the one the index was built with
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            why = (str(err).splitlines() or [type(err).__name__])[0].removeprefix(f"{path}: ")
+            problems.append(f"{path.name}: left out: {why}")
+            log.warning("index %s: left out: %s", path, why)
+            continue
+        names = {i.name for i in opened}
+        base = path.resolve().name or "index"
+        name, number = base, 1
+        while name in names:  # two folders of one name (index/a/x, other/x): x, x-2
+            number += 1
+            name = f"{base}-{number}"
+        rows = {str(row_id): row for row, row_id in enumerate(index.meta["id"])}
+        opened.append(ArchiveIndex(name, index, rows))
+        log.info("index %s: %s", name, opened[-1].info()["label"])
+    return opened, problems
+
+
+def thumbnail_jpeg(pixels: np.ndarray, side: int = THUMB_SIDE) -> bytes:
+    """An HxWx3 float image in [0, 1] as a JPEG no larger than `side` on its longest side."""
+    data = np.clip(np.rint(np.asarray(pixels) * 255.0), 0, 255).astype(np.uint8)
+    image = Image.fromarray(data)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def _parse_k(value: Any) -> int:
+    """A request's k: a whole number in 1..MAX_K (None: DEFAULT_K)."""
+    if value is None or value == "":
+        return DEFAULT_K
+    if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
+        raise ValueError(f"k: expected a whole number of neighbours, got {value!r}")
+    if not 1 <= int(value) <= MAX_K:
+        raise ValueError(f"k: expected 1 to {MAX_K} neighbours, got {int(value)}")
+    return int(value)
+
+
 # ------------------------------------------------------------------ the app
 
 
@@ -352,6 +528,8 @@ class Explorer:
         max_pixels: Largest width * height of an image (uploads and listed files).
         min_region: Smallest region side accepted, in source pixels.
         synthetic_images: Whether the listed images are the built-in synthetic set.
+        indexes: Open archive indexes for "find similar" (`load_indexes`).
+        index_problems: The indexes left out, and why (shown on the page).
     """
 
     def __init__(
@@ -363,6 +541,8 @@ class Explorer:
         max_pixels: int = MAX_PIXELS,
         min_region: int = MIN_REGION,
         synthetic_images: bool = False,
+        indexes: Sequence[ArchiveIndex] = (),
+        index_problems: Sequence[str] = (),
     ):
         if not scorers:
             raise ValueError(f"no scorers to explore with; {EXPORT_HINT}")
@@ -384,6 +564,13 @@ class Explorer:
         self._decoded = RecentImages(keep=6, max_pixels=max_pixels)
         self._pngs: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()  # state, caches, and one comparison at a time
+        self.indexes = {i.name: i for i in indexes}
+        if len(self.indexes) != len(indexes):
+            raise ValueError("indexes must have distinct names")
+        self.index_problems = list(index_problems)
+        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
+        self._hashes: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256
+        self._thumb_slots = threading.BoundedSemaphore(2)  # thumbnails decoded at once
 
     # -- listing and images
 
@@ -406,6 +593,10 @@ class Explorer:
             "max_upload_bytes": self.max_upload_bytes,
             "max_pixels": self.max_pixels,
             "min_region": self.min_region,
+            "indexes": [i.info() for i in self.indexes.values()],
+            "index_problems": self.index_problems,
+            "default_k": DEFAULT_K,
+            "max_k": MAX_K,
         }
 
     def image_list(self) -> list[dict[str, str]]:
@@ -419,17 +610,24 @@ class Explorer:
         return listed + uploaded
 
     def path(self, name: str) -> Path:
-        """The file behind a listed name.
+        """The file behind a listed name, or behind a row of an open index.
+
+        `index:<index>/<row id>` names the image of an index row (a neighbour the page
+        loads as image B); nothing else outside the listing is reachable.
 
         Raises:
-            NotFound: If the name is not in the listing, or its file is not inside the
-                folder it was listed from.
+            NotFound: If the name is not in the listing nor an index row, or its file is
+                not inside the folder it was listed from.
         """
         with self._lock:
             if name in self.uploads:
                 path, root = self.uploads[name][0], self.uploads_dir
             elif name in self.images and self.images_dir is not None:
                 path, root = self.images[name], self.images_dir
+            elif name.startswith(INDEX_PREFIX) and "/" in name:
+                index, _, row_id = name.removeprefix(INDEX_PREFIX).partition("/")
+                path = self._index(index).file(row_id).resolve()
+                root = path.parent
             else:
                 raise NotFound(f"no image {name!r} in the explorer's listing")
         resolved = path.resolve()
@@ -556,6 +754,165 @@ class Explorer:
             )  # fmt: skip
             self.history.append(record)
         return {**record.to_json(), "results": results, "crops": _crops_json(crops), "maps": maps}
+
+    # -- find similar
+
+    def _index(self, name: Any) -> ArchiveIndex:
+        """An open index by name.
+
+        Raises:
+            ValueError: If `name` is not a string.
+            NotFound: If no open index has that name.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError("index: expected the name of an open index")
+        if name not in self.indexes:
+            known = ", ".join(self.indexes) or "none is open"
+            raise NotFound(f"no index {name!r} (open: {known})")
+        return self.indexes[name]
+
+    def _sha256(self, path: Path) -> str:
+        """A file's sha256, remembered by path, size and modification time."""
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if key in self._hashes:
+                return self._hashes[key]
+        sha = sha256_file(path)
+        with self._lock:
+            if len(self._hashes) > 4096:
+                self._hashes.clear()
+            self._hashes[key] = sha
+        return sha
+
+    def group(self, index: Any, image: Any) -> dict[str, Any]:
+        """The ids, lesions and patients of an index's copies of an image (by sha256).
+
+        What "exclude this lesion" leaves out (`Index.group_of`, as `python -m
+        evaluation.index query --exclude-group` does); empty when the image is not in
+        the index.
+
+        Raises:
+            NotFound: An unknown index or image name.
+            ValueError: A request without an index or image name.
+        """
+        entry = self._index(index)
+        if not isinstance(image, str) or not image:
+            raise ValueError("image: expected the name of a listed or uploaded image")
+        group = sorted(entry.index.group_of(self.path(image)))
+        return {"index": entry.name, "image": image, "in_index": bool(group), "group": group}
+
+    def similar(self, request: Any) -> dict[str, Any]:
+        """The k nearest rows of an index to region A (or the whole image).
+
+        One embedding of the region by the index's own model (opened once), then the
+        index's search: the neighbours and distances of `Index.query` and of
+        `python -m evaluation.index query ... --json` on the same file and region.
+
+        Args:
+            request: {index, image, box, k, exclude_own}: an index name (`info()`), an
+                image name (listed, uploaded or an index row), its region ("x,y,w,h" or
+                [x, y, w, h]; empty / null for the whole image), how many neighbours
+                (default `DEFAULT_K`, at most `MAX_K`), and whether to leave out the
+                index's copies of the image with their lesion and patient (`group`).
+
+        Returns:
+            The query (index, image, box, k, search, excluded), the region as embedded
+            (a PNG data URL), the embedding and search time, and the neighbours: rank,
+            id, distance, label, lesion_id, patient_id, box, the row's thumbnail URL
+            and its image name (`index:<index>/<id>`).
+
+        Raises:
+            NotFound: An unknown index or image.
+            ValueError: A malformed request, a region outside the image or too small,
+                or `exclude_own` for an image the index does not hold.
+        """
+        if not isinstance(request, dict):
+            raise ValueError("expected a JSON object {index, image, box, k, exclude_own}")
+        entry = self._index(request.get("index"))
+        name = request.get("image")
+        if not isinstance(name, str) or not name:
+            raise ValueError("image: expected the name of a listed or uploaded image")
+        box = _parse_region(request.get("box"), "A")
+        k = _parse_k(request.get("k"))
+        exclude_own = request.get("exclude_own", False)
+        if not isinstance(exclude_own, bool):
+            raise ValueError(f"exclude_own: expected true or false, got {exclude_own!r}")
+        pixels = self.pixels(name)
+        self._region(pixels, box, "A")
+        excluded: list[str] = []
+        if exclude_own:
+            excluded = self.group(entry.name, name)["group"]
+            if not excluded:
+                raise ValueError(
+                    f"{name}: is not in index {entry.name!r} (no file with its sha256); "
+                    "there is no lesion of it to exclude"
+                )
+        started = time.perf_counter()
+        embedder = entry.index.embedder()  # opened by load_indexes; sessions are thread-safe
+        prepared = embedder.prepare(pixels, box)
+        vector = embedder.embed_batch(prepared[None])  # = Index.query's embedding
+        hits = entry.index.search(vector, k, [set(excluded)])[0]
+        elapsed = time.perf_counter() - started
+        neighbours = []
+        for hit in hits:
+            row = asdict(hit)
+            row.pop("path")  # the page names rows by index and id, never by a file path
+            row["thumb"] = f"/api/thumb?{urlencode({'index': entry.name, 'id': hit.id})}"
+            row["image"] = f"{INDEX_PREFIX}{entry.name}/{hit.id}"
+            neighbours.append(row)
+        return {
+            "index": entry.name,
+            "image": name,
+            "box": box_text(box),
+            "k": k,
+            "search": entry.index.method,
+            "count": len(entry.index),
+            "excluded": excluded,
+            "query": {
+                "size": list(prepared.shape[1:]),
+                "image": data_url(png_bytes(prepared.transpose(1, 2, 0))),
+            },
+            "seconds": round(elapsed, 4),
+            "neighbours": neighbours,
+        }
+
+    def thumbnail(self, index: Any, row_id: Any) -> bytes:
+        """A small JPEG of an index row: its file decoded, cropped to the row's box.
+
+        Only rows of an open index have thumbnails; a row is found by index name and
+        id, never by a path.
+
+        Raises:
+            NotFound: An unknown index or row, or a row whose file is gone.
+            ValueError: A row whose file changed since the index was built, or no
+                longer decodes.
+        """
+        entry = self._index(index)
+        row = entry.row(row_id)
+        path = entry.file(row_id)
+        st = path.stat()
+        key = (entry.name, row, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        if self._sha256(path) != str(entry.index.meta["sha256"][row]):
+            raise ValueError(
+                f"{row_id}: its file changed since index {entry.name!r} was built; rebuild it"
+            )
+        box_value = str(entry.index.meta["box"][row])
+        with self._thumb_slots:  # a large archive image decodes to a large float array
+            try:
+                pixels = decode_image(path, self.max_pixels)
+                jpeg = thumbnail_jpeg(crop(pixels, parse_box(box_value) if box_value else None))
+            except ValueError as err:  # name the row as the page knows it, not its path
+                raise ValueError(str(err).replace(str(path), row_id, 1)) from None
+        with self._lock:
+            self._thumbs[key] = jpeg
+            while len(self._thumbs) > 512:
+                self._thumbs.popitem(last=False)
+        return jpeg
 
     # -- history
 

@@ -7,7 +7,9 @@ fetched from elsewhere. Safety defaults: the CLI binds to 127.0.0.1 (on loopback
 other Host names are refused, against DNS rebinding; cross-origin POSTs are refused
 everywhere), request bodies are capped in bytes before they are read, every response
 carries a strict Content-Security-Policy, and images are served only by a name from
-the app's own listing. The CLI is `python -m evaluation.explore`.
+the app's own listing; thumbnails only of the rows of an open archive index, found by
+index name and row id (never by a path from the client), decoded and re-encoded, so
+no file's bytes are passed on as they are. The CLI is `python -m evaluation.explore`.
 """
 
 from __future__ import annotations
@@ -79,11 +81,14 @@ class ExplorerServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     """The page, its files and the JSON API.
 
-    GET `/` (the page), `/static/<file>`, `/api/info` (scorers, limits),
+    GET `/` (the page), `/static/<file>`, `/api/info` (scorers, indexes, limits),
     `/api/images` (the listing), `/api/image/<name>` (PNG of the decoded, oriented
-    image), `/api/history` (JSON), `/api/history.csv` (region-pair CSV); POST
-    `/api/upload?name=<file name>` (the raw file as the body), `/api/compare`
-    ({image_a, box_a, image_b, box_b}), `/api/history/clear`. Errors are JSON
+    image), `/api/history` (JSON), `/api/history.csv` (region-pair CSV),
+    `/api/similar/group?index=<name>&image=<name>` (what "exclude this lesion"
+    leaves out), `/api/thumb?index=<name>&id=<row id>` (JPEG thumbnail of an index
+    row); POST `/api/upload?name=<file name>` (the raw file as the body),
+    `/api/compare` ({image_a, box_a, image_b, box_b}), `/api/similar` ({index,
+    image, box, k, exclude_own}), `/api/history/clear`. Errors are JSON
     `{"error": message}`: 400 bad input, 404 unknown name, 413 too large.
     """
 
@@ -176,6 +181,8 @@ class Handler(BaseHTTPRequestHandler):
                 200, {"history": self.server.explorer.history_rows()}
             ),
             "/api/history.csv": self._history_csv,
+            "/api/similar/group": self._group,
+            "/api/thumb": self._thumb,
         })  # fmt: skip
 
     do_HEAD = do_GET
@@ -189,6 +196,7 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch({
             "/api/upload": self._upload,
             "/api/compare": self._compare,
+            "/api/similar": self._similar,
             "/api/history/clear": self._clear,
         })  # fmt: skip
 
@@ -226,17 +234,48 @@ class Handler(BaseHTTPRequestHandler):
         data = self._body(self.server.explorer.max_upload_bytes)
         self._json(200, self.server.explorer.upload(data, filename))
 
-    def _compare(self, *_) -> None:
+    def _request(self) -> Any:
+        """The JSON body of a POST (capped in bytes)."""
         try:
-            request = json.loads(self._body(MAX_REQUEST_BYTES) or b"null")
+            return json.loads(self._body(MAX_REQUEST_BYTES) or b"null")
         except json.JSONDecodeError as err:
             raise ValueError(f"expected a JSON request body ({err})") from None
-        self._json(200, self.server.explorer.compare(request))
+
+    def _compare(self, *_) -> None:
+        self._json(200, self.server.explorer.compare(self._request()))
+
+    def _similar(self, *_) -> None:
+        self._json(200, self.server.explorer.similar(self._request()))
+
+    def _group(self, _rest: str, query: str) -> None:
+        params = _params(query, "index", "image")
+        self._json(200, self.server.explorer.group(params["index"], params["image"]))
+
+    def _thumb(self, _rest: str, query: str) -> None:
+        params = _params(query, "index", "id")
+        jpeg = self.server.explorer.thumbnail(params["index"], params["id"])
+        self._send(200, jpeg, "image/jpeg", cache="private, max-age=300")
 
     def _clear(self, *_) -> None:
         self._body(MAX_REQUEST_BYTES)
         self.server.explorer.clear_history()
         self._json(200, {"history": []})
+
+
+def _params(query: str, *names: str) -> dict[str, str]:
+    """A query string's parameters `names`, each given once.
+
+    Raises:
+        ValueError: If one is missing, empty or repeated.
+    """
+    values = parse_qs(query, keep_blank_values=True)
+    out = {}
+    for name in names:
+        given = values.get(name, [])
+        if len(given) != 1 or not given[0]:
+            raise ValueError(f"expected one {name}=... parameter ({', '.join(names)})")
+        out[name] = given[0]
+    return out
 
 
 def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 0) -> ExplorerServer:

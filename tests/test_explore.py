@@ -1,6 +1,7 @@
 """evaluation.explore (+ explore_app, explore_http): the region explorer, its CLI, its page."""
 
 import csv
+import dataclasses
 import http.client
 import io
 import json
@@ -24,8 +25,16 @@ from bridge.core.data.ratings import read_region_pairs
 from bridge.core.data.synth import SynthConfig, generate
 from bridge.core.weights import random_state_dict, write_state_dict
 from bridge.export import export, source_from_weights
-from evaluation.explore_app import Explorer, find_scorers, load_scorers
+from evaluation.archive import ArchiveItem, read_archive
+from evaluation.explore_app import (
+    Explorer,
+    find_indexes,
+    find_scorers,
+    load_indexes,
+    load_scorers,
+)
 from evaluation.explore_http import make_server
+from evaluation.index import BuildOptions, Index, build
 from evaluation.score import Scorer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; .ci/run installs it
@@ -84,11 +93,48 @@ def images(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(models, images, tmp_path_factory):
-    """The explorer on 127.0.0.1, a free port, in a thread."""
+def indexes(models, images, tmp_path_factory):
+    """A folder of archive indexes: `tiny` (synthetic lesions and lesion.jpg), two unusable.
+
+    `tiny` is embedded by a features export of the scorers' tiny VGG16; `unfinished`
+    is a build that did not finish, `moved` names a model file that is gone.
+    """
+    root = tmp_path_factory.mktemp("explore-index")
+    source = source_from_weights("vgg16_tiny", models[0].parent / "w.safetensors")
+    features = export(source, "features", "torch", root / "model")
+    synth = generate(
+        root / "archive", SynthConfig(per_class=4, cases=1, size=64, views_per_lesion=2)
+    )
+    archive = read_archive(synth)
+    changing = root / "changing.png"  # a row whose file a test rewrites (and restores)
+    Image.open(images / "cases" / "CASE001" / "0.jpg").save(changing)
+    extra = (
+        ArchiveItem("lesion.jpg", images / "lesion.jpg", None, "MEL", "IL_QUERY"),
+        ArchiveItem("changing.png", changing, None, "NV", "IL_CHANGING"),
+    )
+    archive = dataclasses.replace(archive, items=(*archive.items, *extra))
+    folder = root / "indexes"
+    build(features, archive, folder / "tiny", BuildOptions(prefer_gpu=False))
+    for name, edit in (
+        ("unfinished", lambda m: {**m, "complete": False}),
+        ("moved", lambda m: {**m, "model": {**m["model"], "file": str(root / "gone.onnx")}}),
+    ):
+        shutil.copytree(folder / "tiny", folder / name)
+        manifest = folder / name / "manifest.json"
+        manifest.write_text(json.dumps(edit(json.loads(manifest.read_text()))))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(models, images, indexes, tmp_path_factory):
+    """The explorer on 127.0.0.1, a free port, in a thread; `tiny` is its one usable index."""
     scorers = load_scorers(find_scorers(models[0]), prefer_gpu=False)
     uploads = tmp_path_factory.mktemp("explore-uploads")
-    app = Explorer(scorers, images, uploads, UPLOAD_CAP, PIXEL_CAP, synthetic_images=True)
+    opened, problems = load_indexes(find_indexes([indexes]), prefer_gpu=False)
+    app = Explorer(
+        scorers, images, uploads, UPLOAD_CAP, PIXEL_CAP, synthetic_images=True,
+        indexes=opened, index_problems=problems,
+    )  # fmt: skip
     httpd = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -327,6 +373,161 @@ def test_history_csv_round_trips_through_score_pairs(server, models, images, tmp
     assert post_json(server, "/api/history/clear", {})[1] == {"history": []}
 
 
+# ------------------------------------------------------------------ find similar
+
+
+def test_find_similar_equals_the_index_query_cli(server, indexes, images):
+    lesion, box = images / "lesion.jpg", "60,50,64,60"
+    request = {"index": "tiny", "image": "lesion.jpg", "box": box, "k": 5}
+    status, result = post_json(server, "/api/similar", request)
+    assert status == 200, result
+    args = [str(indexes / "tiny"), str(lesion), "--region", box, "-k", "5", "--json", "--cpu"]
+    cli = run_module("evaluation.index", "query", *args)
+    assert cli.returncode == 0, cli.stderr
+    expected = json.loads(cli.stdout)["neighbours"]
+    assert [n["id"] for n in result["neighbours"]] == [n["id"] for n in expected]
+    for got, want in zip(result["neighbours"], expected, strict=True):
+        assert got["distance"] == pytest.approx(want["distance"], abs=1e-6)
+        assert {k: got[k] for k in ("rank", "label", "lesion_id", "box")} == {
+            k: want[k] for k in ("rank", "label", "lesion_id", "box")
+        }
+        assert "path" not in got and got["image"] == f"index:tiny/{got['id']}"
+    assert result["box"] == box and result["search"] == "exact" and result["excluded"] == []
+    assert result["query"]["size"] == [32, 32]
+
+    # the whole image: itself first; its own lesion left out: Index.query's answer
+    index = Index(indexes / "tiny", prefer_gpu=False)
+    whole = post_json(server, "/api/similar", {**request, "box": "", "k": 64})[1]
+    assert len(whole["neighbours"]) == len(index) == whole["count"]
+    assert whole["neighbours"][0]["id"] == "lesion.jpg"
+    assert whole["neighbours"][0]["distance"] == pytest.approx(0, abs=1e-5)
+    group = index.group_of(lesion)
+    status, own = post_json(server, "/api/similar", {**request, "box": "", "exclude_own": True})
+    assert status == 200 and own["excluded"] == sorted(group) == ["IL_QUERY", "lesion.jpg"]
+    want = index.query(lesion, None, 5, group)
+    assert [n["id"] for n in own["neighbours"]] == [h.id for h in want]
+    for got, hit in zip(own["neighbours"], want, strict=True):
+        assert got["distance"] == pytest.approx(hit.distance, abs=1e-6)
+
+    def group_of(image):
+        status, _, body = call(server, "GET", f"/api/similar/group?index=tiny&image={image}")
+        assert status == 200
+        return json.loads(body)
+
+    assert group_of("lesion.jpg")["group"] == ["IL_QUERY", "lesion.jpg"]
+    assert group_of("rotated.jpg") == {
+        "index": "tiny", "image": "rotated.jpg", "in_index": False, "group": []
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "request_, status, message",
+    [
+        ({"index": "nope"}, 404, "no index 'nope' (open: tiny)"),
+        ({"index": "moved"}, 404, "no index 'moved'"),  # left out: not open
+        ({"index": None}, 400, "index: expected the name"),
+        ({"image": "../secret.png"}, 404, "no image '../secret.png'"),
+        ({"image": "fake.jpg"}, 400, "unreadable image"),
+        ({"box": "150,150,60,60"}, 400, "lies outside the 192x192 image"),
+        ({"box": "10,10,4,4"}, 400, "draw at least 8x8"),
+        ({"k": 0}, 400, "k: expected 1 to 64"),
+        ({"k": 2.5}, 400, "k: expected a whole number"),
+        ({"k": "8"}, 400, "k: expected a whole number"),
+        ({"exclude_own": "yes"}, 400, "exclude_own: expected true or false"),
+        ({"image": "rotated.jpg", "exclude_own": True}, 400, "is not in index 'tiny'"),
+    ],
+)
+def test_bad_similar_requests_get_a_message(server, request_, status, message):
+    payload = {"index": "tiny", "image": "lesion.jpg", "box": "", "k": 4}
+    got, body = post_json(server, "/api/similar", {**payload, **request_})
+    assert got == status and message in body["error"], body
+
+
+def test_thumbnails_only_of_index_rows(server, indexes, images):
+    status, headers, body = call(server, "GET", "/api/thumb?index=tiny&id=lesion.jpg")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg", body[:200]
+    thumb = Image.open(io.BytesIO(body))
+    assert thumb.format == "JPEG" and thumb.size == (128, 128)  # 192 px, made smaller
+    expected = Image.fromarray(np.rint(decode_image(images / "lesion.jpg") * 255).astype(np.uint8))
+    expected = np.asarray(expected.resize((128, 128), Image.Resampling.LANCZOS), np.float32)
+    assert np.abs(np.asarray(thumb, np.float32) - expected).mean() < 4  # the image, in JPEG
+    index = Index(indexes / "tiny", prefer_gpu=False)
+    small = next(str(i) for i in index.meta["id"] if str(i).startswith("SYN_"))
+    status, _, body = call(server, "GET", f"/api/thumb?index=tiny&id={small}")
+    assert status == 200 and Image.open(io.BytesIO(body)).size == (64, 64)  # never enlarged
+
+    secret = images.parent / "secret.png"
+    refused = {
+        "/api/thumb?index=tiny&id=" + quote(str(secret), safe=""): 404,
+        "/api/thumb?index=tiny&id=..%2Fsecret.png": 404,
+        "/api/thumb?index=tiny&id=link.png": 404,
+        "/api/thumb?index=tiny&path=" + quote(str(secret), safe=""): 400,
+        "/api/thumb?index=tiny": 400,
+        "/api/thumb?index=tiny&id=lesion.jpg&id=rotated.jpg": 400,
+        "/api/thumb?index=nope&id=lesion.jpg": 404,
+        "/api/thumb?index=unfinished&id=lesion.jpg": 404,
+        "/api/thumb/../../secret.png": 404,
+        "/api/image/" + quote("index:tiny/../secret.png", safe=""): 404,
+        "/api/image/" + quote(f"index:tiny/{secret}", safe=""): 404,
+        "/api/image/" + quote("index:nope/lesion.jpg", safe=""): 404,
+    }
+    for path, expected_status in refused.items():
+        status, headers, body = call(server, "GET", path)
+        assert status == expected_status, (path, status, body)
+        assert headers["Content-Type"] == "application/json" and "error" in json.loads(body)
+        assert b"SECRET" not in body
+
+    # a row's file changed since the build: no thumbnail of other pixels than indexed
+    changing = Path(str(index.meta["path"][list(index.meta["id"]).index("changing.png")]))
+    original = changing.read_bytes()
+    try:
+        Image.new("RGB", (40, 40), (0, 255, 0)).save(changing)
+        status, _, body = call(server, "GET", "/api/thumb?index=tiny&id=changing.png")
+        assert status == 400 and "changed since index 'tiny' was built" in json.loads(body)["error"]
+    finally:
+        changing.write_bytes(original)
+    assert call(server, "GET", "/api/thumb?index=tiny&id=changing.png")[0] == 200
+
+    # an index row is an image the page may load as B, and compare with
+    status, _, png = call(server, "GET", "/api/image/" + quote(f"index:tiny/{small}", safe=""))
+    assert status == 200 and Image.open(io.BytesIO(png)).size == (64, 64)
+    request = {"image_a": "lesion.jpg", "box_a": "", "image_b": f"index:tiny/{small}", "box_b": ""}
+    status, result = post_json(server, "/api/compare", request)
+    assert status == 200 and all(r["error"] is None for r in result["results"]), result
+
+
+def test_unusable_indexes_are_reported(server, indexes, tmp_path, monkeypatch):
+    from evaluation.explore_app import default_indexes
+
+    info = json.loads(call(server, "GET", "/api/info")[2])
+    index = Index(indexes / "tiny", prefer_gpu=False)
+    assert [(i["id"], i["label"]) for i in info["indexes"]] == [
+        ("tiny", f"vgg16_tiny-features-torch · vgg16_tiny · {len(index)} images · relu5_3/gap")
+    ]
+    assert info["indexes"][0]["synthetic"] is True and info["default_k"] == 8
+    problems = sorted(info["index_problems"])
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("moved: left out:") and "gone.onnx" in problems[0]
+    assert problems[1].startswith("unfinished: left out: the index build did not finish")
+
+    tiny = indexes / "tiny"
+    assert find_indexes([tiny, indexes]) == [tiny, indexes / "moved", indexes / "unfinished"]
+    with pytest.raises(FileNotFoundError, match="no such index folder"):
+        find_indexes([tmp_path / "nowhere"])
+    with pytest.raises(ValueError, match=r"not an index folder .* and holds none"):
+        find_indexes([tmp_path])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "tiny").symlink_to(tiny)
+    opened, problems = load_indexes([tiny, tmp_path / "other" / "tiny"], prefer_gpu=False)
+    assert [i.name for i in opened] == ["tiny", "tiny-2"] and problems == []
+    # no --index: the index folders under index/ of the current folder, if any
+    monkeypatch.chdir(tmp_path)
+    assert default_indexes() == []
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "tiny").symlink_to(tiny)
+    assert default_indexes() == [Path("index") / "tiny"]
+
+
 # ------------------------------------------------------------------ CLI
 
 
@@ -336,6 +537,9 @@ def test_cli_without_scorers_says_what_to_run(tmp_path):
     assert_one_line_error(result, "no LPIPS or DISTS scorers", "python -m bridge.export")
     result = run_module("evaluation.explore", "--models", str(tmp_path / "nowhere"))
     assert_one_line_error(result, "no such models folder", "--kind lpips,dists")
+    args = ("--models", str(tmp_path / "empty"), "--index", str(tmp_path / "empty"))
+    result = run_module("evaluation.explore", *args)
+    assert_one_line_error(result, "not an index folder", "python -m evaluation.index build")
 
 
 def test_default_models_folder_is_where_the_demo_exports(models, tmp_path, monkeypatch):
@@ -354,10 +558,10 @@ def test_default_models_folder_is_where_the_demo_exports(models, tmp_path, monke
         find_scorers(Path("models"))
 
 
-def test_cli_serves_on_a_free_loopback_port(models, images, caplog):
+def test_cli_serves_on_a_free_loopback_port(models, images, indexes, caplog):
     process = subprocess.Popen(
         [sys.executable, "-m", "evaluation.explore", "--models", str(models[0]),
-         "--images", str(images), "--port", "0", "--cpu"],
+         "--images", str(images), "--index", str(indexes), "--port", "0", "--cpu"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -367,7 +571,9 @@ def test_cli_serves_on_a_free_loopback_port(models, images, caplog):
         host, port = url.removeprefix("http://").rstrip("/").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         conn.request("GET", "/api/info")
-        assert len(json.loads(conn.getresponse().read())["scorers"]) == 4
+        info = json.loads(conn.getresponse().read())
+        assert len(info["scorers"]) == 4 and [i["id"] for i in info["indexes"]] == ["tiny"]
+        assert len(info["index_problems"]) == 2  # reported, not fatal
         conn.close()
     finally:
         process.send_signal(signal.SIGTERM)
@@ -426,7 +632,7 @@ def _save_screenshot(page, tmp_path):
         assert SCREENSHOT.stat().st_size < 300_000
 
 
-def test_page_in_a_real_browser(server, models, images, tmp_path):
+def test_page_in_a_real_browser(server, models, images, indexes, tmp_path):
     sync_playwright = _browser()
     assert call(server, "POST", "/api/history/clear", b"{}")[0] == 200
     started = time.perf_counter()
@@ -496,6 +702,38 @@ def test_page_in_a_real_browser(server, models, images, tmp_path):
         assert page.locator("[data-testid=history-row]").count() == 1
         page.wait_for_timeout(100)
         _save_screenshot(page, tmp_path)
+
+        # find similar: region A in the index; thumbnails shown, distances of Index.query
+        assert page.input_value("#index") == "tiny"
+        page.wait_for_selector("#exclude-own:not([disabled])")  # lesion.jpg is in the index
+        assert page.is_checked("#exclude-own")
+        page.fill("#k", "6")
+        page.click("#find-similar")
+        page.wait_for_selector("[data-testid=neighbour] >> nth=5")
+        page.wait_for_function(  # a function, not an expression: the page's CSP forbids eval
+            "() => [...document.querySelectorAll('[data-testid=neighbour-thumb]')]"
+            ".every((i) => i.complete)"
+        )
+        widths = page.eval_on_selector_all(
+            "[data-testid=neighbour-thumb]", "images => images.map(i => i.naturalWidth)"
+        )
+        assert len(widths) == 6 and min(widths) > 0
+        index = Index(indexes / "tiny", prefer_gpu=False)
+        expected = index.query(lesion, box_a, 6, index.group_of(lesion))
+        shown = page.locator("[data-testid=neighbour]")
+        ids = [shown.nth(i).get_attribute("data-id") for i in range(shown.count())]
+        assert ids == [h.id for h in expected] and "lesion.jpg" not in ids
+        cells = page.locator("[data-testid=neighbour-distance]")
+        for i, hit in enumerate(expected):
+            assert float(cells.nth(i).get_attribute("data-value")) == pytest.approx(
+                hit.distance, abs=1e-6
+            )
+            assert float(cells.nth(i).inner_text()) == pytest.approx(hit.distance, abs=6e-7)
+        # a neighbour clicked: image B (two-image mode), region A kept
+        shown.nth(0).locator("button").click()
+        page.wait_for_selector(f"#img-b[data-loaded='index:tiny/{ids[0]}']")
+        assert page.is_checked("#mode-two") and page.is_checked("#whole-b")
+        assert ",".join(page.input_value(f"#a-{k}") for k in "xywh") == box_a
 
         # two images, whole: the same numbers as the API
         page.check("#mode-two")

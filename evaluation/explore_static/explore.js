@@ -17,6 +17,8 @@ const state = {
   panels: {}, // side -> {name, img, canvas, width, height}
   drag: null,
   busy: false,
+  extra: [], // index rows loaded as images ({name, label}), kept in the image lists
+  groupAsked: 0, // the latest "is image A in this index?" question (older answers are dropped)
 };
 
 // ------------------------------------------------------------------ helpers
@@ -84,10 +86,10 @@ function fillImageLists(images, keep = {}) {
     const select = $(`image-${side}`);
     const current = keep[side] ?? select.value;
     select.replaceChildren(el("option", { value: "", text: "choose an image…" }));
-    for (const image of images) {
+    for (const image of [...images, ...state.extra]) {
       select.append(el("option", { value: image.name, text: image.label }));
     }
-    if (current && images.some((i) => i.name === current)) select.value = current;
+    if (current && [...images, ...state.extra].some((i) => i.name === current)) select.value = current;
   }
 }
 
@@ -99,6 +101,7 @@ async function refreshImages(keep = {}) {
 function loadImage(side, name) {
   const panel = state.panels[side];
   panel.name = name;
+  if (side === "a") refreshGroup();
   const img = panel.img;
   delete img.dataset.loaded;
   for (const s of regionsOn(side)) setRegion(s, null);
@@ -467,6 +470,160 @@ function showResult(result) {
   $("map-legend").hidden = result.maps.length === 0;
 }
 
+// ------------------------------------------------------------------ find similar
+
+function setupSimilar(info) {
+  const select = $("index");
+  select.replaceChildren();
+  for (const index of info.indexes) {
+    select.append(el("option", {
+      value: index.id,
+      text: `${index.label}${index.synthetic ? " (synthetic)" : ""}`,
+      title: `${index.id}: ${index.count} rows, ${index.dim}-d ${index.tap}/${index.pooling} at ${index.size} px, ${index.search} search`,
+    }));
+  }
+  const none = info.indexes.length === 0;
+  if (none) select.append(el("option", { value: "", text: "no index open" }));
+  for (const id of ["index", "k", "find-similar"]) $(id).disabled = none;
+  $("no-index").hidden = !none;
+  $("k").value = info.default_k;
+  $("k").max = info.max_k;
+  const problems = $("index-problems");
+  problems.replaceChildren(...info.index_problems.map((p) => el("li", { text: p })));
+  problems.hidden = info.index_problems.length === 0;
+}
+
+// Whether image A is in the chosen index: "exclude this lesion" is offered only then.
+async function refreshGroup() {
+  const box = $("exclude-own");
+  const label = $("exclude-own-label");
+  const asked = ++state.groupAsked;
+  const index = $("index").value;
+  const image = state.panels.a && state.panels.a.name;
+  box.disabled = true;
+  label.title = "Image A is not in this index";
+  if (!index || !image) {
+    box.checked = false;
+    return;
+  }
+  try {
+    const params = new URLSearchParams({ index, image });
+    const { group } = await api(`/api/similar/group?${params}`);
+    if (asked !== state.groupAsked) return; // another image or index was chosen meanwhile
+    box.disabled = group.length === 0;
+    box.checked = group.length > 0; // by default, the query's own lesion is no answer
+    label.title = group.length
+      ? `Leave out the index's copies of image A, with their lesion and patient: ${group.join(", ")}`
+      : "Image A is not in this index";
+  } catch (err) {
+    if (asked === state.groupAsked) label.title = err.message;
+  }
+}
+
+function similarRequest() {
+  const image = state.panels.a.name;
+  if (!image) throw new Error("choose image A first");
+  const whole = state.mode === "two" && $("whole-a").checked;
+  const typed = readInputs("a");
+  const k = Number($("k").value || state.info.default_k);
+  return {
+    index: $("index").value,
+    image,
+    box: whole || !typed ? "" : boxText(typed), // no region A: the whole image
+    k,
+    exclude_own: !$("exclude-own").disabled && $("exclude-own").checked,
+  };
+}
+
+async function findSimilar() {
+  if (state.busy) return;
+  clearError();
+  let body;
+  try {
+    body = similarRequest();
+  } catch (err) {
+    showError(err.message);
+    return;
+  }
+  state.busy = true;
+  $("find-similar").disabled = true;
+  $("similar-status").textContent = `searching ${body.index}…`;
+  try {
+    const result = await api("/api/similar", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    showNeighbours(result);
+    $("similar-status").textContent =
+      `${result.neighbours.length} nearest of ${result.count} (${result.search} search, ` +
+      `${Math.round(result.seconds * 1000)} ms)`;
+  } catch (err) {
+    showError(err.message);
+    $("similar-status").textContent = "";
+  } finally {
+    state.busy = false;
+    $("find-similar").disabled = false;
+  }
+}
+
+function showNeighbours(result) {
+  const index = state.info.indexes.find((i) => i.id === result.index);
+  $("similar-results").hidden = false;
+  const where = result.box ? `region A [${result.box}] of ${result.image}` : `${result.image} (whole)`;
+  $("similar-caption").textContent =
+    `Nearest to ${where} in ${index ? index.label : result.index}` +
+    (result.excluded.length ? `; left out: ${result.excluded.join(", ")}` : "");
+  const grid = $("neighbours");
+  grid.replaceChildren(el("figure", { class: "query", "data-testid": "similar-query" },
+    el("img", { src: result.query.image, alt: `Region A as embedded, ${result.query.size[1]}×${result.query.size[0]} px` }),
+    el("figcaption", {}, el("b", { text: "query" }), el("br"),
+      `region A as embedded, ${result.query.size[1]}×${result.query.size[0]}`)));
+  for (const hit of result.neighbours) {
+    const who = [hit.label || "no label", hit.lesion_id || hit.patient_id].filter(Boolean).join(" · ");
+    const button = el("button", {
+      type: "button", class: "thumb", title: `${hit.id}${hit.box ? ` [${hit.box}]` : ""}: load as image B`,
+    }, el("img", {
+      src: hit.thumb, alt: `Neighbour ${hit.rank}: ${hit.id}`, "data-testid": "neighbour-thumb", loading: "lazy",
+    }));
+    button.addEventListener("click", () => loadNeighbour(hit, result.index));
+    grid.append(el("figure", { class: "neighbour", "data-testid": "neighbour", "data-id": hit.id },
+      button,
+      el("figcaption", {},
+        el("b", { text: `#${hit.rank} ` }),
+        el("span", {
+          class: "num", "data-testid": "neighbour-distance", "data-value": String(hit.distance),
+          title: String(hit.distance), text: hit.distance.toFixed(6),
+        }),
+        el("br"),
+        el("span", { class: "who", text: who, title: hit.id }))));
+  }
+}
+
+// A neighbour as image B (two-image mode; region A kept), its indexed region as region B.
+async function loadNeighbour(hit, index) {
+  clearError();
+  if (!state.extra.some((i) => i.name === hit.image)) {
+    state.extra.push({ name: hit.image, label: `${hit.id} (index ${index})` });
+    await refreshImages();
+  }
+  $("image-b").value = hit.image;
+  if (state.mode === "one") {
+    const keep = state.regions.a;
+    state.panels.b.name = hit.image; // so that setMode does not load image A as B
+    $("mode-two").checked = true;
+    setMode("two");
+    if (keep) setRegion("a", keep);
+  }
+  await loadImage("b", hit.image);
+  const box = hit.box ? hit.box.split(",").map(Number) : null;
+  $("whole-b").checked = !box;
+  toggleWhole("b");
+  if (box) setRegion("b", { x: box[0], y: box[1], w: box[2], h: box[3] });
+  $("panel-b").scrollIntoView({ block: "nearest" });
+  setStatus(`${hit.id} loaded as image B: Compare scores region A against it`);
+}
+
 // ------------------------------------------------------------------ history
 
 async function refreshHistory() {
@@ -563,6 +720,8 @@ async function start() {
   $("mode-two").addEventListener("change", () => setMode("two"));
   $("zoom").addEventListener("change", (e) => { state.zoom = e.target.value; SIDES.forEach(layout); });
   $("compare").addEventListener("click", compare);
+  $("find-similar").addEventListener("click", findSimilar);
+  $("index").addEventListener("change", refreshGroup);
   $("clear-regions").addEventListener("click", () => { setRegion("a", null); setRegion("b", null); selectActive("a"); });
   $("error-close").addEventListener("click", clearError);
   $("clear-history").addEventListener("click", async () => {
@@ -578,9 +737,12 @@ async function start() {
     state.info = await api("/api/info");
     const n = state.info.scorers.length;
     const kinds = [...new Set(state.info.scorers.map((s) => s.metric.toUpperCase()))].join(" / ");
+    const m = state.info.indexes.length;
     $("summary").textContent = `${n} scorer${n === 1 ? "" : "s"} loaded (${kinds}, onnxruntime)` +
-      (state.info.images_dir ? `; images from ${state.info.images_dir}/` : "; no image folder: upload images");
+      (state.info.images_dir ? `; images from ${state.info.images_dir}/` : "; no image folder: upload images") +
+      (m ? `; ${m} archive index${m === 1 ? "" : "es"}` : "");
     $("synthetic-badge").hidden = !(state.info.synthetic_images || state.info.scorers.some((s) => s.synthetic));
+    setupSimilar(state.info);
     await refreshImages();
     await refreshHistory();
     document.body.dataset.ready = "true";
