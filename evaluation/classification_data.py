@@ -161,6 +161,8 @@ class PooledTaps:
 
     The classification baselines and retrieval read the same pooled features; each
     extractor runs once per part (`evaluation.embedding.pooled_taps`, not normalised).
+    The comparison releases an extractor's entry once both have used it, so one
+    extractor's features are held at a time.
 
     Args:
         images: The split's image batches.
@@ -183,3 +185,8 @@ class PooledTaps:
             extractor = FeatureExtractor(entry.path, prefer_gpu=self.prefer_gpu)
             self._cache[key] = pooled_taps(extractor, batch, poolings_of(entry.manifest))
         return self._cache[key]
+
+    def release(self, entry: Entry) -> None:
+        """Forget an extractor's pooled features (once every user has had them)."""
+        for key in [key for key in self._cache if key[0] == str(entry.path)]:
+            del self._cache[key]

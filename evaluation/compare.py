@@ -60,7 +60,8 @@ from evaluation.items import load_rated
 from evaluation.learned import classification_baselines, rating_baselines
 from evaluation.options import DEFAULT_MODELS, RULES, Options
 from evaluation.report import INPUT_RULES, write_report
-from evaluation.retrieval import retrieval
+from evaluation.retrieval import evaluate as retrieval_of
+from evaluation.retrieval import summarise
 
 __all__ = ["Options", "compare", "main"]
 
@@ -133,13 +134,14 @@ def _image_side(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """The classifiers, the classification baselines and retrieval on the split's images."""
     images = ImageBatches()
-    pools = PooledTaps(images, options.prefer_gpu)  # one extractor pass per part, shared
     cls = classification(entries, data, images, options)
-    return (
-        cls,
-        classification_baselines(entries, data, pools, options),
-        retrieval(entries, data, pools, options, cls),
-    )
+    pools = PooledTaps(images, options.prefer_gpu)  # one extractor pass per part, shared
+    baselines, found = [], []
+    for entry in [e for e in entries if e.kind == "features"]:
+        baselines += classification_baselines([entry], data, pools, options)
+        found.append(retrieval_of(entry, data, pools, options, cls))
+        pools.release(entry)  # one extractor's pooled features in memory at a time
+    return cls, baselines, summarise([f for f in found if f is not None], data)
 
 
 def _image_note(synthetic: bool, with_images: bool) -> list[str]:

@@ -22,7 +22,8 @@ and where faiss is installed (`pip install dermsim[scale]`), the build also writ
 inverted-file index (faiss `IndexIVFFlat`, inner product) whose probe count is raised
 until its recall@16 against exact search, measured on `RECALL_QUERIES` of the
 archive's own vectors, reaches `RECALL_TARGET`; that recall is stored in the manifest.
-Ties are broken by id, so the answers do not depend on the order rows were written.
+Distances equal to 6 decimals are ties, broken by id, so the answers do not depend on
+the order rows were written (nor on the last bits of float32 products).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ SEARCHES = ("auto", "exact", "approximate")
 META = ("id", "path", "box", "label", "lesion_id", "patient_id", "sha256")
 """Text columns of a shard, beside `vectors` (N, D) and the file stat `file_size`, `mtime_ns`."""
 _CHUNK = 65_536  # rows per matrix product in exact search
+TIE_DECIMALS = 6
+"""Distances equal to this many decimals count as ties (broken by id)."""
 
 
 # ------------------------------------------------------------------------------------ build
@@ -126,8 +129,8 @@ def build(
         images: Folder of the images a table names, where it is not the table's own.
 
     Returns:
-        The manifest written (also `out/manifest.json`), with the build's counts under
-        `last_build`.
+        The manifest written (also `out/manifest.json`), with this build's counts under
+        `last_build` (embedded, kept, removed, skipped).
 
     Raises:
         ValueError: On a model that is not a feature extractor, a folder holding an
@@ -137,6 +140,19 @@ def build(
 
     out = Path(out)
     archive = data if isinstance(data, Archive) else read_archive(data, images)
+    ids = [item.id for item in archive.items]
+    if len(set(ids)) != len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(
+            f"{archive.source}: image id {twice!r} is listed twice; ids must be unique"
+        )
+    if options.search == "approximate":
+        try:
+            faiss_module()
+        except ImportError:
+            raise ValueError(
+                "--search approximate needs faiss: pip install 'dermsim[scale]'"
+            ) from None
     embedder = Embedder(
         model, options.tap, options.pooling, options.size, options.policy, options.prefer_gpu
     )
@@ -149,17 +165,17 @@ def build(
         for _, meta in shards
         for row in _rows(meta)
     }
-    want: dict[str, tuple[str, str, os.stat_result]] = {}  # id -> (sha256, box, stat)
+    want: dict[str, tuple[str, str, os.stat_result, ArchiveItem]] = {}  # id -> sha, box, ...
     for item in tqdm(archive.items, desc="checking files", unit="file", leave=False):
         st = os.stat(item.path)
         key = (str(item.path), st.st_size, st.st_mtime_ns)
         sha = known.get(key) or sha256_file(item.path)
-        want[item.id] = (sha, box_text(item.box), st)
+        want[item.id] = (sha, box_text(item.box), st, item)
     held = {
         row["id"]
         for _, meta in shards
         for row in _rows(meta)
-        if want.get(row["id"], ("", "", None))[:2] == (row["sha256"], row["box"])
+        if want.get(row["id"], ("", "", None, None))[:2] == (row["sha256"], row["box"])
     }
     todo = [item for item in archive.items if item.id not in held]
     removed = {row["id"] for _, meta in shards for row in _rows(meta)} - set(want)
@@ -169,14 +185,15 @@ def build(
     )  # fmt: skip
 
     skipped = _embed(embedder, todo, want, out, options)
+    _write_skipped(out, skipped)
     _prune(out, want)
-    manifest = _finish(out, archive, embedder, settings, options)
-    manifest["last_build"] = {
+    last_build = {
         "embedded": len(todo) - len(skipped),
         "kept": len(held),
         "removed": len(removed),
         "skipped": len(skipped),
     }
+    manifest = _finish(out, archive, embedder, settings, options, last_build)
     log.info(
         "%s: %d vectors (%d embedded now, %d kept, %d removed, %d skipped%s); %s search",
         out, manifest["count"], len(todo) - len(skipped), len(held), len(removed), len(skipped),
@@ -214,6 +231,7 @@ def _claim(out: Path, settings: dict, rebuild: bool) -> None:
                 f"{', '.join(f'{old.get(k)} vs {settings[k]}' for k in differ)}); give another "
                 "--out, or --rebuild to start over"
             )
+        _mark_unfinished(out)  # before anything is removed: a kill leaves no false index
         if differ:
             for file in (out / SHARDS).glob(SHARD_GLOB):
                 file.unlink()
@@ -224,11 +242,15 @@ def _claim(out: Path, settings: dict, rebuild: bool) -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / SHARDS).mkdir(exist_ok=True)
-    for partial in (out / SHARDS).glob(".tmp-*"):  # a shard a killed build was writing
+    for partial in [*out.glob(".tmp-*"), *(out / SHARDS).glob(".tmp-*")]:  # a killed build's
         partial.unlink()
     _write_json(path, settings)
+
+
+def _mark_unfinished(out: Path) -> None:
+    """Until this build ends, the folder is not a finished index (queries refuse it)."""
     manifest = out / MANIFEST
-    if manifest.is_file():  # until this build ends, the folder is not a finished index
+    if manifest.is_file():
         _write_json(manifest, {**json.loads(manifest.read_text()), "complete": False})
 
 
@@ -273,36 +295,44 @@ def _embed(
                 rows, number = rows[options.shard_size :], number + 1
     if rows:
         _write_shard(out, number, rows, want)
+    return skipped
+
+
+def _write_skipped(out: Path, skipped: Sequence[tuple[ArchiveItem, str]]) -> None:
+    """`skipped.csv`: this build's images that could not be embedded, with the reason."""
     with atomic_path(out / SKIPPED) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "path", "reason"])
         writer.writerows((item.id, item.path, reason) for item, reason in skipped)
-    return skipped
 
 
 def _write_shard(
     out: Path, number: int, rows: Sequence[tuple[ArchiveItem, np.ndarray]], want: dict
 ) -> None:
     """One shard file, written whole (atomically)."""
-    items = [item for item, _ in rows]
-    columns = {
-        "vectors": np.stack([v for _, v in rows]).astype(np.float32),
-        "id": [i.id for i in items],
-        "path": [str(i.path) for i in items],
-        "box": [box_text(i.box) for i in items],
-        "label": [i.label for i in items],
-        "lesion_id": [i.lesion_id for i in items],
-        "patient_id": [i.patient_id for i in items],
-        "sha256": [want[i.id][0] for i in items],
-        "file_size": np.array([want[i.id][2].st_size for i in items], np.int64),
-        "mtime_ns": np.array([want[i.id][2].st_mtime_ns for i in items], np.int64),
-    }
+    columns = {k: [] for k in (*META, "file_size", "mtime_ns")}
+    for item, _ in rows:
+        for k, v in _metadata(item, want).items():
+            columns[k].append(v)
+    columns["vectors"] = np.stack([v for _, v in rows]).astype(np.float32)
     _save_shard(out / SHARDS / f"{number:06d}.npz", columns)
 
 
+def _metadata(item: ArchiveItem, want: dict) -> dict:
+    """A row's metadata as the archive and the file are now."""
+    sha, box, st, _ = want[item.id]
+    return {
+        "id": item.id, "path": str(item.path), "box": box, "label": item.label,
+        "lesion_id": item.lesion_id, "patient_id": item.patient_id, "sha256": sha,
+        "file_size": st.st_size, "mtime_ns": st.st_mtime_ns,
+    }  # fmt: skip
+
+
 def _save_shard(path: Path, columns: dict) -> None:
+    """Write a shard's columns (numbers as they are, text as unicode arrays) atomically."""
+    numeric = {"vectors": np.float32, "file_size": np.int64, "mtime_ns": np.int64}
     arrays = {
-        k: np.asarray(v) if k in ("vectors", "file_size", "mtime_ns") else np.array(v, dtype=str)
+        k: np.asarray(v, numeric[k]) if k in numeric else np.array(v, dtype=str)
         for k, v in columns.items()
     }
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -315,7 +345,7 @@ def _read_shards(out: Path, with_vectors: bool) -> list[tuple[Path, dict]]:
 
 
 def _iter_shards(out: Path, with_vectors: bool) -> Iterator[tuple[Path, dict]]:
-    """The shards one at a time (a build's memory does not grow with the archive)."""
+    """The shards one at a time (a build holds one shard's vectors at once)."""
     for path in sorted((out / SHARDS).glob(SHARD_GLOB)):
         with np.load(path, allow_pickle=False) as data:
             yield path, {k: data[k] for k in data.files if with_vectors or k != "vectors"}
@@ -329,25 +359,41 @@ def _rows(meta: dict) -> Iterable[dict]:
 
 
 def _prune(out: Path, want: dict) -> None:
-    """Drop rows of removed or changed files (and any second copy of a row) from the shards."""
+    """Bring the shards up to date with the archive.
+
+    Rows of removed or changed files (and any second copy of a row) are dropped; kept
+    rows whose metadata changed (a label or lesion id added to the table, a file moved
+    or touched) get the archive's current metadata, so that exclusions and the stat
+    cache stay right.
+    """
     seen: set[str] = set()
     for path, data in _iter_shards(out, with_vectors=True):
-        keep = []
+        keep, rows, stale = [], [], False
         for i, row in enumerate(_rows(data)):
             current = want.get(row["id"])
             if current and current[:2] == (row["sha256"], row["box"]) and row["id"] not in seen:
                 keep.append(i)
                 seen.add(row["id"])
-        if len(keep) == len(data["id"]):
+                now = _metadata(current[3], want)
+                stale |= any(str(row[k]) != str(v) for k, v in now.items())
+                rows.append(now)
+        if len(keep) == len(data["id"]) and not stale:
             continue
         if keep:
-            _save_shard(path, {k: v[keep] for k, v in data.items()})
+            columns = {k: [r[k] for r in rows] for k in rows[0]}
+            columns["vectors"] = data["vectors"][keep]
+            _save_shard(path, columns)
         else:
             path.unlink()
 
 
 def _finish(
-    out: Path, archive: Archive, embedder: Embedder, settings: dict, options: BuildOptions
+    out: Path,
+    archive: Archive,
+    embedder: Embedder,
+    settings: dict,
+    options: BuildOptions,
+    last_build: dict,
 ) -> dict:
     """Build the approximate index where wanted, and write the manifest."""
     shards = _read_shards(out, with_vectors=False)
@@ -393,6 +439,7 @@ def _finish(
             for p, d in shards
         ],
         "search": search,
+        "last_build": last_build,
         "versions": _versions(),
     }
     _write_json(out / MANIFEST, manifest)
@@ -425,13 +472,16 @@ def _build_ann(vectors: np.ndarray, path: Path) -> dict:
     )
     ann.train(np.ascontiguousarray(train))
     ann.add(np.ascontiguousarray(vectors))
-    queries = vectors[rng.choice(n, min(n, RECALL_QUERIES), replace=False)]
-    k = min(RECALL_K, n)
-    exact = _exact_top(vectors, queries, k)
+    picked = rng.choice(n, min(n, RECALL_QUERIES), replace=False)
+    queries = np.ascontiguousarray(vectors[picked])
+    k = max(1, min(RECALL_K, n - 1))
+    # a query is a row of the index: it is left out on both sides, so the recall is that
+    # of the k neighbours an image from outside the archive would get
+    exact = _without(_exact_top(vectors, queries, min(k + 1, n)), picked, k)
     nprobe = 1
     while True:
         ann.nprobe = nprobe
-        recall = recall_at_k(ann.search(np.ascontiguousarray(queries), k)[1], exact)
+        recall = recall_at_k(_without(ann.search(queries, min(k + 1, n))[1], picked, k), exact)
         if recall >= RECALL_TARGET or nprobe >= nlist:
             break
         nprobe = min(2 * nprobe, nlist)
@@ -445,15 +495,25 @@ def _build_ann(vectors: np.ndarray, path: Path) -> dict:
         "file": ANN_FILE,
         "nlist": nlist,
         "nprobe": nprobe,
-        f"recall_at_{k}": round(float(recall), 4),
+        f"recall_at_{RECALL_K}": round(float(recall), 4),
+        "recall_k": k,
         "recall_queries": len(queries),
         "recall_target": RECALL_TARGET,
     }
 
 
+def _without(top: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """Each row's top list without the query's own row, cut to k (padded with -1)."""
+    out = np.full((len(top), k), -1, dtype=np.int64)
+    for i, (row, self_row) in enumerate(zip(top, own, strict=True)):
+        kept = row[(row != self_row) & (row >= 0)][:k]
+        out[i, : len(kept)] = kept
+    return out
+
+
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
     """Mean share of each query's exact top-k that `found` (same shape) also returned."""
-    hits = [len(set(f[f >= 0]) & set(e)) for f, e in zip(found, exact, strict=True)]
+    hits = [len(set(f[f >= 0]) & set(e[e >= 0])) for f, e in zip(found, exact, strict=True)]
     return float(np.mean(hits) / exact.shape[1])
 
 
@@ -654,10 +714,12 @@ class Index:
                 rows, scores = self._approximate(row, k, masks[i])
             if rows is None:
                 rows, scores = self._exact(row, k, masks[i])
-            out.append(self._hits(rows, scores))
+            out.append(self._hits(rows, scores, k))
         return out
 
     def _excluded(self, values: set[str]) -> np.ndarray | None:
+        """Rows whose id, lesion id or patient id is one of `values` ("" matches nothing)."""
+        values = {v for v in values if v}
         if not values:
             return None
         values_array = np.array(sorted(values), dtype=str)
@@ -668,17 +730,20 @@ class Index:
         )
 
     def _exact(self, q: np.ndarray, k: int, mask: np.ndarray | None):
+        """Candidate rows and scores: per chunk, every row scoring at least its k-th best.
+
+        Rows tied at the cut stay in, so that `_hits` breaks the tie by id.
+        """
         rows_all, scores_all = [], []
         for start in range(0, len(self.vectors), _CHUNK):
             scores = self.vectors[start : start + _CHUNK] @ q
             if mask is not None:
                 scores = np.where(mask[start : start + _CHUNK], -np.inf, scores)
-            take = min(k, len(scores))
-            top = (
-                np.argpartition(-scores, take - 1)[:take]
-                if take < len(scores)
-                else np.arange(len(scores))
-            )
+            if k < len(scores):
+                cut = np.partition(scores, len(scores) - k)[len(scores) - k]
+                top = np.flatnonzero(scores >= cut)
+            else:
+                top = np.arange(len(scores))
             rows_all.append(top + start)
             scores_all.append(scores[top])
         rows = np.concatenate(rows_all) if rows_all else np.array([], int)
@@ -687,6 +752,7 @@ class Index:
         return rows[keep], scores[keep]
 
     def _approximate(self, q: np.ndarray, k: int, mask: np.ndarray | None):
+        """Candidates from the approximate index (None, None: too few left after exclusion)."""
         extra = int(mask.sum()) if mask is not None else 0
         want = min(k + extra, len(self.vectors))
         scores, rows = self._ann.search(q[None], want)
@@ -698,10 +764,16 @@ class Index:
             return None, None  # too few after exclusion: fall back to exact
         return rows[keep], scores[keep]
 
-    def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
-        distance = 1.0 - scores.astype(np.float64)
+    def _hits(self, rows: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
+        """The k nearest candidates, nearest first; distances in [0, 2].
+
+        Distances equal to `TIE_DECIMALS` decimals are ties, broken by id: float32
+        products of identical vectors differ in the last bits with their place in the
+        matrix (and a resumed build's batches), and the order must not.
+        """
+        distance = np.clip(1.0 - scores.astype(np.float64), 0.0, 2.0)
         ids = self.meta["id"][rows]
-        order = np.lexsort((ids, distance))
+        order = np.lexsort((ids, np.round(distance, TIE_DECIMALS)))[:k]
         return [
             Hit(
                 rank + 1,

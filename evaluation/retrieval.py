@@ -28,6 +28,8 @@ from evaluation.options import Options
 
 K = 16
 """Neighbours per query (Tschandl et al. 2019 used 16)."""
+CHUNK = 1024
+"""Queries per similarity block (memory: CHUNK x gallery size)."""
 EXAMPLE_QUERIES = 4
 EXAMPLE_NEIGHBOURS = 6
 
@@ -52,43 +54,31 @@ def retrieval(
     from tqdm import tqdm
 
     extractors = [e for e in entries if e.kind == "features"]
-    if data is None or not extractors or not data.train or not data.test:
-        return {"rows": [], "k": K, "examples": None}
-    k = min(K, len(data.train) - 1)
-    classifiers = {r["model"]: r for r in (classification or {}).get("rows", [])}
-    results = []
-    for entry in tqdm(extractors, desc="retrieval", unit="model"):
-        row, neighbours, similarity = _evaluate(entry, data, pools, options, k)
-        classifier = classifiers.get(entry.model)
-        row["classifier"] = (
-            {key: classifier[key] for key in ("accuracy", "balanced_accuracy")}
-            if classifier
-            else None
-        )
-        results.append((row, neighbours, similarity))
-    # the figure's model: the best on the training split (never chosen on the test queries)
-    best, neighbours, similarity = max(results, key=lambda r: r[0]["selection"]["train_map"])
-    rows = sorted(
-        (r for r, _, _ in results),
-        key=lambda r: (r["backbone"], r["framework"] != "torch", r["framework"]),
-    )
-    return {
-        "rows": rows,
-        "k": k,
-        "gallery": f"training split ({len(data.train)} images)",
-        "queries": f"test split ({len(data.test)} images)",
-        "group_by": data.group_by,
-        "examples": _examples(data, neighbours, similarity, best),
-    }
+    evaluated = [
+        evaluate(entry, data, pools, options, classification)
+        for entry in tqdm(extractors, desc="retrieval", unit="model")
+    ]
+    return summarise([e for e in evaluated if e is not None], data)
 
 
-def _evaluate(
-    entry: Entry, data: SplitData, pools: PooledTaps, options: Options, k: int
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """One extractor: the choice on the training split, the metrics on the test split."""
+def evaluate(
+    entry: Entry,
+    data: SplitData | None,
+    pools: PooledTaps,
+    options: Options,
+    classification: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """One extractor: the choice on the training split, the metrics on the test split.
+
+    Returns:
+        (its row of the table, its example queries for the figure); None when there is
+        no split to retrieve from (fewer than two training images, or no test image).
+    """
     from evaluation import stats
-    from evaluation.stats.retrieval import retrieval_metrics
 
+    if data is None or len(data.train) < 2 or not data.test:
+        return None
+    k = min(K, len(data.train) - 1)
     pairs = poolings_of(entry.manifest)
     train = {p: normalise(v) for p, v in pools.get(entry, "train", data.train).items()}
     test = {p: normalise(v) for p, v in pools.get(entry, "test", data.test).items()}
@@ -96,16 +86,13 @@ def _evaluate(
     y_test = np.array([s.label for s in data.test])
     g_train = np.array(sample_groups(data.train))
     g_test = np.array(sample_groups(data.test))
-    own = g_train[:, None] == g_train[None, :]  # a training query's own lesion (and itself)
+    # each training image queries the rest of the training split, its own lesion left out
     scores = {
-        pair: float(retrieval_metrics(v @ v.T, y_train, y_train, k, own)["map"].mean())
+        pair: float(_per_query(v, v, y_train, y_train, g_train, g_train, k)["map"].mean())
         for pair, v in train.items()
     }
     chosen = max(pairs, key=lambda pair: scores[pair])  # first of equals, in `pairs` order
-    mask = g_test[:, None] == g_train[None, :]  # never the query's own lesion or patient
-    similarity = test[chosen] @ train[chosen].T
-    per_query = retrieval_metrics(similarity, y_test, y_train, k, mask)
-    chance = np.array([np.mean(y_train[~m] == y) for y, m in zip(y_test, mask, strict=True)])
+    per_query = _per_query(test[chosen], train[chosen], y_test, y_train, g_test, g_train, k)
     n_resamples = min(options.bootstrap, 1000)
     summary = {
         name: interval_record(
@@ -120,11 +107,13 @@ def _evaluate(
         label: float(per_query["map"][y_test == label].mean()) for label in data.classes
         if (y_test == label).any()
     }  # fmt: skip
+    classifier = {r["model"]: r for r in (classification or {}).get("rows", [])}.get(entry.model)
     row = {
         "backbone": entry.backbone,
         "framework": entry.framework,
         "model": entry.model,
         "file": entry.path.name,
+        "k": k,
         "n_queries": len(y_test),
         "n_groups": len(set(g_test)),
         "n_gallery": len(y_train),
@@ -136,15 +125,72 @@ def _evaluate(
             "on": "training split, leave-own-lesion-out",
         },
         **summary,
-        "chance_precision": float(chance.mean()),
+        "chance_precision": float(per_query["chance"].mean()),
         "map_by_class": per_class,
+        "classifier": (
+            {key: classifier[key] for key in ("accuracy", "balanced_accuracy")}
+            if classifier
+            else None
+        ),
     }
-    return row, per_query["neighbours"], similarity
+    return row, _examples(data, per_query, row)
 
 
-def _examples(
-    data: SplitData, neighbours: np.ndarray, similarity: np.ndarray, best: dict[str, Any]
-) -> dict:
+def summarise(evaluated: Sequence[tuple[dict, dict]], data: SplitData | None) -> dict[str, Any]:
+    """The retrieval section of the results from every extractor's `evaluate`."""
+    if not evaluated or data is None:
+        return {"rows": [], "k": K, "examples": None}
+    # the figure's model: the best on the training split (never chosen on the test queries)
+    _, examples = max(evaluated, key=lambda e: e[0]["selection"]["train_map"])
+    rows = sorted(
+        (row for row, _ in evaluated),
+        key=lambda r: (r["backbone"], r["framework"] != "torch", r["framework"]),
+    )
+    return {
+        "rows": rows,
+        "k": rows[0]["k"],
+        "gallery": f"training split ({len(data.train)} images)",
+        "queries": f"test split ({len(data.test)} images)",
+        "group_by": data.group_by,
+        "examples": examples,
+    }
+
+
+def _per_query(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    y_q: np.ndarray,
+    y_g: np.ndarray,
+    g_q: np.ndarray,
+    g_g: np.ndarray,
+    k: int,
+) -> dict[str, np.ndarray]:
+    """Per-query retrieval metrics (and chance, neighbours, their distances), in chunks.
+
+    A query never retrieves a gallery image of its own group (lesion or patient, as the
+    data groups images; an image without a group is its own). Memory: `CHUNK` x gallery.
+    """
+    from evaluation.stats.retrieval import retrieval_metrics
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(queries), CHUNK):
+        stop = start + CHUNK
+        similarity = queries[start:stop] @ gallery.T
+        mask = g_q[start:stop, None] == g_g[None, :]
+        found = retrieval_metrics(similarity, y_q[start:stop], y_g, k, mask)
+        near = found["neighbours"]
+        found["distance"] = np.where(
+            near >= 0, 1.0 - np.take_along_axis(similarity, np.maximum(near, 0), axis=1), np.nan
+        )
+        allowed = ~mask
+        same = allowed & (y_g[None, :] == y_q[start:stop, None])
+        found["chance"] = same.sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
+        for key, value in found.items():
+            parts.setdefault(key, []).append(value)
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def _examples(data: SplitData, per_query: dict, row: dict[str, Any]) -> dict:
     """A few test queries (one per diagnosis first) and their nearest gallery images."""
     picks: list[int] = []
     for label in data.classes:
@@ -154,8 +200,8 @@ def _examples(
     picks += [i for i in range(len(data.test)) if i not in picks]
     picks = picks[:EXAMPLE_QUERIES]
     return {
-        "model": f"{best['backbone']} {best['framework']}",
-        "selection": best["selection"],
+        "model": f"{row['backbone']} {row['framework']}",
+        "selection": row["selection"],
         "synthetic": data.synthetic,
         "queries": [
             {
@@ -165,9 +211,13 @@ def _examples(
                     {
                         "path": str(data.train[j].path),
                         "label": data.train[j].label,
-                        "distance": float(1.0 - similarity[i, j]),
+                        "distance": float(d),
                     }
-                    for j in neighbours[i][:EXAMPLE_NEIGHBOURS]
+                    for j, d in zip(
+                        per_query["neighbours"][i][:EXAMPLE_NEIGHBOURS],
+                        per_query["distance"][i][:EXAMPLE_NEIGHBOURS],
+                        strict=True,
+                    )
                     if j >= 0
                 ],
             }

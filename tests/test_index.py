@@ -198,6 +198,45 @@ def test_an_update_embeds_added_and_changed_files_and_drops_removed_ones(setup, 
     assert third["last_build"] == {"embedded": 0, "kept": 20, "removed": 0, "skipped": 0}
 
 
+def test_a_search_gives_k_hits_and_breaks_ties_by_id(setup, tmp_path, monkeypatch):
+    """Whatever the chunking and the order rows were written in: k hits, exact ties by id."""
+    import evaluation.index as ix
+    from evaluation.engines import EngineOptions
+
+    folder = copy_folder_archive(setup, tmp_path / "photos")
+    first = sorted(folder.iterdir())[0]
+    for name in ("zz.jpg", "aa.jpg", "mm.jpg"):  # three copies of one image: equal distances
+        shutil.copy(first, folder / name)
+    one = EngineOptions(batch_size=1)  # each image alone: copies get bit-identical vectors
+    build(setup["features"], folder, tmp_path / "idx", shard_size=5, engine=one)
+    monkeypatch.setattr(ix, "_CHUNK", 4)  # many chunks: each keeps its own top k
+    index = ix.Index(tmp_path / "idx", prefer_gpu=False)
+    hits = index.query(first, k=3)
+    assert [h.id for h in hits] == sorted(["aa.jpg", "mm.jpg", "zz.jpg", first.name])[:3]
+    assert len(index.query(first, k=5, exclude={"aa.jpg"})) == 5
+    assert all(h.distance >= 0 for h in hits)
+
+
+def test_an_update_refreshes_the_metadata_of_kept_rows(setup, tmp_path):
+    """A lesion id added to the table reaches the kept rows, without embedding again."""
+    from evaluation.archive import read_archive
+    from evaluation.index import Index
+
+    items = read_archive(setup["data"]).items[:4]
+    table = tmp_path / "list.csv"
+    table.write_text("image,label\n" + "".join(f"{i.path},{i.label}\n" for i in items))
+    build(setup["features"], table, tmp_path / "idx")
+    table.write_text(
+        "image,label,lesion_id\n"
+        + "".join(f"{i.path},{i.label},L{n}\n" for n, i in enumerate(items))
+    )
+    second = build(setup["features"], table, tmp_path / "idx")
+    assert second["last_build"]["embedded"] == 0 and second["last_build"]["kept"] == 4
+    index = Index(tmp_path / "idx", prefer_gpu=False)
+    assert sorted(index.meta["lesion_id"]) == ["L0", "L1", "L2", "L3"]
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["last_build"]["kept"] == 4
+
+
 def test_undecodable_images_are_skipped_and_listed(setup, tmp_path):
     folder = copy_folder_archive(setup, tmp_path / "photos")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
