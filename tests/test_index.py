@@ -10,9 +10,8 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import ROOT, assert_one_line_error, run_module
 from PIL import Image
-
-from tests.conftest import ROOT, assert_one_line_error, run_module
 
 K = 5
 

@@ -63,9 +63,12 @@ def test_first_step_loss_and_sgd_update_agree(arch, weights):
         # the step does (learning rate, loss reduction, batch statistics, a missing gradient)
         # is of the order of the update itself; the convolution kernels' float32 gradients
         # differ by CPU: on one CI machine torch's conv1 update differed from Keras's (and
-        # from torch's on another machine) by 3e-3 of its size, the forward pass agreeing.
+        # from torch's on another machine) by 3e-3 of its size, the forward pass agreeing;
+        # on an AMD EPYC (2026-12) the tiny ResNet's layer4.0.conv3 update (a 1x1 grid, so
+        # batch norm over 6 values, which amplifies float32 differences) differed by 2.4e-2,
+        # the same with the code of earlier commits: 5e-2 still catches a wrong step (~1).
         step_t, step_k = a - before, b - before
         scale = max(np.abs(step_t).max(), 1e-12)
-        assert np.abs(step_t - step_k).max() / scale <= 1e-2, key
+        assert np.abs(step_t - step_k).max() / scale <= 5e-2, key
         changed += not np.array_equal(a, before)
     assert changed > len(state) // 2  # the step really moved the weights
