@@ -2,7 +2,8 @@
 
     .tox/test/bin/python benchmarks/retrieval.py [--only embed|search] [--images 10000]
         [--sizes 64,224] [--memory-images 1000] [--engines local,ray] [--ray-workers 2]
-        [--vectors 1e4,1e5,1e6] [--dims 512,2048] [--max-gib 10] [--quick] [--out table.md]
+        [--vectors 1e4,1e5,1e6] [--dims 512,2048] [--max-gib 10] [--quick] [--resume]
+        [--out table.md]
 
 Measured, not asserted (the tests check behaviour; this prints what it costs):
 
@@ -21,7 +22,7 @@ Measured, not asserted (the tests check behaviour; this prints what it costs):
 * **Search** (`--only search`): synthetic unit vectors shaped like embeddings (a
   Gaussian mixture: a shared mean direction, as all-positive pooled ReLU features have,
   plus one of 4096 random centres plus isotropic noise of a per-centre spread, L2-
-  normalised; random pairs have cosine ~0.4, a centre's members ~0.6-0.9) written as a
+  normalised; random pairs have cosine ~0.3-0.45, a centre's members ~0.6-0.9) written as a
   real index folder (`evaluation.index` shards and manifest, with the approximate index
   of `evaluation.index._build_ann`). Queries are 256 fresh draws of the same mixture
   (not archive rows); recall@16 of the approximate index is against their exact
@@ -155,14 +156,28 @@ def load() -> float:
 # -------------------------------------------------------------------------- child processes
 
 
-def run_child(kind: str, spec: dict, log: Path) -> dict:
+RESULTS = WORK / "results"
+REUSED: list[str] = []  # runs whose results `--resume` took from an earlier invocation
+
+
+def run_child(kind: str, spec: dict, name: str, resume: bool = False) -> dict:
     """Run `main(["--child", kind, spec])` in a new process; return its result and costs.
 
-    The child's stderr goes to `log`. Adds `wall_s` (the whole process) and the load
-    average before and after to the child's result.
+    The child's stderr goes to `runs/bench-retrieval/logs/<name>.log`. Adds `wall_s`
+    (the whole process), the load average before and after, and when it ran. A
+    successful result is kept in `runs/bench-retrieval/results/<name>.json`; with
+    `resume`, one kept for the same kind and spec is returned instead of running again
+    (a benchmark killed half way goes on where it stopped).
     """
+    kept = RESULTS / f"{name}.json"
+    if resume and kept.is_file():
+        old = json.loads(kept.read_text())
+        if old.get("kind") == kind and old.get("spec") == spec:
+            REUSED.append(f"{name} ({old['result']['at']})")
+            return old["result"]
+    log = WORK / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    before = load()
+    before, at = load(), dt.datetime.now().astimezone().strftime("%H:%M")
     start = time.perf_counter()
     with open(log, "w") as err:
         proc = subprocess.run(
@@ -178,7 +193,10 @@ def run_child(kind: str, spec: dict, log: Path) -> dict:
     if proc.returncode or not lines:
         tail = log.read_text().strip().splitlines()[-5:]
         return {"error": f"exit {proc.returncode}: " + " | ".join(tail), "wall_s": wall}
-    return {**json.loads(lines[-1][7:]), "wall_s": wall, "load": (before, load())}
+    result = {**json.loads(lines[-1][7:]), "wall_s": wall, "load": (before, load()), "at": at}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps({"kind": kind, "spec": spec, "result": result}) + "\n")
+    return result
 
 
 def peak_rss() -> int:
@@ -401,7 +419,7 @@ def embed_section(args: argparse.Namespace) -> tuple[list[dict], dict]:
                 }  # fmt: skip
                 name = f"embed-{size}px-{count}-{engine}{workers or ''}"
                 print(f"{name} ...", file=sys.stderr, flush=True)
-                result = run_child("embed", spec, WORK / "logs" / f"{name}.log")
+                result = run_child("embed", spec, name, args.resume)
                 runs.append({**spec, "side": side, "kib": kib, **result})
                 print(f"  {_brief(result)}", file=sys.stderr, flush=True)
     extras = {}
@@ -763,12 +781,14 @@ def search_section(args: argparse.Namespace) -> list[dict]:
             spec = {"n": n, "d": d, "folder": str(folder), "seed": 0}
             name = f"search-{n}x{d}"
             print(f"{name} build ...", file=sys.stderr, flush=True)
-            built = run_child("search-build", spec, WORK / "logs" / f"{name}-build.log")
+            queried = RESULTS / f"{name}-query.json"
+            built_here = (folder / "manifest.json").is_file() or queried.is_file()
+            built = run_child("search-build", spec, f"{name}-build", args.resume and built_here)
             print(f"  {_brief(built)}", file=sys.stderr, flush=True)
             row["build"] = built
             if "error" not in built:
                 print(f"{name} query ...", file=sys.stderr, flush=True)
-                row["query"] = run_child("search-query", spec, WORK / "logs" / f"{name}-query.log")
+                row["query"] = run_child("search-query", spec, f"{name}-query", args.resume)
                 print(f"  {_brief(row['query'])}", file=sys.stderr, flush=True)
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -895,6 +915,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke: 500 images, 10^4 vectors")
     parser.add_argument("--keep", action="store_true", help="keep the search index folders")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the results an earlier, interrupted run of the same settings kept",
+    )
     parser.add_argument("--out", default=None, help="also write the tables to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -916,6 +941,11 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(embed_tables(runs, extras))
     if args.only in (None, "search"):
         parts.append(search_tables(search_section(args)))
+    if REUSED:
+        parts.append(
+            f"--resume: {len(REUSED)} run(s) were measured by an earlier invocation (at the "
+            f"time given): {', '.join(REUSED)}."
+        )
     parts.append(
         f"Wall time of the benchmark: {(time.perf_counter() - started) / 60:.1f} min; 1-minute "
         f"load average {load_start:.1f} at the start, {load():.1f} at the end ({os.cpu_count()} "
