@@ -46,12 +46,14 @@ from bridge.core.data.image import (
     crop,
     decode_image,
     decode_image_bytes,
+    jpeg_bytes,
     parse_box,
 )
 from bridge.core.files import sha256_file
 from bridge.core.runtime import SCORER_KINDS, find_models
 from evaluation.index import MANIFEST, SETTINGS, Index
 from evaluation.score import Scorer
+from evaluation.web import NotFound, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +74,6 @@ EXPORT_HINT = (
     "export some with `python -m bridge.export --run runs/demo --kind lpips,dists "
     "--out models/demo` (or --arch ARCH --weights FILE)"
 )
-
-
-class NotFound(LookupError):
-    """A name that is not in the explorer's listing (answered 404)."""
-
-
-class TooLarge(ValueError):
-    """An upload or request above its byte cap (answered 413)."""
 
 
 # ------------------------------------------------------------------ scorers
@@ -459,12 +453,7 @@ def load_indexes(
 
 def thumbnail_jpeg(pixels: np.ndarray, side: int = THUMB_SIDE) -> bytes:
     """An HxWx3 float image in [0, 1] as a JPEG no larger than `side` on its longest side."""
-    data = np.clip(np.rint(np.asarray(pixels) * 255.0), 0, 255).astype(np.uint8)
-    image = Image.fromarray(data)
-    image.thumbnail((side, side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
+    return jpeg_bytes(pixels, side)
 
 
 def _parse_k(value: Any) -> int:

@@ -341,6 +341,24 @@ def crop(image: np.ndarray, box: Box | None) -> np.ndarray:
     return np.ascontiguousarray(image[y : y + h, x : x + w])
 
 
+def jpeg_bytes(pixels: np.ndarray, max_side: int | None = None, quality: int = 85) -> bytes:
+    """An HxWx3 float image in [0, 1] as JPEG bytes, for display only.
+
+    Args:
+        pixels: The image (e.g. a `crop` of a decoded image).
+        max_side: Shrink (Lanczos, aspect kept) so that the longest side is at most
+            this many pixels; None keeps the size.
+        quality: JPEG quality.
+    """
+    data = np.clip(np.rint(np.asarray(pixels) * 255.0), 0, 255).astype(np.uint8)
+    image = Image.fromarray(data)
+    if max_side is not None:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
 # ------------------------------------------------------------------- resizing
 
 
