@@ -299,6 +299,16 @@ def read_rated_cases(
     return data
 
 
+def read_case_folders(cases_dir: str | os.PathLike[str]) -> tuple[RatedCase, ...]:
+    """The case folders of `cases_dir` (no ratings), sorted by id; see `read_rated_cases`.
+
+    Raises:
+        FileNotFoundError: If the folder does not exist.
+        ValueError: On a malformed case folder, or none at all.
+    """
+    return tuple(_scan_cases(Path(cases_dir)).values())
+
+
 def _scan_cases(cases_dir: Path) -> dict[str, RatedCase]:
     """The case folders of `cases_dir` by id, sorted; raise on a malformed one."""
     if not cases_dir.exists():
@@ -531,22 +541,167 @@ def read_region_pairs(
 
 def _pair_image(table: Table, row: Row, columns: dict[str, str], side: str, base: Path) -> Path:
     """The existing file of the row's `image_<side>` cell, relative to `base`."""
-    text = row.get(columns[f"image_{side}"])
-    if not text:
-        raise table.error(f"empty image_{side} cell", row)
-    path = Path(text)
-    path = path if path.is_absolute() else base / path
-    if not path.is_file():
-        raise table.error(f"image_{side} {text!r}: no such file {path}", row)
-    return path
+    return _image_cell(table, row, columns[f"image_{side}"], base)
 
 
 def _pair_box(table: Table, row: Row, columns: dict[str, str], side: str) -> Box | None:
     """The row's `box_<side>` cell; None when empty (the whole image)."""
-    text = row.get(columns[f"box_{side}"])
+    return _box_cell(table, row, columns[f"box_{side}"])
+
+
+def _image_cell(table: Table, row: Row, column: str, base: Path) -> Path:
+    """The existing file the row's `column` cell names, relative to `base`."""
+    text = row.get(column)
+    if not text:
+        raise table.error(f"empty {column} cell", row)
+    path = Path(text)
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise table.error(f"{column} {text!r}: no such file {path}", row)
+    return path
+
+
+def _box_cell(table: Table, row: Row, column: str | None) -> Box | None:
+    """The row's box in `column` (None: no such column); None when empty (the whole image)."""
+    text = row.get(column)
     if not text:
         return None
     try:
         return parse_box(text)
     except ValueError as exc:
-        raise table.error(f"column box_{side}: {exc}", row) from None
+        raise table.error(f"column {column}: {exc}", row) from None
+
+
+# ================================================================ 2AFC triplets
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """A reference and two candidates: "which is more similar to the reference?".
+
+    Attributes:
+        id: The table's `id` cell, else "t<N>" with N the 1-based data row.
+        ref: Reference image; `box_ref` its region (None: the whole image).
+        a: First candidate image; `box_a` its region.
+        b: Second candidate image; `box_b` its region.
+        group: Patient or lesion of the triplet; empty: its own id.
+    """
+
+    id: str
+    ref: Path
+    box_ref: Box | None
+    a: Path
+    box_a: Box | None
+    b: Path
+    box_b: Box | None
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", self.id)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One rater's 2AFC answer: `choice` is "a" or "b", the candidate judged more similar."""
+
+    triplet: str
+    rater: str
+    choice: str
+
+
+@dataclass(frozen=True)
+class TwoAfcSet:
+    """Triplets and the raters' judgements of them.
+
+    Attributes:
+        triplets: In table order, one per distinct triplet.
+        judgements: In table order (none for a triplet table without raters).
+        raters: Rater names in order of first appearance.
+        synthetic: True when the table's folder carries the `SYNTHETIC` marker.
+    """
+
+    triplets: tuple[Triplet, ...]
+    judgements: tuple[Judgement, ...]
+    raters: tuple[str, ...]
+    synthetic: bool = False
+
+
+TRIPLET_COLUMNS = ("ref", "box_ref", "a", "box_a", "b", "box_b")
+CHOICES = ("a", "b")
+
+
+def read_triplets(
+    path: str | os.PathLike[str], image_dir: str | os.PathLike[str] | None = None
+) -> TwoAfcSet:
+    """Read a 2AFC table: triplets, with or without the raters' judgements.
+
+    Columns `ref, a, b` name images (relative paths resolve against `image_dir`,
+    default the table's folder); `box_ref, box_a, box_b` ("x,y,w,h", empty or absent:
+    the whole image), `id` and `group` are optional. A triplet table (to rate) has one
+    row per triplet; a judgement table (`python -m evaluation.rate export` of a 2AFC
+    study) adds `rater` and `choice` ("a" or "b") and has one row per judgement: rows
+    with the same id (or, without ids, the same images and boxes) are one triplet.
+
+    Raises:
+        FileNotFoundError: If the table does not exist.
+        ValueError: On a missing column or image, a malformed box, a choice other than
+            a or b, one id given two different triplets, a rater judging a triplet
+            twice, a triplet row repeated in a table without raters, or no rows.
+    """
+    table = read_table(path)
+    columns = table.require("ref", "a", "b")
+    boxes = {side: table.column(f"box_{side}") for side in ("ref", "a", "b")}
+    id_column, group_column = table.column("id"), table.column(GROUP_COLUMN)
+    rater_column, choice_column = table.column("rater"), table.column("choice")
+    if (rater_column is None) != (choice_column is None):
+        raise table.error("a judgement table needs both rater and choice columns")
+    base = Path(image_dir) if image_dir is not None else table.path.parent
+    triplets: dict[str, Triplet] = {}
+    by_content: dict[tuple, str] = {}
+    judged: dict[tuple[str, str], Row] = {}
+    judgements = []
+    for row in table.rows:
+        sides = {}
+        for side in ("ref", "a", "b"):
+            sides[side] = _image_cell(table, row, columns[side], base)
+            sides[f"box_{side}"] = _box_cell(table, row, boxes[side])
+        content = tuple(sides.values())
+        given = row.get(id_column)
+        triplet_id = given or by_content.get(content) or f"t{row.number}"
+        triplet = Triplet(triplet_id, **sides, group=row.get(group_column))
+        known = triplets.get(triplet_id)
+        if known is not None and known != triplet:
+            raise table.error(f"id {triplet_id!r} names two different triplets", row)
+        if known is not None and rater_column is None:
+            raise table.error(f"triplet {triplet_id!r} appears twice", row)
+        triplets.setdefault(triplet_id, triplet)
+        by_content.setdefault(content, triplet_id)
+        if rater_column is None:
+            continue
+        rater, choice = row.get(rater_column), row.get(choice_column).lower()
+        if not rater:
+            raise table.error("empty rater cell", row)
+        if choice not in CHOICES:
+            raise table.error(f"choice {row.get(choice_column)!r}: expected a or b", row)
+        if (triplet_id, rater) in judged:
+            raise table.error(
+                f"rater {rater!r} judged triplet {triplet_id!r} twice (first at "
+                f"{judged[triplet_id, rater].where})",
+                row,
+            )
+        judged[triplet_id, rater] = row
+        judgements.append(Judgement(triplet_id, rater, choice))
+    if not triplets:
+        raise ValueError(f"{table.path}: no triplets (the table has a header but no rows)")
+    data = TwoAfcSet(
+        triplets=tuple(triplets.values()),
+        judgements=tuple(judgements),
+        raters=tuple(dict.fromkeys(j.rater for j in judgements)),
+        synthetic=is_synthetic(table.path.parent),
+    )
+    log.info(
+        "2AFC: %d triplets, %d raters, %d judgements from %s",
+        len(data.triplets), len(data.raters), len(data.judgements), table.path,
+    )  # fmt: skip
+    return data
