@@ -25,7 +25,9 @@ each in its own module:
    bootstrap CIs over cases), per rater, inter-rater ICC(2,1) and Krippendorff's alpha,
    the leave-one-rater-out ceiling, paired bootstrap differences to the best metric, and
    the layer choice made inside cross-validation, reported on held-out folds
-   (`evaluation.agreement`); scikit-learn baselines (`evaluation.learned`) and the
+   (`evaluation.agreement`); with `--2afc`, each metric's 2AFC agreement with the
+   raters' judgements of triplets, beside the raters' own (`evaluation.two_afc`);
+   scikit-learn baselines (`evaluation.learned`) and the
    held-out results of metrics fitted to ratings (`evaluation.fitted`);
    steps 2 and 3-4 share nothing and run side by side (two threads);
 5. the torch vs Keras table per backbone (`evaluation.frameworks`);
@@ -62,6 +64,7 @@ from evaluation.options import DEFAULT_MODELS, RULES, Options
 from evaluation.report import INPUT_RULES, write_report
 from evaluation.retrieval import evaluate as retrieval_of
 from evaluation.retrieval import summarise
+from evaluation.two_afc import load_triplets, two_afc_agreement
 
 __all__ = ["Options", "compare", "main"]
 
@@ -87,6 +90,7 @@ def compare(options: Options) -> Path:
     )
     if not items.ratings:
         raise ValueError(f"{items.source}: no ratings to compare with")
+    triplets = load_triplets(options.two_afc, options.images) if options.two_afc else None
     data = split_data(entries, options.data, options.splits)
     if data is None and any(e.kind == "classifier" for e in entries):
         problems.append("classification: no data or splits found (no training run, no --splits)")
@@ -98,11 +102,18 @@ def compare(options: Options) -> Path:
         scores = score_items(entries, items, options)
         agree = agreement(scores, items, options)
         rating = rating_baselines(scores, items, agree, options)
+        afc = None
+        if triplets is not None:
+            afc_items, afc_data = triplets
+            afc_scores = score_items(entries, afc_items, options)
+            afc = two_afc_agreement(afc_scores, afc_items, afc_data, options)
         cls, classification_rows, found = image_side.result()
     learned = {"classification": classification_rows, "rating": rating}
     results = {
         "name": options.name,
-        "synthetic": items.synthetic or any(e.manifest.get("synthetic") for e in entries),
+        "synthetic": items.synthetic
+        or bool(afc and afc["synthetic"])
+        or any(e.manifest.get("synthetic") for e in entries),
         "rated": {
             "source": items.source,
             "n_items": len(items.ids),
@@ -113,6 +124,7 @@ def compare(options: Options) -> Path:
         "classification": cls,
         "retrieval": found,
         "agreement": agree,
+        "two_afc": afc,
         "learned": learned,
         "fitted": fitted_metrics(options.models),
         "frameworks": frameworks(entries, cls, scores, agree),
@@ -219,7 +231,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rated", default=None, help="case folders CASE001/0.jpg, 1.jpg, ...")
     parser.add_argument("--ratings", default=None, help="ratings table (.csv or .xlsx)")
     parser.add_argument("--pairs", default=None, help="region-pair table instead of cases")
-    parser.add_argument("--images", default=None, help="folder relative --pairs paths refer to")
+    parser.add_argument(
+        "--images", default=None, help="folder relative --pairs / --2afc paths refer to"
+    )
+    parser.add_argument(
+        "--2afc",
+        dest="two_afc",
+        default=None,
+        help="2AFC judgement table (python -m evaluation.rate export of a 2afc study): "
+        "adds each metric's 2AFC agreement",
+    )
     parser.add_argument("--data", default=None, help="TOML config naming the classification data")
     parser.add_argument("--splits", default=None, help="splits file (default: the runs')")
     parser.add_argument("--raters", default="", help="comma-separated raters (default: all)")
@@ -260,6 +281,7 @@ def _options(args: argparse.Namespace) -> Options:
         rule=args.rule, fit=args.fit, bootstrap=args.bootstrap, folds=args.folds,
         seed=args.seed, prefer_gpu=not args.cpu, strict=args.strict,
         with_images=args.with_images,
+        two_afc=Path(args.two_afc) if args.two_afc else None,
     )  # fmt: skip
 
 

@@ -36,6 +36,7 @@ class Options:
         seed: Seed of bootstraps, folds and the noise baseline.
         prefer_gpu: Try the CUDA provider.
         strict: Stop at a model that cannot be used instead of leaving it out.
+        two_afc: A 2AFC judgement table (triplets and the raters' choices), or None.
         with_images: Embed crops of rated cases in the report even when the data is
             not marked synthetic (patient images stay out by default).
     """
@@ -58,3 +59,4 @@ class Options:
     prefer_gpu: bool = True
     strict: bool = False
     with_images: bool = False
+    two_afc: Path | None = None

@@ -508,3 +508,211 @@ def test_kill_9_loses_no_confirmed_answer_and_raters_resume(data, tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+# ------------------------------------------------------------------ 2AFC statistics
+
+
+def test_two_afc_scores_equal_a_count_over_judgements():
+    from evaluation.two_afc import metric_agreement, rater_agreement
+
+    rng = np.random.default_rng(0)
+    n = rng.integers(1, 6, size=40).astype(float)
+    chose_a = np.array([rng.integers(0, k + 1) for k in n], float)
+    distances = rng.random((40, 2))
+    distances[:5, 1] = distances[:5, 0]  # ties
+    agree = metric_agreement(distances, n, chose_a)
+    for t in range(40):
+        choices = ["a"] * int(chose_a[t]) + ["b"] * int(n[t] - chose_a[t])
+        d_a, d_b = distances[t]
+        prefers = "a" if d_a < d_b else "b" if d_b < d_a else None
+        expected = sum(0.5 if prefers is None else c == prefers for c in choices)
+        assert agree[t] == pytest.approx(expected)
+        others = [
+            np.mean([o == c for k, o in enumerate(choices) if k != j])
+            for j, c in enumerate(choices)
+        ] if len(choices) >= 2 else []  # fmt: skip
+        assert rater_agreement(n, chose_a)[t] == pytest.approx(sum(others))
+
+
+# ------------------------------------------------------------------ browser
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    """One tiny VGG16 LPIPS scorer (torch origin): enough for a comparison run."""
+    from bridge.core.weights import random_state_dict, write_state_dict
+    from bridge.export import export as export_model
+    from bridge.export import source_from_weights
+
+    root = tmp_path_factory.mktemp("rate-models")
+    weights = write_state_dict(random_state_dict("vgg16_tiny", 4, seed=3), root / "w.safetensors")
+    export_model(source_from_weights("vgg16_tiny", weights), "lpips", "torch", root / "models")
+    return root / "models"
+
+
+SCREENSHOT = ROOT / "docs" / "rating-studio.png"
+
+
+def _save_screenshot(page, tmp_path):
+    """Always take the screenshot; write docs/rating-studio.png when asked to."""
+    from PIL import Image
+
+    raw = tmp_path / "rating.png"
+    page.screenshot(path=str(raw), full_page=True)
+    assert raw.stat().st_size > 0
+    if os.environ.get("DERMSIM_UPDATE_SCREENSHOTS") == "1":
+        image = Image.open(raw).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
+        image.save(SCREENSHOT, optimize=True)
+
+
+def test_two_raters_and_a_2afc_study_in_a_real_browser(data, scorer, tmp_path):
+    from test_explore import CHROMIUM, CHROMIUM_ARGS, _browser
+
+    sync_playwright = _browser()
+    hospital, h_tokens = new_study(data, tmp_path / "h", repeat=0.34)
+    afc, a_tokens = new_study(data, tmp_path / "a", design="2afc")
+    rng = np.random.default_rng(5)
+    entered: dict[tuple[str, int], dict] = {}
+    with serving(hospital) as h_server, serving(afc) as a_server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        problems = []
+
+        def open_page(server, token):
+            context = browser.new_context(viewport={"width": 1100, "height": 800})
+            page = context.new_page()
+            page.on("pageerror", lambda err: problems.append(str(err)))
+            page.on("request", lambda r: r.url.startswith(server.url) or problems.append(r.url))
+            page.goto(server.link(token))
+            page.wait_for_selector("body[data-ready='true']")
+            assert "/start/" not in page.url  # sent on to a URL without the token
+            return context, page
+
+        def at(page, position):
+            page.wait_for_selector(f"body[data-position='{position}']")
+
+        # rater A, keyboard only: 1-4 scores colour then texture; saved, then the next screen
+        context, page = open_page(h_server, h_tokens.tokens["A"])
+        total = hospital.progress("A")["total"]
+        assert page.inner_text("[data-testid=progress]") == f"0 / {total} answered"
+        for position in range(total):
+            at(page, position)
+            color, texture = (int(v) for v in rng.integers(1, 5, size=2))
+            entered["A", position] = {"color": color, "texture": texture}
+            if position == 2:
+                _save_screenshot(page, tmp_path)
+            page.keyboard.press(str(color))
+            page.keyboard.press(str(texture))
+        page.wait_for_selector("[data-testid=done]:not([hidden])")
+        # back to the last screen with the arrow key, change the texture
+        page.click("#review")
+        at(page, 0)
+        for position in range(1, total):
+            page.keyboard.press("ArrowRight")
+            at(page, position)
+        last = entered["A", total - 1]
+        assert page.locator(".scale[data-aspect=color] button.selected").inner_text() == str(
+            last["color"]
+        )
+        page.keyboard.press("t")
+        new_texture = 1 + last["texture"] % 4
+        page.keyboard.press(str(new_texture))
+        page.wait_for_selector("[data-testid=save-state].saved")
+        entered["A", total - 1] = {**last, "texture": new_texture}
+        context.close()
+
+        # rater B, mouse: half the screens, an answer the network loses, then a new browser
+        context, page = open_page(h_server, h_tokens.tokens["B"])
+        half = total // 2
+        for position in range(half):
+            at(page, position)
+            color, texture = (int(v) for v in rng.integers(1, 5, size=2))
+            if position == 1:  # the answer does not reach the server: the page says so, stays
+                page.route("**/api/answer", lambda route: route.abort())
+                page.click(f".scale[data-aspect=color] button[data-value='{color}']")
+                page.click(f".scale[data-aspect=texture] button[data-value='{texture}']")
+                page.wait_for_selector("[data-testid=not-saved]:not([hidden])")
+                assert page.inner_text("[data-testid=save-state]") == "not saved"
+                assert page.get_attribute("body", "data-position") == "1"
+                assert hospital.progress("B")["answered"] == 1
+                page.unroute("**/api/answer")
+                page.click("#retry")
+            else:
+                page.click(f".scale[data-aspect=color] button[data-value='{color}']")
+                page.click(f".scale[data-aspect=texture] button[data-value='{texture}']")
+            entered["B", position] = {"color": color, "texture": texture}
+        at(page, half)
+        context.close()
+        context, page = open_page(h_server, h_tokens.tokens["B"])  # another browser: resumes
+        at(page, half)
+        assert page.inner_text("[data-testid=progress]") == f"{half} / {total} answered"
+        for position in range(half, total):
+            at(page, position)
+            color, texture = (int(v) for v in rng.integers(1, 5, size=2))
+            entered["B", position] = {"color": color, "texture": texture}
+            page.keyboard.press(str(color))
+            page.keyboard.press(str(texture))
+        page.wait_for_selector("[data-testid=done]:not([hidden])")
+        context.close()
+
+        # the owner's page shows both raters done
+        context, page = open_page(h_server, h_tokens.owner_token)
+        assert page.url.endswith("/owner")
+        page.wait_for_selector("#status:not([hidden])")
+        assert page.inner_text("[data-testid=raters]").count(f"{total} / {total}") == 2
+        context.close()
+
+        # a 2AFC study: A with keys, B clicking the images
+        chosen: dict[tuple[str, int], str] = {}
+        for rater in ("A", "B"):
+            context, page = open_page(a_server, a_tokens.tokens[rater])
+            for position in range(afc.progress(rater)["total"]):
+                at(page, position)
+                side = ["left", "right"][int(rng.integers(2))]
+                chosen[rater, position] = side
+                if rater == "A":
+                    page.keyboard.press("1" if side == "left" else "2")
+                else:
+                    page.click(f"figure.candidate[data-image={side}] img")
+            page.wait_for_selector("[data-testid=done]:not([hidden])")
+            context.close()
+        browser.close()
+    assert not problems, problems
+
+    # the database holds exactly what was entered
+    stored = {(a["rater"], a["position"]): {"color": a["color"], "texture": a["texture"]}
+              for a in hospital.answers()}  # fmt: skip
+    assert stored == entered
+    # export both, run the comparison on them, and check its inter-rater numbers
+    ratings, judgements = tmp_path / "ratings.csv", tmp_path / "judgements.csv"
+    export(hospital, ratings)
+    export(afc, judgements)
+    report = tmp_path / "report"
+    result = run_module(
+        "evaluation.compare", "--models", str(scorer), "--rated", str(data["cases"]),
+        "--ratings", str(ratings), "--2afc", str(judgements), "--out", str(report),
+        "--bootstrap", "200", "--folds", "2", "--cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((report / "results.json").read_text())
+    keys = [it.key for it in hospital.items()]
+    for aspect in ("color", "texture"):
+        table = np.full((len(keys), 2), np.nan)
+        for (rater, position), values in entered.items():
+            _, item, again, _ = hospital._slots(rater)[position]
+            if not again:
+                table[item, "AB".index(rater)] = values[aspect]
+        raters = results["agreement"]["aspects"][aspect]["raters"]
+        assert raters["icc_2_1"] == pytest.approx(stats.icc_2_1(table), abs=1e-12)
+        alpha = stats.krippendorff_alpha(table, "interval")
+        assert raters["krippendorff_alpha_interval"] == pytest.approx(alpha, abs=1e-12)
+    afc_result = results["two_afc"]
+    assert afc_result["n_judgements"] == 12 and afc_result["raters"] == ["A", "B"]
+    choices = {}  # each triplet judged by both raters: the ceiling is how often they agree
+    for (rater, position), side in chosen.items():
+        _, item, _, swap = afc._slots(rater)[position]
+        choices.setdefault(item, []).append("a" if (side == "left") != swap else "b")
+    same = np.mean([c[0] == c[1] for c in choices.values()])
+    assert afc_result["ceiling"]["estimate"] == pytest.approx(same)
+    assert "2AFC agreement" in (report / "report.md").read_text()
+    assert (report / "two_afc.csv").read_text().count("\n") == 1 + len(afc_result["rows"])

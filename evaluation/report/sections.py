@@ -4,7 +4,8 @@ A `Section` is a title, a line of explanation, a header and rows of formatted ce
 (`evaluation.formatting`); `evaluation.report.pages` renders the list `sections`
 returns as Markdown and as HTML, in this order: the headline, torch vs Keras,
 classification, agreement per aspect, per rater, inter-rater agreement, the layer
-choice, classification baselines, metrics fitted to ratings, rating prediction.
+choice, 2AFC agreement (with `--2afc`), classification baselines, metrics fitted to
+ratings, rating prediction.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def sections(results: dict[str, Any]) -> list[Section]:
     out += [_agreement(aspect, a) for aspect, a in aspects.items()]
     out += [_per_rater(aspect, a, results["rated"]["raters"]) for aspect, a in aspects.items()]
     out += [_inter_rater(aspects), _layer_choice(aspects)]
+    out += [_two_afc(results.get("two_afc"))]
     learned = results.get("learned") or {}
     out += [_classification_baselines(learned, results["classification"])]
     out += [_fitted_metrics(results.get("fitted") or [])]
@@ -188,6 +190,34 @@ def _retrieval(found: dict[str, Any]) -> Section | None:
           num(r["chance_precision"], 2),
           ci((r.get("classifier") or {}).get("accuracy"), 2)]
          for r in found["rows"]],
+    )  # fmt: skip
+
+
+def _two_afc(afc: dict[str, Any] | None) -> Section | None:
+    if not afc:
+        return None
+    ceiling = afc["ceiling"]
+    text = (
+        f"{afc['n_judgements']} judgements of {afc['n_triplets']} triplets by "
+        f"{len(afc['raters'])} raters ({afc['source']}). 2AFC: the fraction of judgements "
+        "where the metric prefers the candidate the rater chose (a tie counts half); 95% "
+        f"bootstrap CIs over triplets ({afc['n_groups']} groups). "
+    )
+    if ceiling:
+        text += (
+            f"Raters' own agreement (each judgement against the other raters' of the same "
+            f"triplet, {afc['n_triplets_ceiling']} triplets judged twice or more): "
+            f"{ci(ceiling, 3)}; the last column is the metric on those same triplets."
+        )
+    else:
+        text += "No triplet was judged by two raters: no ceiling."
+    return Section(
+        "2AFC agreement with the raters' choices",
+        text,
+        ["metric", "family", "2AFC", "judgements", "on the ceiling's triplets"],
+        [[r["metric"], r["family"], ci(r["score"], 3), str(r["n_judgements"]),
+          num(r["score_where_ceiling"], 3)]
+         for r in afc["rows"]],
     )  # fmt: skip
 
 

@@ -2,7 +2,8 @@
 
 Every table is (header, rows) of plain values (an empty cell where a value is
 missing): classification, torch vs Keras predictions, agreement, per rater SRCC,
-layers, inter-rater agreement, the framework table, classification baselines, fitted
+layers, inter-rater agreement, 2AFC agreement (header only without `--2afc`), the
+framework table, classification baselines, fitted
 metrics, rating prediction and every item's scores.
 """
 
@@ -36,6 +37,7 @@ def write_tables(results: dict[str, Any], scores: Scores, items: RatedItems, fol
         "per_rater_srcc": _per_rater(aspects, results["rated"]["raters"]),
         "layers": _layers(aspects),
         "inter_rater": _inter_rater(aspects),
+        "two_afc": _two_afc(results.get("two_afc")),
         "frameworks": _frameworks(results["frameworks"]),
         "classification_baselines": _classification_baselines(learned),
         "fitted_metrics": _fitted_metrics(results.get("fitted") or []),
@@ -95,6 +97,21 @@ def _retrieval(found: dict[str, Any]) -> Table:
             + [r["map_by_class"].get(c) for c in classes]
         )  # fmt: skip
     return header, out
+
+
+def _two_afc(afc: dict[str, Any] | None) -> Table:
+    header = ["metric", "family", "backbone", "framework", "n_judgements", "n_triplets"]
+    header += [f"two_afc{s}" for s in _BOUNDS] + ["two_afc_on_ceiling_triplets"]
+    header += [f"ceiling{s}" for s in _BOUNDS]
+    if not afc:
+        return header, []
+    ceiling = _flat(afc["ceiling"])
+    rows = [
+        [r["metric"], r["family"], r["backbone"], r["framework"], r["n_judgements"],
+         r["n_triplets"], *_flat(r["score"]), r["score_where_ceiling"], *ceiling]
+        for r in afc["rows"]
+    ]  # fmt: skip
+    return header, rows
 
 
 def _torch_vs_keras(cls: dict[str, Any]) -> Table:

@@ -106,11 +106,12 @@ async function save(answer) {
   state.pending = answer;
   $("failure").hidden = true;
   setSaveState("saving…", "");
+  const position = state.position;
   try {
-    const progress = await api("/api/answer", { position: state.position, ...answer });
+    const progress = await api("/api/answer", { position, ...answer });
     state.pending = null;
     showProgress(progress);
-    setSaveState("saved ✓", "saved");
+    setSaveState("screen " + (position + 1) + " saved ✓", "saved");
     if (state.position + 1 < state.me.total) {
       await load(state.position + 1);
     } else if (progress.next === null) {
