@@ -233,12 +233,17 @@ def status_text(report: dict[str, Any]) -> str:
             f"{r['repeats_answered']:>9}  {r['last_saved'] or '-'}"
         )
     lines += ["", "agreement among raters (first answers):"]
+    reasons: dict[str, None] = {}
     for aspect, values in report["agreement"].items():
-        shown = ", ".join(
-            f"{name} {_number(v)}" for name, v in values.items() if isinstance(v, dict)
-        )
+        shown = []
+        for name, value in values.items():
+            if isinstance(value, dict):
+                shown.append(f"{_LABELS.get(name, name)} {_number(value)}")
+                if value["value"] is None:
+                    reasons.setdefault(value["why"], None)
         count = next(v for k, v in values.items() if k.startswith("n_"))
-        lines.append(f"  {aspect}: {shown} (items rated by all: {count})")
+        lines.append(f"  {aspect:<8} " + "   ".join(shown) + f"   (items rated by all: {count})")
+    lines += [f"  n/a: {why}" for why in reasons]
     lines += ["", "test-retest (repeated items):"]
     for rater, values in report["retest"].items():
         if not values["n"]:
@@ -258,5 +263,14 @@ def status_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_LABELS = {
+    "icc_2_1": "ICC(2,1)",
+    "krippendorff_alpha_interval": "alpha (interval)",
+    "krippendorff_alpha_ordinal": "alpha (ordinal)",
+    "krippendorff_alpha_nominal": "alpha (nominal)",
+    "pairwise_agreement": "pairwise agreement",
+}  # fmt: skip
+
+
 def _number(value: dict[str, Any]) -> str:
-    return f"{value['value']:.3f}" if value["value"] is not None else f"n/a ({value['why']})"
+    return f"{value['value']:.3f}" if value["value"] is not None else "n/a"

@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -385,7 +386,8 @@ def test_hospital_export_reads_back_with_retest_and_status(data, tmp_path):
     text = run_module(
         "evaluation.rate", "status", "--study", "s", "--root", str(tmp_path / "studies")
     )
-    assert text.returncode == 0 and "icc_2_1" in text.stdout and "2 repeats" in text.stdout
+    assert text.returncode == 0 and "2 repeats" in text.stdout, text.stderr
+    assert re.search(r"color +ICC\(2,1\) -?\d\.\d{3} ", text.stdout), text.stdout
 
 
 def test_pairs_and_2afc_exports_are_what_the_readers_read(data, tmp_path):
@@ -716,3 +718,24 @@ def test_two_raters_and_a_2afc_study_in_a_real_browser(data, scorer, tmp_path):
     assert afc_result["ceiling"]["estimate"] == pytest.approx(same)
     assert "2AFC agreement" in (report / "report.md").read_text()
     assert (report / "two_afc.csv").read_text().count("\n") == 1 + len(afc_result["rows"])
+
+
+@pytest.mark.parametrize(
+    ("rows", "fragment"),
+    [
+        ("ref,a,b,rater,choice\n{0},{1},{2},A,c\n", "line 2: choice 'c': expected a or b"),
+        ("ref,a,b,rater,choice\n{0},{1},{2},A,a\n{0},{1},{2},A,b\n", "judged triplet 't1' twice"),
+        ("id,ref,a,b\nx,{0},{1},{2}\nx,{0},{2},{1}\n", "id 'x' names two different triplets"),
+        ("ref,a,b\n{0},{1},{2}\n{0},{1},{2}\n", "triplet 't1' appears twice"),
+        ("ref,a,b,rater\n{0},{1},{2},A\n", "needs both rater and choice columns"),
+        ('ref,a,box_a,b\n{0},{1},"1,2",{2}\n', "column box_a"),
+        ("ref,a\n{0},{1}\n", "b"),
+    ],
+)
+def test_triplet_tables_bad_input(data, tmp_path, rows, fragment):
+    images = [data["cases"] / data["ids"][0] / f"{i}.jpg" for i in (0, 1, 2)]
+    table = tmp_path / "t.csv"
+    table.write_text(rows.format(*images))
+    with pytest.raises(ValueError, match=re.escape(fragment)) as err:
+        rating_data.read_triplets(table)
+    assert str(table) in str(err.value) and "\n" not in str(err.value)
