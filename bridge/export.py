@@ -41,10 +41,12 @@ from bridge.core.files import atomic_path, sha256_file
 from bridge.core.graphs import GraphSpec
 from bridge.core.metrics import Heads, reference_heads, uniform_heads
 from bridge.core.runtime import (
+    EXPORT_KINDS,
     KINDS,
     MANIFEST_FORMAT,
-    SCORER_KINDS,
+    is_masked,
     manifest_path,
+    metric_of,
     model_filename,
 )
 from bridge.core.spec import FRAMEWORKS, ArchSpec, InputContract, get_arch
@@ -179,7 +181,8 @@ def default_heads(kind: str, spec: ArchSpec, choice: str | None) -> Heads | None
     """
     from bridge.core.metrics import is_fitted_heads, read_fitted_heads
 
-    if kind not in SCORER_KINDS:
+    kind = metric_of(kind)  # a masked scorer has its metric's heads
+    if kind is None:
         return None
     if choice is None and spec.name == "vgg16":
         try:
@@ -209,8 +212,11 @@ def export(
         ValueError: Unknown kind / origin, or the export disagrees with the native
             model beyond tolerance (nothing is written then).
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)} or all")
+    if kind not in EXPORT_KINDS:
+        raise ValueError(
+            f"unknown kind {kind!r}; expected one of {', '.join(EXPORT_KINDS)}, or all "
+            f"({', '.join(KINDS)})"
+        )
     if origin not in FRAMEWORKS:
         raise ValueError(f"unknown origin {origin!r}; expected torch or keras")
     chosen = default_heads(kind, source.spec, heads)
@@ -226,7 +232,7 @@ def export(
         native = exporter.export(graph, tmp, OPSET, dynamic=dynamic_size(source.spec, kind))
         _name_dynamic_axes(tmp, dynamic_size(source.spec, kind))
         error, bound = _parity(tmp, native, probes, kind)
-        shared = _shared_reference_works(tmp, probes[-1]) if kind in SCORER_KINDS else False
+        shared = _shared_reference_works(tmp, probes[-1]) if metric_of(kind) else False
         if error > bound:
             raise ValueError(
                 f"{path.name}: ONNX differs from the native {origin} model by {error:.2e} "
@@ -292,8 +298,9 @@ def _parity(onnx_file: Path, native, probes, kind: str) -> tuple[float, float]:
     names = [i.name for i in session.get_inputs()]
     worst, bound = 0.0, SCORE_BOUND
     rng = np.random.default_rng(0)
+    channels = [i.shape[1] for i in session.get_inputs()]
     for n, h, w in probes:
-        inputs = [rng.uniform(0, 1, (n, 3, h, w)).astype(np.float32) for _ in names]
+        inputs = [rng.uniform(0, 1, (n, c, h, w)).astype(np.float32) for c in channels]
         outputs = [o.name for o in session.get_outputs()]
         got = session.run(outputs, dict(zip(names, inputs, strict=True)))
         expected = native(*inputs)
@@ -304,9 +311,9 @@ def _parity(onnx_file: Path, native, probes, kind: str) -> tuple[float, float]:
             if g.shape != e.shape:
                 raise ValueError(f"{onnx_file.name}: output shape {g.shape} != native {e.shape}")
             err = float(np.abs(g - e).max())
-            if kind not in SCORER_KINDS:
+            if not metric_of(kind):
                 bound = FEATURE_BOUND
-            if kind in SCORER_KINDS and name == "distance":
+            if metric_of(kind) and name == "distance":
                 worst = max(worst, err)
             else:  # relative to scale
                 worst = max(worst, err / max(1.0, float(np.abs(e).max())))
@@ -330,11 +337,18 @@ def _shared_reference_works(onnx_file: Path, probe: tuple[int, int, int]) -> boo
     rng = np.random.default_rng(1)
     ref = rng.uniform(0, 1, (1, 3, h, w)).astype(np.float32)
     others = rng.uniform(0, 1, (3, 3, h, w)).astype(np.float32)
+    masks = {}
+    if "mask_a" in (i.name for i in session.get_inputs()):
+        masks = {"mask_a": rng.uniform(0, 1, (1, 1, h, w)).astype(np.float32),
+                 "mask_b": rng.uniform(0, 1, (3, 1, h, w)).astype(np.float32)}  # fmt: skip
     try:
-        shared = session.run(outputs, {"image_a": ref, "image_b": others})
+        shared = session.run(outputs, {"image_a": ref, "image_b": others, **masks})
     except Exception:  # onnxruntime's own failure types
         return False
-    pairs = session.run(outputs, {"image_a": np.repeat(ref, 3, axis=0), "image_b": others})
+    repeated = {k: np.repeat(v, 3, axis=0) if k.endswith("_a") else v for k, v in masks.items()}
+    pairs = session.run(
+        outputs, {"image_a": np.repeat(ref, 3, axis=0), "image_b": others, **repeated}
+    )
     for name, s, p in zip(outputs, shared, pairs, strict=True):
         scale = 1.0 if name == "distance" else max(1.0, float(np.abs(p).max()))
         if s.shape != p.shape or float(np.abs(s - p).max()) > SCORE_BOUND * scale:
@@ -355,11 +369,11 @@ def _name_dynamic_axes(onnx_file: Path, dynamic: bool) -> None:
     import onnx
 
     model = onnx.load(str(onnx_file))
-    scorer = len(model.graph.input) == 2
+    scorer = len(model.graph.input) >= 2
     del model.graph.value_info[:]
-    for k, value in enumerate(model.graph.input):
+    for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
-        batch = ("batch_a", "batch_b")[k] if scorer else "batch"
+        batch = f"batch_{value.name[-1]}" if scorer else "batch"
         for i, label in ((0, batch), (2, "height"), (3, "width")) if dynamic else ((0, batch),):
             dims[i].dim_param = label
     for value in model.graph.output:
@@ -397,15 +411,16 @@ def _manifest(source, kind, origin, path, heads, error, bound, probes) -> dict:
         tools.update(tensorflow=tf.__version__, tf2onnx=tf2onnx.__version__)
     contract = source.contract.to_dict()
     inside = "mean / std above, inside the graph"
-    if kind == "lpips" and source.spec.family == "vgg":
+    if metric_of(kind) == "lpips" and source.spec.family == "vgg":
         inside = "lpips scaling inside the graph: (2x - 1 - shift) / scale"
-    elif kind == "dists":
+    elif metric_of(kind) == "dists":
         inside = "stage 0 raw; mean / std above applied inside the graph after it"
     contract.update(layout="NCHW", dtype="float32", normalization=inside)
     return {
         "format": MANIFEST_FORMAT,
         "kind": kind,
-        "metric": kind if kind in SCORER_KINDS else None,
+        "metric": metric_of(kind),
+        "masked": is_masked(kind),
         "backbone": source.spec.name,
         "num_classes": source.num_classes if kind == "classifier" else None,
         "taps": list(source.spec.tap_names) if kind == "features" else None,
@@ -431,7 +446,7 @@ def _manifest(source, kind, origin, path, heads, error, bound, probes) -> dict:
             "measure": {
                 "lpips": "absolute on distance, relative to max(1, max |native|) on distance_map",
                 "dists": "absolute",
-            }.get(kind, "relative to max(1, max |native|)"),
+            }.get(metric_of(kind) or kind, "relative to max(1, max |native|)"),
             "probes": [list(p) for p in probes],
             "native": origin,
         },
@@ -464,7 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--image-size", type=int, default=None, help="ViT input size (default: native)"
     )
-    parser.add_argument("--kind", default="all", help="classifier, features, lpips, dists or all")
+    parser.add_argument(
+        "--kind",
+        default="all",
+        help="comma-separated: classifier, features, lpips, dists, lpips_masked, dists_masked; "
+        "all: the first four (masked scorers are asked for by name)",
+    )
     parser.add_argument(
         "--origin",
         default="both",

@@ -28,10 +28,15 @@ from bridge.core.data.image import (
     RecentImages,
     box_text,
     crop,
+    fit,
     model_input,
     parse_box,
 )
+from bridge.core.data.masks import RegionMask, fill_outside
 from bridge.core.runtime import Model, open_model
+
+Region = Box | str | RegionMask | None
+"""Where to look in an image: a box (or its "x,y,w,h" text), a mask, or None (all of it)."""
 
 MIN_SIDE = 32
 """Smallest input side: five 2x poolings (VGG) / the ResNet stem need at least this."""
@@ -141,6 +146,71 @@ class ImageModel:
             )
         return region
 
+    def masked_region(
+        self, image: str | os.PathLike | np.ndarray, where: Region, fill: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """A region and its mask, unfitted: (H, W, 3) and (H, W), or no mask for a box.
+
+        A `RegionMask` crops the image to its bounding box and comes along cropped alike;
+        with `fill`, pixels outside it take the region's mean colour (`fill_outside`).
+
+        Raises:
+            ValueError: As `region`, or on a mask of another size than its image.
+        """
+        if not isinstance(where, RegionMask):
+            return self.region(image, where), None
+        pixels = image if isinstance(image, np.ndarray) else self._recent.get(image)
+        where.check_image(
+            np.shape(pixels), str(image) if not isinstance(image, np.ndarray) else "the image"
+        )
+        region = self.region(pixels, where.box)
+        mask = where.crop()
+        return (fill_outside(region, mask) if fill else region), mask
+
+    def fitted_mask(self, mask: np.ndarray, source: str = "a mask") -> np.ndarray:
+        """A cropped mask through the same fit as its region: (1, S, S) float32 in [0, 1].
+
+        Raises:
+            ValueError: If nothing of the mask is left after the fit (a centre crop can
+                cut a thin lesion out).
+        """
+        out = np.clip(fit(mask[:, :, None], self.size, self.policy, self.interpolation), 0, 1)
+        if not out.any():
+            raise ValueError(
+                f"{source}: nothing of the mask is left after fitting to {self.size} px "
+                f"({self.policy}); try --policy pad"
+            )
+        return out.transpose(2, 0, 1).astype(np.float32)
+
+    def prepare_masked_group(
+        self, items: Sequence[tuple], fill: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Regions compared together with their masks, under the size rule.
+
+        Args:
+            items: (image, region) pairs; a region is a box, a `RegionMask` or None.
+            fill: Fill outside each mask with its region's mean colour.
+
+        Returns:
+            The batch (N, 3, H, W), the masks (N, 1, H, W; all ones for a box) and
+            whether the regions were fitted.
+        """
+        pairs = [self.masked_region(image, where, fill) for image, where in items]
+        regions = [r for r, _ in pairs]
+        shapes = {r.shape[:2] for r in regions}
+        if self.keep_size and len(shapes) == 1 and min(next(iter(shapes))) >= MIN_SIDE:
+            batch = np.stack([np.clip(r, 0.0, 1.0).transpose(2, 0, 1) for r in regions])
+            masks = [np.ones(r.shape[:2], np.float32) if m is None else m for r, m in pairs]
+            return np.ascontiguousarray(batch, np.float32), np.stack(masks)[:, None], False
+        batch = np.stack([self.fitted(r) for r in regions])
+        masks = [
+            np.ones((1, *batch.shape[2:]), np.float32)
+            if m is None
+            else self.fitted_mask(m, where.source)
+            for (_, m), (_, where) in zip(pairs, items, strict=True)
+        ]
+        return batch, np.stack(masks), True
+
     def fitted(self, region: np.ndarray) -> np.ndarray:
         """A cropped region fitted to `size` and clipped: (3, S, S) float32."""
         out = model_input(region, self.size, self.policy, self.interpolation)
@@ -162,12 +232,8 @@ class ImageModel:
             The batch, at the regions' own size when they share one and `keep_size`
             allows it (False), else fitted to `size` (True).
         """
-        regions = [self.region(image, box) for image, box in items]
-        shapes = {r.shape[:2] for r in regions}
-        if self.keep_size and len(shapes) == 1 and min(next(iter(shapes))) >= MIN_SIDE:
-            batch = np.stack([np.clip(r, 0.0, 1.0).transpose(2, 0, 1) for r in regions])
-            return np.ascontiguousarray(batch, np.float32), False
-        return np.stack([self.fitted(r) for r in regions]), True
+        batch, _, fitted = self.prepare_masked_group(items)
+        return batch, fitted
 
     def prepare_many(
         self,

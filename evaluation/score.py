@@ -33,10 +33,18 @@ from pathlib import Path
 import numpy as np
 
 from bridge.core.data.image import DEFAULT_POLICY, Box, box_text, parse_box
+from bridge.core.data.masks import RegionMask
 from bridge.core.files import atomic_path
-from bridge.core.runtime import SCORER_KINDS, heads_kind, model_label
+from bridge.core.runtime import (
+    MASKED_KINDS,
+    SCORER_KINDS,
+    heads_kind,
+    is_masked,
+    metric_of,
+    model_label,
+)
 from evaluation.engines import EngineOptions, add_engine_arguments, engine_options, map_batches
-from evaluation.inputs import MIN_REGION, ImageModel
+from evaluation.inputs import MIN_REGION, ImageModel, Region
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +52,95 @@ log = logging.getLogger(__name__)
 class Scorer(ImageModel):
     """An LPIPS / DISTS ONNX scorer: images or regions in, distances out.
 
-    Opened, sized and checked as `evaluation.inputs.ImageModel` (same arguments).
+    Opened, sized and checked as `evaluation.inputs.ImageModel` (same arguments). A
+    masked scorer (`lpips_masked`, `dists_masked`) also takes regions as masks
+    (`bridge.core.data.masks.RegionMask`); a box is an all-ones mask to it.
+
+    Args:
+        fill: Masked scorers: fill the pixels outside each mask with the region's mean
+            colour before the backbone (less leakage from outside the lesion).
+        **kwargs: As `ImageModel`.
 
     Raises:
         ValueError: If the model is not a scorer, or the size does not suit it.
     """
 
-    KINDS = SCORER_KINDS
+    KINDS = (*SCORER_KINDS, *MASKED_KINDS)
     NEEDS = "scoring needs an lpips or dists scorer (python -m bridge.export --kind lpips|dists)"
+
+    def __init__(self, model, *args, fill: bool = False, **kwargs):
+        super().__init__(model, *args, **kwargs)
+        self.masked = is_masked(self.model.manifest["kind"])
+        if fill and not self.masked:
+            raise ValueError(
+                f"{self.model.path.name}: fill needs a masked scorer "
+                "(python -m bridge.export --kind lpips_masked|dists_masked)"
+            )
+        self.fill = fill
 
     @property
     def metric(self) -> str:
-        """`lpips` or `dists`."""
-        return self.model.manifest["kind"]
+        """`lpips` or `dists` (masked or not: `masked` says)."""
+        return metric_of(self.model.manifest["kind"])
 
-    def score_arrays(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def score_arrays(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        mask_a: np.ndarray | None = None,
+        mask_b: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Distances (N,) of two prepared batches (N, 3, H, W) in [0, 1].
 
-        `a` may hold one image, scored against every image of `b`.
+        `a` may hold one image, scored against every image of `b`. A masked scorer
+        takes masks (N, 1, H, W) in [0, 1] (default all ones).
 
         Raises:
-            ValueError: On mismatched shapes, NaN / inf, or values outside [0, 1].
+            ValueError: On mismatched shapes, NaN / inf, values outside [0, 1], masks
+                given to a scorer without mask inputs, or masks whose joint weight is
+                empty (the masked metric is undefined there).
         """
         a, b = self.check_pair(a, b)
-        return self.model.run(outputs=["distance"], image_a=a, image_b=b)["distance"]
+        return self.model.run(outputs=["distance"], **self._inputs(a, b, mask_a, mask_b))[
+            "distance"
+        ]
 
-    def distance_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _inputs(self, a, b, mask_a, mask_b) -> dict[str, np.ndarray]:
+        """The graph's inputs: the images, and for a masked scorer the checked masks."""
+        if not self.masked:
+            if mask_a is not None or mask_b is not None:
+                raise ValueError(
+                    f"{self.model.path.name}: a {self.metric} scorer without mask inputs; "
+                    f"masks need a masked scorer (--kind {self.metric}_masked)"
+                )
+            return {"image_a": a, "image_b": b}
+        masks = []
+        for mask, image, name in ((mask_a, a, "mask_a"), (mask_b, b, "mask_b")):
+            m = np.ones((len(image), 1, *image.shape[2:]), np.float32) if mask is None else mask
+            m = np.asarray(m, np.float32)
+            if m.shape != (len(image), 1, *image.shape[2:]):
+                raise ValueError(
+                    f"{name}: expected ({len(image)}, 1, {image.shape[2]}, {image.shape[3]}), "
+                    f"got {m.shape}"
+                )
+            if not np.isfinite(m).all() or m.min() < 0 or m.max() > 1:
+                raise ValueError(f"{name}: mask weights must lie in [0, 1]")
+            masks.append(m)
+        joint = (masks[0] * masks[1]).sum(axis=(1, 2, 3))
+        if not (joint > 0).all():
+            raise ValueError(
+                "the two masks do not overlap on the common grid (their joint weight is "
+                "empty): the masked metric pairs positions of both regions and is undefined"
+            )
+        return {"image_a": a, "image_b": b, "mask_a": masks[0], "mask_b": masks[1]}
+
+    def distance_map(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        mask_a: np.ndarray | None = None,
+        mask_b: np.ndarray | None = None,
+    ) -> np.ndarray:
         """LPIPS distance maps (N, 1, H, W) of two prepared batches (N, 3, H, W) in [0, 1].
 
         The LPIPS spatial map at the input size: every tap's map upsampled bilinearly
@@ -90,7 +161,8 @@ class Scorer(ImageModel):
                 "(python -m bridge.export ... --kind lpips)"
             )
         a, b = self.check_pair(a, b)
-        return self.model.run(outputs=["distance_map"], image_a=a, image_b=b)["distance_map"]
+        inputs = self._inputs(a, b, mask_a, mask_b)
+        return self.model.run(outputs=["distance_map"], **inputs)["distance_map"]
 
     @property
     def label(self) -> str:
@@ -111,21 +183,33 @@ class Scorer(ImageModel):
             "heads": heads_kind(manifest), "origin": manifest.get("origin"),
         }  # fmt: skip
 
-    def score(self, a, b, box_a: Box | str | None = None, box_b: Box | str | None = None) -> float:
+    def score(self, a, b, box_a: Region = None, box_b: Region = None) -> float:
         """The distance between two images or regions (under the size rule)."""
         return self.score_detail(a, b, box_a, box_b)["distance"]
 
-    def score_detail(
-        self, a, b, box_a: Box | str | None = None, box_b: Box | str | None = None
-    ) -> dict:
+    def prepare_pair(self, a, b, box_a: Region = None, box_b: Region = None) -> tuple:
+        """Two regions prepared together: (2, 3, H, W), masks (2, 1, H, W) or None, resized."""
+        self._check_regions(box_a, box_b)
+        batch, masks, resized = self.prepare_masked_group([(a, box_a), (b, box_b)], self.fill)
+        return batch, masks if self.masked else None, resized
+
+    def _check_regions(self, *regions: Region) -> None:
+        if not self.masked and any(isinstance(r, RegionMask) for r in regions):
+            raise ValueError(
+                f"{self.model.path.name}: a {self.metric} scorer without mask inputs; masks "
+                f"and polygons need a masked scorer (--kind {self.metric}_masked)"
+            )
+
+    def score_detail(self, a, b, box_a: Region = None, box_b: Region = None) -> dict:
         """The distance between two images or regions, the size it was scored at and why.
 
         Returns:
             {"distance", "size": [height, width] scored at, "resized": whether the
             regions were fitted to the scorer's size rather than kept as they are}.
         """
-        batch, resized = self.prepare_group([(a, box_a), (b, box_b)])
-        distance = float(self.score_arrays(batch[:1], batch[1:])[0])
+        batch, masks, resized = self.prepare_pair(a, b, box_a, box_b)
+        ma, mb = (None, None) if masks is None else (masks[:1], masks[1:])
+        distance = float(self.score_arrays(batch[:1], batch[1:], ma, mb)[0])
         return {"distance": distance, "size": list(batch.shape[2:]), "resized": resized}
 
     def score_many(
@@ -142,6 +226,10 @@ class Scorer(ImageModel):
 
         Arguments as `ImageModel.prepare_many`.
         """
+        if self.masked:  # masks travel pair by pair
+            boxes = list(boxes) if boxes is not None else [None] * len(others)
+            pairs = [(reference, box, other, b) for other, b in zip(others, boxes, strict=True)]
+            return np.array(list(self.score_pairs(pairs)), np.float32)
         ref, batch = self.prepare_many(reference, others, box, boxes)
         if not self.model.manifest.get("shared_reference"):  # this graph scores pairs only
             ref = np.repeat(ref, len(batch), axis=0)
@@ -149,25 +237,29 @@ class Scorer(ImageModel):
 
     def score_pairs(self, pairs: Iterable[tuple], batch: int = 16) -> Iterator[float]:
         """Distances of (image_a, box_a, image_b, box_b) pairs, `batch` at a time, in order."""
-        chunk: list[np.ndarray] = []
+        chunk: list[tuple] = []
         for image_a, box_a, image_b, box_b in pairs:
-            chunk.append(self.prepare_group([(image_a, box_a), (image_b, box_b)])[0])
+            prepared, masks, _ = self.prepare_pair(image_a, image_b, box_a, box_b)
+            chunk.append((prepared, masks))
             if len(chunk) == batch:
                 yield from self._flush(chunk)
                 chunk = []
         if chunk:
             yield from self._flush(chunk)
 
-    def _flush(self, chunk: list[np.ndarray]) -> list[float]:
-        """Score prepared (2, 3, H, W) pairs, one run per size, in the chunk's order."""
+    def _flush(self, chunk: list[tuple]) -> list[float]:
+        """Score prepared pairs ((2, 3, H, W), masks), one run per size, in the chunk's order."""
         out = [0.0] * len(chunk)
         by_shape: dict[tuple, list[int]] = {}
-        for i, pair in enumerate(chunk):
+        for i, (pair, _) in enumerate(chunk):
             by_shape.setdefault(pair.shape, []).append(i)
         for rows in by_shape.values():
-            a = np.stack([chunk[i][0] for i in rows])
-            b = np.stack([chunk[i][1] for i in rows])
-            for i, d in zip(rows, self.score_arrays(a, b), strict=True):
+            a = np.stack([chunk[i][0][0] for i in rows])
+            b = np.stack([chunk[i][0][1] for i in rows])
+            masks = (None, None)
+            if self.masked:
+                masks = tuple(np.stack([chunk[i][1][k] for i in rows]) for k in (0, 1))
+            for i, d in zip(rows, self.score_arrays(a, b, *masks), strict=True):
                 out[i] = float(d)
         return out
 
@@ -288,6 +380,27 @@ def score_table(
     return out
 
 
+def _region(image: str, box: str | None, mask: str | None, polygon: str | None, side: str):
+    """The command line's region of one image: a box, a mask file, a polygon, or None."""
+    from bridge.core.data.image import decode_image
+    from bridge.core.data.masks import polygon_mask, read_mask
+
+    given = [name for name, v in (("region", box), ("mask", mask), ("polygon", polygon)) if v]
+    if len(given) > 1:
+        raise ValueError(f"give one of --region-{side}, --mask-{side}, --polygon-{side}")
+    if box:
+        return parse_box(box)
+    if mask:
+        return read_mask(mask)
+    if polygon:
+        return polygon_mask(polygon, decode_image(image).shape)
+    return None
+
+
+def _region_text(region) -> str:
+    return region.source if isinstance(region, RegionMask) else box_text(region)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Score one pair (printed) or a pairs table (written as CSV)."""
     parser = argparse.ArgumentParser(
@@ -300,6 +413,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--region-a", default=None, help="x,y,w,h region of image A (source pixels)"
     )
     parser.add_argument("--region-b", default=None, help="x,y,w,h region of image B")
+    for side in "ab":
+        parser.add_argument(
+            f"--mask-{side}",
+            default=None,
+            help=f"mask image of image {side.upper()} (its size; white inside; masked scorers)",
+        )
+        parser.add_argument(
+            f"--polygon-{side}",
+            default=None,
+            help=f'outline of a region of image {side.upper()}: "x1,y1 x2,y2 x3,y3 ..." '
+            "(masked scorers)",
+        )
+    parser.add_argument(
+        "--fill",
+        action="store_true",
+        help="masked scorers: fill outside each mask with the region's mean colour first",
+    )
     parser.add_argument(
         "--pairs", default=None, help="CSV with image_a, box_a, image_b, box_b[, raters]"
     )
@@ -339,19 +469,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = engine_options(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     scorer = Scorer(
-        args.model, args.size, args.policy, prefer_gpu=not args.cpu, min_region=args.min_region
-    )
+        args.model, args.size, args.policy, prefer_gpu=not args.cpu, min_region=args.min_region,
+        fill=args.fill,
+    )  # fmt: skip
 
     if args.pairs is None:
-        box_a = parse_box(args.region_a) if args.region_a else None
-        box_b = parse_box(args.region_b) if args.region_b else None
+        box_a = _region(args.image_a, args.region_a, args.mask_a, args.polygon_a, "a")
+        box_b = _region(args.image_b, args.region_b, args.mask_b, args.polygon_b, "b")
         detail = scorer.score_detail(args.image_a, args.image_b, box_a, box_b)
         height, width = detail["size"]
         if args.json:
             print(json.dumps({
                 **scorer.identity(), "distance": detail["distance"],
-                "image_a": args.image_a, "region_a": box_text(box_a),
-                "image_b": args.image_b, "region_b": box_text(box_b),
+                "image_a": args.image_a, "region_a": _region_text(box_a),
+                "image_b": args.image_b, "region_b": _region_text(box_b),
+                "masked": scorer.masked, "fill": scorer.fill,
                 "size": detail["size"], "resized": detail["resized"],
                 "provider": scorer.provider,
             }))  # fmt: skip

@@ -80,6 +80,76 @@ def dists_distance(feats0: Sequence, feats1: Sequence, alpha: Sequence, beta: Se
     return 1 - (texture + structure)
 
 
+def area_matrix(n_in, n_out):
+    """(n_out, n_in) averaging matrix of adaptive average pooling along one axis.
+
+    Output cell i averages input cells floor(i n_in / n_out) .. ceil((i + 1) n_in / n_out) - 1,
+    the bins of torch's `adaptive_avg_pool2d`; written with integer arithmetic on the
+    sizes so that it converts with dynamic sizes.
+    """
+    i = ops.reshape(ops.arange(n_out), (-1, 1))
+    j = ops.reshape(ops.arange(n_in), (1, -1))
+    start = ops.floor_divide(i * n_in, n_out)
+    end = ops.floor_divide((i + 1) * n_in + n_out - 1, n_out)
+    inside = ops.cast(ops.logical_and(j >= start, j < end), "float32")
+    return inside / ops.cast(end - start, "float32")
+
+
+def mask_to_grid(mask, size):
+    """A mask (N, H, W, 1) brought to a tap's grid (h, w) by area averaging."""
+    shape = ops.shape(mask)
+    rows = area_matrix(shape[1], size[0])
+    cols = area_matrix(shape[2], size[1])
+    return ops.einsum("hH,nHWc,wW->nhwc", rows, mask, cols)
+
+
+def _weighted_mean(x, weight):
+    """Spatial mean of x (N, h, w, C) weighted by weight (N, h, w, 1), keepdims."""
+    total = ops.sum(x * weight, axis=(1, 2), keepdims=True)
+    return total / ops.sum(weight, axis=(1, 2), keepdims=True)
+
+
+def lpips_distance_masked(feats0: Sequence, feats1: Sequence, heads: Sequence, mask0, mask1):
+    """Masked LPIPS (docs/metrics.md): each tap's map averaged with the joint weight m0 m1.
+
+    Each mask (N, H, W, 1, weights in [0, 1]) is brought to the tap's grid by area
+    averaging; the per-position distances pair positions of both images, so they are
+    weighted by the product of the two. All-ones masks give `lpips_distance`. An empty
+    joint weight gives NaN (the scorers refuse such masks before they run).
+    """
+    total = 0
+    for m, f in zip(lpips_maps(feats0, feats1, heads), feats0, strict=True):
+        size = ops.shape(f)[1:3]
+        joint = mask_to_grid(mask0, size) * mask_to_grid(mask1, size)
+        total = total + _weighted_mean(m, joint)
+    return ops.reshape(total, (-1,))
+
+
+def dists_distance_masked(
+    feats0: Sequence, feats1: Sequence, alpha: Sequence, beta: Sequence, mask0, mask1
+):
+    """Masked DISTS (docs/metrics.md): own-mask moments, a joint-weight covariance.
+
+    Means and variances describe one image: each under its own mask. The covariance
+    pairs positions of both images: under the joint weight m0 m1. All-ones masks give
+    `dists_distance`.
+    """
+    texture = 0
+    structure = 0
+    for x, y, a, b in zip(feats0, feats1, alpha, beta, strict=True):
+        size = ops.shape(x)[1:3]
+        wx, wy = mask_to_grid(mask0, size), mask_to_grid(mask1, size)
+        mx, my = _weighted_mean(x, wx), _weighted_mean(y, wy)
+        lum = (2 * mx * my + DISTS_C1) / (mx**2 + my**2 + DISTS_C1)
+        vx = _weighted_mean((x - mx) ** 2, wx)
+        vy = _weighted_mean((y - my) ** 2, wy)
+        cov = _weighted_mean((x - mx) * (y - my), wx * wy)
+        s = (2 * cov + DISTS_C2) / (vx + vy + DISTS_C2)
+        texture = texture + ops.sum(ops.reshape(a, (1, 1, 1, -1)) * lum, axis=(1, 2, 3))
+        structure = structure + ops.sum(ops.reshape(b, (1, 1, 1, -1)) * s, axis=(1, 2, 3))
+    return 1 - (texture + structure)
+
+
 # --------------------------------------------------------------------- modules
 
 
@@ -122,6 +192,10 @@ class LPIPS(keras.Model):
         """Distance maps (N, H, W, 1) at the input resolution."""
         size = (a.shape[1], a.shape[2])
         return lpips_spatial(self.features(a), self.features(b), self.heads, size)
+
+    def masked(self, a, b, mask_a, mask_b):
+        """Masked distances (N,); masks (N, H, W, 1) in [0, 1] (`lpips_distance_masked`)."""
+        return lpips_distance_masked(self.features(a), self.features(b), self.heads, mask_a, mask_b)
 
 
 class DISTS(keras.Model):
@@ -171,3 +245,9 @@ class DISTS(keras.Model):
     def call(self, inputs):
         a, b = inputs
         return dists_distance(self.features(a), self.features(b), self.alpha, self.beta)
+
+    def masked(self, a, b, mask_a, mask_b):
+        """Masked distances (N,); masks (N, H, W, 1) in [0, 1] (`dists_distance_masked`)."""
+        return dists_distance_masked(
+            self.features(a), self.features(b), self.alpha, self.beta, mask_a, mask_b
+        )

@@ -1,4 +1,4 @@
-"""Keras graphs for `bridge.export`: classifier, features, LPIPS, DISTS -> ONNX.
+"""Keras graphs for `bridge.export`: classifier, features, LPIPS, DISTS (masked too) -> ONNX.
 
 The Keras models are NHWC; each graph takes float32 NCHW RGB in [0, 1], transposes
 and normalises inside, so files from both origins share one contract. Converted with
@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from bridge.core.graphs import GraphSpec
 from tf_models.backbones import create_model, features_model
-from tf_models.metrics import DISTS, LPIPS, lpips_distance, lpips_maps
+from tf_models.metrics import DISTS, LPIPS, lpips_distance, lpips_distance_masked, lpips_maps
 
 if TYPE_CHECKING:
     import onnx
@@ -41,6 +41,24 @@ def lpips_outputs(metric: LPIPS, a, b) -> dict:
     return {
         "distance": lpips_distance(fa, fb, metric.heads),
         "distance_map": tf.transpose(total, (0, 3, 1, 2)),
+    }
+
+
+def lpips_masked_outputs(metric: LPIPS, a, b, mask_a, mask_b) -> dict:
+    """Masked LPIPS `distance` (N,) and `distance_map` (N, 1, H, W) of NHWC batches.
+
+    The distance is `lpips_distance_masked`; the map is `LPIPS.spatial` times the joint
+    weight m_a m_b at the input size. The twin of torch_models/onnx.py's
+    `MaskedLPIPSScorer`.
+    """
+    fa, fb = metric.features(a), metric.features(b)
+    size = tf.shape(a)[1:3]
+    total = 0
+    for m in lpips_maps(fa, fb, metric.heads):
+        total = total + tf.image.resize(m, size, method="bilinear", antialias=False)
+    return {
+        "distance": lpips_distance_masked(fa, fb, metric.heads, mask_a, mask_b),
+        "distance_map": tf.transpose(total * (mask_a * mask_b), (0, 3, 1, 2)),
     }
 
 
@@ -77,6 +95,20 @@ def graph(g: GraphSpec) -> tuple[Callable[..., dict], list[str], list[str]]:
         def body(image_a, image_b):
             return lpips_outputs(metric, nhwc(image_a), nhwc(image_b))
 
+    elif g.kind == "lpips_masked":
+        metric = LPIPS(model, g.heads.weights)
+
+        def body(image_a, image_b, mask_a, mask_b):
+            a, b, ma, mb = (nhwc(x) for x in (image_a, image_b, mask_a, mask_b))
+            return lpips_masked_outputs(metric, a, b, ma, mb)
+
+    elif g.kind == "dists_masked":
+        metric = DISTS(model, *g.heads.weights)
+
+        def body(image_a, image_b, mask_a, mask_b):
+            a, b, ma, mb = (nhwc(x) for x in (image_a, image_b, mask_a, mask_b))
+            return {"distance": metric.masked(a, b, ma, mb)}
+
     else:
         metric = DISTS(model, *g.heads.weights)
 
@@ -92,7 +124,10 @@ def export(
     """Write the ONNX file; return the native model as numpy in, {output: array} out."""
     body, inputs, outputs = graph(g)
     side = None if dynamic else g.contract.native_size
-    signature = [tf.TensorSpec([None, 3, side, side], tf.float32, name=name) for name in inputs]
+    signature = [
+        tf.TensorSpec([None, g.input_channels[name], side, side], tf.float32, name=name)
+        for name in inputs
+    ]
 
     @tf.function(input_signature=signature)
     def function(*images):

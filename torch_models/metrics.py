@@ -95,6 +95,85 @@ def dists_distance(
     return (1 - (texture + structure)).reshape(-1)
 
 
+def area_matrix(n_in, n_out) -> Tensor:
+    """(n_out, n_in) averaging matrix of adaptive average pooling along one axis.
+
+    Output cell i averages input cells floor(i n_in / n_out) .. ceil((i + 1) n_in / n_out) - 1,
+    the bins of `adaptive_avg_pool2d`; written with integer arithmetic on the sizes so
+    that it exports with dynamic sizes.
+    """
+    i = torch.arange(n_out).reshape(-1, 1)
+    j = torch.arange(n_in).reshape(1, -1)
+    start = torch.div(i * n_in, n_out, rounding_mode="floor")
+    end = torch.div((i + 1) * n_in + n_out - 1, n_out, rounding_mode="floor")
+    inside = ((j >= start) & (j < end)).to(torch.float32)
+    return inside / (end - start).to(torch.float32)
+
+
+def mask_to_grid(mask: Tensor, size) -> Tensor:
+    """A mask (N, 1, H, W) brought to a tap's grid (h, w) by area averaging."""
+    rows = area_matrix(mask.shape[2], size[0])
+    cols = area_matrix(mask.shape[3], size[1])
+    return torch.matmul(torch.matmul(rows, mask), cols.transpose(0, 1))
+
+
+def _weighted_mean(x: Tensor, weight: Tensor) -> Tensor:
+    """Spatial mean of x (N, C, h, w) weighted by weight (N, 1, h, w), keepdim."""
+    return (x * weight).sum(dim=(2, 3), keepdim=True) / weight.sum(dim=(2, 3), keepdim=True)
+
+
+def lpips_distance_masked(
+    feats0: Sequence[Tensor],
+    feats1: Sequence[Tensor],
+    heads: Sequence[Tensor],
+    mask0: Tensor,
+    mask1: Tensor,
+) -> Tensor:
+    """Masked LPIPS (docs/metrics.md): each tap's map averaged with the joint weight m0 m1.
+
+    Each mask (N, 1, H, W, weights in [0, 1]) is brought to the tap's grid by area
+    averaging; the per-position distances pair positions of both images, so they are
+    weighted by the product of the two. All-ones masks give `lpips_distance`. An empty
+    joint weight gives NaN (the scorers refuse such masks before they run).
+    """
+    total = 0
+    for m, f in zip(lpips_maps(feats0, feats1, heads), feats0, strict=True):
+        size = (f.shape[2], f.shape[3])
+        joint = mask_to_grid(mask0, size) * mask_to_grid(mask1, size)
+        total = total + _weighted_mean(m, joint)
+    return total.reshape(-1)
+
+
+def dists_distance_masked(
+    feats0: Sequence[Tensor],
+    feats1: Sequence[Tensor],
+    alpha: Sequence[Tensor],
+    beta: Sequence[Tensor],
+    mask0: Tensor,
+    mask1: Tensor,
+) -> Tensor:
+    """Masked DISTS (docs/metrics.md): own-mask moments, a joint-weight covariance.
+
+    Means and variances describe one image: each under its own mask. The covariance
+    pairs positions of both images: under the joint weight m0 m1. All-ones masks give
+    `dists_distance`.
+    """
+    texture = 0
+    structure = 0
+    for x, y, a, b in zip(feats0, feats1, alpha, beta, strict=True):
+        size = (x.shape[2], x.shape[3])
+        wx, wy = mask_to_grid(mask0, size), mask_to_grid(mask1, size)
+        mx, my = _weighted_mean(x, wx), _weighted_mean(y, wy)
+        lum = (2 * mx * my + DISTS_C1) / (mx**2 + my**2 + DISTS_C1)
+        vx = _weighted_mean((x - mx) ** 2, wx)
+        vy = _weighted_mean((y - my) ** 2, wy)
+        cov = _weighted_mean((x - mx) * (y - my), wx * wy)
+        s = (2 * cov + DISTS_C2) / (vx + vy + DISTS_C2)
+        texture = texture + (a.reshape(1, -1, 1, 1) * lum).sum(dim=1, keepdim=True)
+        structure = structure + (b.reshape(1, -1, 1, 1) * s).sum(dim=1, keepdim=True)
+    return (1 - (texture + structure)).reshape(-1)
+
+
 # --------------------------------------------------------------------- modules
 
 
@@ -141,6 +220,10 @@ class LPIPS(nn.Module):
     def spatial(self, a: Tensor, b: Tensor) -> Tensor:
         """Distance maps (N, 1, H, W) at the input resolution."""
         return lpips_spatial(self.features(a), self.features(b), self.heads, tuple(a.shape[2:]))
+
+    def masked(self, a: Tensor, b: Tensor, mask_a: Tensor, mask_b: Tensor) -> Tensor:
+        """Masked distances (N,); masks (N, 1, H, W) in [0, 1] (`lpips_distance_masked`)."""
+        return lpips_distance_masked(self.features(a), self.features(b), self.heads, mask_a, mask_b)
 
 
 class DISTS(nn.Module):
@@ -194,6 +277,13 @@ class DISTS(nn.Module):
         """Distances (N,) between two batches of images in [0, 1]."""
         alpha, beta = self.weights()
         return dists_distance(self.features(a), self.features(b), alpha, beta)
+
+    def masked(self, a: Tensor, b: Tensor, mask_a: Tensor, mask_b: Tensor) -> Tensor:
+        """Masked distances (N,); masks (N, 1, H, W) in [0, 1] (`dists_distance_masked`)."""
+        alpha, beta = self.weights()
+        return dists_distance_masked(
+            self.features(a), self.features(b), alpha, beta, mask_a, mask_b
+        )
 
 
 def _channels_before(features: nn.Sequential, index: int) -> int:

@@ -1,4 +1,4 @@
-"""torch graphs for `bridge.export`: classifier, features, LPIPS, DISTS -> ONNX.
+"""torch graphs for `bridge.export`: classifier, features, LPIPS, DISTS (masked too) -> ONNX.
 
 Every graph takes float32 NCHW RGB in [0, 1] and normalises inside. Exported with the
 dynamo exporter (opset 18), one file, `optimize=False`: its graph optimiser drops
@@ -18,7 +18,13 @@ from torch import Tensor, nn
 from bridge.core.graphs import GraphSpec
 from bridge.core.spec import InputContract
 from torch_models.backbones import create_model
-from torch_models.metrics import DISTS, LPIPS, lpips_distance, lpips_spatial
+from torch_models.metrics import (
+    DISTS,
+    LPIPS,
+    lpips_distance,
+    lpips_distance_masked,
+    lpips_spatial,
+)
 
 
 class Classifier(nn.Module):
@@ -62,6 +68,33 @@ class LPIPSScorer(nn.Module):
         return lpips_distance(fa, fb, heads), lpips_spatial(fa, fb, heads, size)
 
 
+class MaskedLPIPSScorer(LPIPSScorer):
+    """Images and masks -> masked LPIPS `distance` (N,) and `distance_map` (N, 1, H, W).
+
+    The distance is `lpips_distance_masked`; the map is `LPIPS.spatial` times the joint
+    weight m_a m_b at the input size. The twin of tf_models/onnx.py's
+    `lpips_masked_outputs`.
+    """
+
+    def forward(self, a: Tensor, b: Tensor, mask_a: Tensor, mask_b: Tensor):
+        fa, fb = self.metric.features(a), self.metric.features(b)
+        heads = self.metric.heads
+        size = (a.shape[2], a.shape[3])
+        spatial = lpips_spatial(fa, fb, heads, size) * (mask_a * mask_b)
+        return lpips_distance_masked(fa, fb, heads, mask_a, mask_b), spatial
+
+
+class MaskedDISTSScorer(nn.Module):
+    """Images and masks -> masked DISTS `distance` (N,) (`DISTS.masked`)."""
+
+    def __init__(self, metric: DISTS):
+        super().__init__()
+        self.metric = metric
+
+    def forward(self, a: Tensor, b: Tensor, mask_a: Tensor, mask_b: Tensor) -> Tensor:
+        return self.metric.masked(a, b, mask_a, mask_b)
+
+
 def graph(g: GraphSpec) -> tuple[nn.Module, list[str], list[str]]:
     """What to export: a module of NCHW [0, 1] images, its input names, its output names.
 
@@ -74,6 +107,10 @@ def graph(g: GraphSpec) -> tuple[nn.Module, list[str], list[str]]:
         module = Features(model, g.contract)
     elif g.kind == "lpips":
         module = LPIPSScorer(LPIPS(model, g.heads.weights))
+    elif g.kind == "lpips_masked":
+        module = MaskedLPIPSScorer(LPIPS(model, g.heads.weights))
+    elif g.kind == "dists_masked":
+        module = MaskedDISTSScorer(DISTS(model, *g.heads.weights))
     else:
         module = DISTS(model, *g.heads.weights)
     return module.eval(), g.input_names, g.output_names
@@ -89,7 +126,7 @@ def export(
     # torch.export would otherwise bake in as a fixed size. The ONNX graph has no such
     # branch and runs at 32 px too (the parity probes check the native size).
     n = max(g.contract.native_size, 64) if dynamic else g.contract.native_size
-    example = tuple(torch.rand(2, 3, n, n) for _ in inputs)
+    example = tuple(torch.rand(2, g.input_channels[name], n, n) for name in inputs)
     batch = torch.export.Dim("batch", min=1)
     if not dynamic:
         axes = {0: batch}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.core.metrics import Heads
-from bridge.core.runtime import KINDS, SCORER_KINDS
+from bridge.core.runtime import EXPORT_KINDS, is_masked, metric_of
 from bridge.core.spec import ArchSpec, InputContract
 from bridge.core.weights import StateDict
 
@@ -24,7 +24,8 @@ class GraphSpec:
         spec: The backbone.
         num_classes: Its head size (the state dict's).
         state: Torch-layout weights, checked (`bridge.export.Source.state_dict`).
-        kind: `classifier`, `features`, `lpips` or `dists`.
+        kind: `classifier`, `features`, `lpips`, `dists`, `lpips_masked` or
+            `dists_masked`.
         contract: Input contract: the normalisation put inside the graph.
         heads: The scorer's heads (`lpips` and `dists` only).
     """
@@ -37,15 +38,27 @@ class GraphSpec:
     heads: Heads | None = None
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
-        if self.kind in SCORER_KINDS and self.heads is None:
+        if self.kind not in EXPORT_KINDS:
+            raise ValueError(
+                f"unknown kind {self.kind!r}; expected one of {', '.join(EXPORT_KINDS)}"
+            )
+        if metric_of(self.kind) and self.heads is None:
             raise ValueError(f"a {self.kind} graph needs heads")
 
     @property
     def input_names(self) -> list[str]:
-        """`image`, or `image_a` and `image_b` for a scorer (float32 NCHW in [0, 1])."""
-        return ["image_a", "image_b"] if self.kind in SCORER_KINDS else ["image"]
+        """`image`, or `image_a`, `image_b` (+ `mask_a`, `mask_b` when masked) for a scorer.
+
+        Images are float32 NCHW in [0, 1]; masks (N, 1, H, W) weights in [0, 1].
+        """
+        if not metric_of(self.kind):
+            return ["image"]
+        return ["image_a", "image_b"] + (["mask_a", "mask_b"] if is_masked(self.kind) else [])
+
+    @property
+    def input_channels(self) -> dict[str, int]:
+        """Channels of each input: 3 for images, 1 for masks."""
+        return {name: 1 if name.startswith("mask") else 3 for name in self.input_names}
 
     @property
     def output_names(self) -> list[str]:
@@ -54,4 +67,4 @@ class GraphSpec:
             return ["logits"]
         if self.kind == "features":
             return list(self.spec.tap_names)
-        return ["distance", "distance_map"] if self.kind == "lpips" else ["distance"]
+        return ["distance", "distance_map"] if metric_of(self.kind) == "lpips" else ["distance"]

@@ -24,7 +24,20 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "dermsim-onnx/1"
 SCORER_KINDS = METRICS
-KINDS = ("classifier", "features", *SCORER_KINDS)  # what an exported file computes
+KINDS = ("classifier", "features", *SCORER_KINDS)  # what an exported file computes (`all`)
+MASKED_KINDS = tuple(f"{metric}_masked" for metric in METRICS)  # scorers with mask inputs
+EXPORT_KINDS = (*KINDS, *MASKED_KINDS)  # every kind `bridge.export` writes
+
+
+def metric_of(kind: str) -> str | None:
+    """The metric a scorer kind computes (`lpips_masked` -> `lpips`); None for other kinds."""
+    base = kind.removesuffix("_masked")
+    return base if base in SCORER_KINDS else None
+
+
+def is_masked(kind: str) -> bool:
+    """Whether a kind takes `mask_a` / `mask_b` inputs beside its images."""
+    return kind in MASKED_KINDS
 
 
 # ----------------------------------------------------------------- naming
@@ -60,7 +73,9 @@ def model_label(manifest: dict[str, Any]) -> str:
     fitted heads · keras export`.
     """
     kind = manifest.get("kind", "?")
-    parts = [kind.upper() if kind in SCORER_KINDS else kind, str(manifest.get("backbone", "?"))]
+    metric = metric_of(kind)
+    shown = (metric.upper() + (" masked" if is_masked(kind) else "")) if metric else kind
+    parts = [shown, str(manifest.get("backbone", "?"))]
     run = manifest.get("training_run") or {}
     if run:
         parts.append(
