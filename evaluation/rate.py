@@ -3,7 +3,7 @@
     python -m evaluation.rate new --cases CASES_DIR|PAIRS.csv|TRIPLETS.csv --study NAME
         [--raters R1,R2] [--design hospital|2afc] [--repeat 0.1] [--seed 0] [--groups G.csv]
     python -m evaluation.rate serve --study NAME [--host 127.0.0.1] [--port 8766]
-        [--cert C --key K | --behind-tls-proxy]
+        [--cert C --key K | --behind-tls-proxy https://ADDRESS]
     python -m evaluation.rate status --study NAME [--json]
     python -m evaluation.rate export --study NAME --out ratings.csv
     python -m evaluation.rate links --study NAME --reissue RATER|owner
@@ -90,8 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", default=None, help="its private key (PEM)")
     serve.add_argument(
         "--behind-tls-proxy",
-        action="store_true",
-        help="beyond loopback without --cert: a TLS proxy in front serves HTTPS",
+        default=None,
+        metavar="URL",
+        help="a TLS proxy in front serves the study at this https:// address (its Host and "
+        "Origin are accepted; session cookies are Secure)",
     )
 
     stat = commands.add_parser("status", help="progress, agreement and test-retest so far")
@@ -114,6 +116,8 @@ def _link(url: str, token: str) -> str:
 
 
 def _new(args: argparse.Namespace) -> int:
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a whole number >= 0, got {args.seed}")
     source = read_source(args.cases, args.design, args.groups)
     raters = [r.strip() for r in args.raters.split(",") if r.strip()]
     created = Study.create(
@@ -130,7 +134,8 @@ def _new(args: argparse.Namespace) -> int:
     for rater, token in created.tokens.items():
         print(f"  {rater:<12} {_link(args.url, token)}   ({counts[rater]} screens)")
     print(f"  {'owner':<12} {_link(args.url, created.owner_token)}   (progress page)")
-    print(f"serve it: python -m evaluation.rate serve --study {args.study}")
+    root = "" if Path(args.root) == DEFAULT_STUDIES else f" --root {args.root}"
+    print(f"serve it: python -m evaluation.rate serve --study {args.study}{root}")
     return 0
 
 

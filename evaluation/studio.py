@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -55,7 +56,6 @@ from bridge.core.data import ratings as rating_data
 from bridge.core.data.image import Box, box_text, crop, decode_image, jpeg_bytes, parse_box
 from bridge.core.data.readers import is_synthetic
 from bridge.core.data.tables import read_table
-from bridge.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ DATABASE = "study.sqlite"
 DESIGNS = ("hospital", "2afc")
 SCALE = (1, 4)  # the hospital design's colour and texture scores
 OWNER = "@owner"  # the owner's row in the raters table (rater names cannot start with @)
+RESERVED = ("owner",)  # `links --reissue owner` means the owner
+MAX_POSITION = 1 << 31
 SCHEMA_VERSION = 1
 DISPLAY_SIDE = 1024  # longest side of an image as the page shows it (display only)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -220,7 +222,15 @@ def read_source(
         return Source("cases", path, items, is_synthetic(path), bool(given))
     if groups:
         raise ValueError("--groups applies to case folders; a region-pair table has a group column")
-    pairs = rating_data.read_region_pairs(path)
+    try:
+        pairs = rating_data.read_region_pairs(path)
+    except ValueError:
+        columns = {c.lower() for c in read_table(path).columns}
+        if {"ref", "a", "b"} <= columns:
+            raise ValueError(
+                f"{path}: a triplet table (ref, a, b); rate it with --design 2afc"
+            ) from None
+        raise
     items = tuple(
         Item(p.id, p.group, (Region(p.image_a, p.box_a), Region(p.image_b, p.box_b)))
         for p in pairs.pairs
@@ -272,6 +282,54 @@ def rating_order(
 
 
 # ================================================================ the study
+
+
+def _write_study(
+    path: Path,
+    meta: dict[str, Any],
+    source: Source,
+    raters: Sequence[str],
+    tokens: dict[str, str],
+    owner: str,
+    design: str,
+    repeat: float,
+    seed: int,
+) -> None:
+    """Write a whole study database at `path`, switched to WAL mode and closed."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.executescript(_SCHEMA)
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
+        )
+        db.executemany(
+            "INSERT INTO items VALUES (?, ?, ?, ?)",
+            [
+                (i, it.key, it.group,
+                 json.dumps([Region(r.path.resolve(), r.box).record() for r in it.regions]))
+                for i, it in enumerate(source.items)
+            ],
+        )  # fmt: skip
+        db.executemany(
+            "INSERT INTO raters VALUES (?, ?)",
+            [(OWNER, _hash(owner)), *((r, _hash(t)) for r, t in tokens.items())],
+        )
+        rng = np.random.default_rng([seed, 1 << 20])
+        for index, rater in enumerate(raters):
+            order = rating_order(len(source.items), repeat, seed, index)
+            swaps = rng.integers(0, 2, size=len(order)) if design == "2afc" else [0] * len(order)
+            db.executemany(
+                "INSERT INTO slots VALUES (?, ?, ?, ?, ?)",
+                [(rater, p, item, int(again), int(swaps[p]))
+                 for p, (item, again) in enumerate(order)],
+            )  # fmt: skip
+        db.execute("COMMIT")
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise ValueError(f"{path.parent}: SQLite cannot use WAL mode here (got {mode})")
+    finally:
+        db.close()
 
 
 @dataclass(frozen=True)
@@ -349,8 +407,13 @@ class Study:
             raise ValueError("expected at least one rater (--raters R1,R2,...)")
         for rater in raters:
             check_name("rater", rater)
-        if len(set(raters)) != len(raters):
-            raise ValueError(f"raters repeat a name: {', '.join(raters)}")
+            if rater.casefold() in RESERVED:
+                raise ValueError(f"rater name {rater!r} is reserved; pick another")
+        if len({r.casefold() for r in raters}) != len(raters):
+            raise ValueError(
+                f"raters repeat a name (letter case aside: their columns would clash): "
+                f"{', '.join(raters)}"
+            )
         if not 0.0 <= repeat <= 1.0:
             raise ValueError(f"--repeat must be a fraction in [0, 1], got {repeat}")
         if (design == "2afc") != (source.kind == "triplets"):
@@ -365,49 +428,26 @@ class Study:
             "synthetic": source.synthetic, "grouped": source.grouped, "scale": list(SCALE),
             "created": _now(),
         }  # fmt: skip
+        made_folder = not path.parent.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            db = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                db.execute("PRAGMA journal_mode=DELETE")  # WAL once whole (below)
-                db.executescript(_SCHEMA)
-                db.execute("BEGIN")
-                db.executemany(
-                    "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
-                )
-                db.executemany(
-                    "INSERT INTO items VALUES (?, ?, ?, ?)",
-                    [
-                        (i, it.key, it.group,
-                         json.dumps([Region(r.path.resolve(), r.box).record() for r in it.regions]))
-                        for i, it in enumerate(source.items)
-                    ],
-                )  # fmt: skip
-                db.executemany(
-                    "INSERT INTO raters VALUES (?, ?)",
-                    [(OWNER, _hash(owner)), *((r, _hash(t)) for r, t in tokens.items())],
-                )
-                rng = np.random.default_rng([seed, 1 << 20])
-                for index, rater in enumerate(raters):
-                    order = rating_order(len(source.items), repeat, seed, index)
-                    swaps = (
-                        rng.integers(0, 2, size=len(order))
-                        if design == "2afc"
-                        else [0] * len(order)
-                    )
-                    db.executemany(
-                        "INSERT INTO slots VALUES (?, ?, ?, ?, ?)",
-                        [(rater, p, item, int(again), int(swaps[p]))
-                         for p, (item, again) in enumerate(order)],
-                    )  # fmt: skip
-                db.execute("COMMIT")
-            finally:
-                db.close()
-        db = sqlite3.connect(path)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            _write_study(tmp, meta, source, raters, tokens, owner, design, repeat, seed)
+            try:  # a link, not a rename: never replaces a study made meanwhile
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ValueError(f"study {name!r} exists ({path}); pick another name") from None
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise ValueError(f"study {name!r} exists ({path}); pick another name") from None
+                os.replace(tmp, path)
+        except BaseException:
+            if made_folder and path.parent.exists() and not path.exists():
+                shutil.rmtree(path.parent, ignore_errors=True)
+            raise
         finally:
-            db.close()
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
         log.info(
             "study %s: %d items, %d raters, design %s", name, len(source.items), len(raters), design
         )
@@ -426,8 +466,11 @@ class Study:
             db.close()
 
     def _read(self, sql: str, *args: Any) -> list[tuple]:
-        with self._connect() as db:
-            return db.execute(sql, args).fetchall()
+        try:
+            with self._connect() as db:
+                return db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as err:
+            raise ValueError(f"{self.path}: the study database cannot be read ({err})") from None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -501,6 +544,8 @@ class Study:
             raise Denied("only raters have screens to rate")
         if isinstance(position, bool) or not isinstance(position, int):
             raise ValueError(f"position: expected a whole number, got {position!r}")
+        if not 0 <= position < MAX_POSITION:
+            raise ValueError(f"position {position}: out of range")
         rows = self._read(
             "SELECT item, repeat, swap FROM slots WHERE rater = ? AND position = ?", rater, position
         )
@@ -564,7 +609,15 @@ class Study:
             if key in self._images:
                 self._images.move_to_end(key)
                 return self._images[key]
-        data = jpeg_bytes(crop(decode_image(region.path), region.box), DISPLAY_SIDE, quality=92)
+        try:
+            data = jpeg_bytes(crop(decode_image(region.path), region.box), DISPLAY_SIDE, 92)
+        except (OSError, ValueError) as err:  # the path stays in the log, not on the page
+            log.error(
+                "study %s: image %s of item %s: %s", self.name, name, self._items[item].key, err
+            )
+            raise ValueError(
+                "image unavailable (the study owner can see why in the server log)"
+            ) from None
         with self._lock:
             self._images[key] = data
             while len(self._images) > 64:

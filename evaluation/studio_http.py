@@ -5,8 +5,9 @@
 `studio_static/`) and share the explorer's safety defaults (`evaluation.web`: strict
 CSP, body caps, Host check on loopback, cross-origin POSTs refused).
 
-Access: a rater's link `/start/<token>` is exchanged for a session cookie (HttpOnly,
-SameSite=Strict, Secure when served over TLS or behind a TLS proxy) and the browser is
+Access: a rater's link `/start/<token>` is exchanged for a session cookie (one per
+study; HttpOnly, SameSite=Strict, and `__Host-` + Secure when served over TLS or behind
+a TLS proxy) and the browser is
 sent on to `/` without the token; the token never reaches the log. Every API call finds
 the rater by that cookie and reaches that rater's screens only; no cookie, an unknown
 one, or a rater's cookie on the owner's API is answered 403.
@@ -23,9 +24,9 @@ import re
 import socket
 import ssl
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from evaluation.studio import OWNER, Denied, Study
 from evaluation.studio_results import status
@@ -34,8 +35,31 @@ from evaluation.web import Forbidden, JsonHandler, is_loopback
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("studio_static")
-COOKIE = "dermsim_rating_session"
 _START = "/start/"
+HANDSHAKE_SECONDS = 15  # a TLS client that says nothing is dropped after this
+
+
+def cookie_name(study: str, secure: bool) -> str:
+    """The session cookie's name: one per study, `__Host-` prefixed over HTTPS.
+
+    Cookies ignore ports, so studies served on one host must not share a name; the
+    prefix makes the browser keep it host-only, Secure and on Path=/.
+    """
+    name = "dermsim_" + re.sub(r"[^A-Za-z0-9_]", "_", study)
+    return f"__Host-{name}" if secure else name
+
+
+def _cookie(header: str, name: str) -> str | None:
+    """One cookie's value from a Cookie header, or None.
+
+    Read leniently: other apps' cookies on the same host may not be valid for
+    `http.cookies`, which would then drop the whole header.
+    """
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"')
+    return None
 
 
 class StudioServer(ThreadingHTTPServer):
@@ -45,7 +69,8 @@ class StudioServer(ThreadingHTTPServer):
         address: (host, port); port 0 picks a free port.
         study: The open study.
         tls: An SSL context to serve HTTPS with, or None.
-        secure_cookies: Mark the session cookie Secure (HTTPS, or behind a TLS proxy).
+        public_origin: Behind a TLS proxy: the address raters reach (its Host and Origin
+            are accepted; the cookie is Secure). None: no proxy.
     """
 
     daemon_threads = True
@@ -55,17 +80,32 @@ class StudioServer(ThreadingHTTPServer):
         address: tuple[str, int],
         study: Study,
         tls: ssl.SSLContext | None = None,
-        secure_cookies: bool = False,
+        public_origin: str | None = None,
     ):
         self.study = study
         self.loopback = is_loopback(address[0])
         self.tls = tls
-        self.secure_cookies = secure_cookies or tls is not None
+        self.public_origin = public_origin.rstrip("/") if public_origin else None
+        self.secure_cookies = tls is not None or public_origin is not None
+        self.cookie = cookie_name(study.name, self.secure_cookies)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
-        if tls is not None:
-            self.socket = tls.wrap_socket(self.socket, server_side=True)
+
+    def finish_request(self, request, client_address) -> None:
+        """Serve one connection; over TLS, its handshake first, in its own thread.
+
+        The handshake has a time limit: a client that connects and says nothing cannot
+        hold up the others.
+        """
+        if self.tls is not None:
+            request.settimeout(HANDSHAKE_SECONDS)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as err:
+                log.debug("TLS handshake with %s failed: %s", client_address[0], err)
+                return
+        super().finish_request(request, client_address)
 
     @property
     def url(self) -> str:
@@ -76,7 +116,7 @@ class StudioServer(ThreadingHTTPServer):
 
     def link(self, token: str) -> str:
         """A rater's (or the owner's) personal link."""
-        return f"{self.url}start/{token}"
+        return f"{self.public_origin or self.url.rstrip('/')}/start/{token}"
 
 
 class Handler(JsonHandler):
@@ -122,13 +162,9 @@ class Handler(JsonHandler):
 
     def _rater(self) -> str:
         """The rater of the request's session cookie; 403 without a valid one."""
+        session = _cookie(self.headers.get("Cookie") or "", self.server.cookie)
         try:
-            cookie = SimpleCookie(self.headers.get("Cookie") or "")
-        except CookieError:
-            cookie = SimpleCookie()
-        morsel = cookie.get(COOKIE)
-        try:
-            return self.server.study.rater_of(morsel.value if morsel else None)
+            return self.server.study.rater_of(session)
         except Denied as err:
             raise Forbidden(str(err)) from None
 
@@ -159,7 +195,7 @@ class Handler(JsonHandler):
             _page("Signed in.", f'<meta http-equiv="refresh" content="0; url={target}">',
                   f'<a href="{target}">Continue</a>'),
             "text/html; charset=utf-8",
-            Set_Cookie=f"{COOKIE}={session}; {flags}",
+            Set_Cookie=f"{self.server.cookie}={session}; {flags}",
         )  # fmt: skip
 
     # -- API
@@ -186,7 +222,7 @@ class Handler(JsonHandler):
         rater = self._a_rater()
         position, _, name = rest.partition("/")
         data = self.server.study.image(rater, self._position(position), name)
-        self.send(200, data, "image/jpeg", cache="private, max-age=600")
+        self.send(200, data, "image/jpeg")  # no-store: patient images stay off the disk cache
 
     def _answer(self, *_) -> None:
         rater = self._a_rater()
@@ -213,24 +249,32 @@ def make_server(
     port: int = 0,
     cert: str | None = None,
     key: str | None = None,
-    behind_tls_proxy: bool = False,
+    public_origin: str | None = None,
 ) -> StudioServer:
     """Bind the studio's server (not yet serving); port 0 picks a free port.
 
     Beyond loopback, patient images cross the network: the server needs a certificate
-    and key (HTTPS), or `behind_tls_proxy` when a TLS proxy in front of it does that.
+    and key (HTTPS), or a TLS proxy in front of it, named by `public_origin` (the
+    https:// address raters reach).
 
     Raises:
         ValueError: On a non-loopback address without TLS or proxy, a certificate
-            without key (or the reverse), an unreadable certificate, or an address that
-            cannot be bound.
+            without key (or the reverse), an unreadable certificate, a public origin
+            that is not https://host[:port], or an address that cannot be bound.
     """
     if (cert is None) != (key is None):
         raise ValueError("give both --cert and --key (HTTPS), or neither")
-    if not is_loopback(host) and cert is None and not behind_tls_proxy:
+    if public_origin is not None:
+        parts = urlsplit(public_origin)
+        if parts.scheme != "https" or not parts.netloc or parts.path not in ("", "/"):
+            raise ValueError(
+                f"--behind-tls-proxy {public_origin!r}: expected the proxy's address, "
+                "https://host[:port]"
+            )
+    if not is_loopback(host) and cert is None and public_origin is None:
         raise ValueError(
             f"--host {host} reaches other machines: give --cert and --key (HTTPS), or "
-            "--behind-tls-proxy when a TLS proxy serves the study"
+            "--behind-tls-proxy https://<address> when a TLS proxy serves the study"
         )
     tls = None
     if cert is not None:
@@ -241,6 +285,6 @@ def make_server(
         except (OSError, ssl.SSLError) as err:
             raise ValueError(f"cannot load --cert {cert} / --key {key}: {err}") from None
     try:
-        return StudioServer((host, port), study, tls, secure_cookies=behind_tls_proxy)
+        return StudioServer((host, port), study, tls, public_origin)
     except OSError as err:
         raise ValueError(f"cannot listen on {host}:{port} ({err.strerror or err})") from None

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from bridge.core.data.ratings import GROUP_COLUMN, SCORED_ASPECTS
+from bridge.core.data.readers import SYNTHETIC_MARKER, is_synthetic
 from bridge.core.files import atomic_path
 from evaluation.studio import Region, Study, hospital_tables, to_csv
 
@@ -36,10 +37,16 @@ from evaluation.studio import Region, Study, hospital_tables, to_csv
 def export(study: Study, out: str | os.PathLike[str]) -> list[Path]:
     """Write the study's first answers (and the test-retest table); return the files written.
 
+    A synthetic study's export gets the `SYNTHETIC` marker beside it, so that the
+    comparison flags its report as it would the source data.
+
     Raises:
-        ValueError: If no rater has answered anything yet.
+        ValueError: If no rater has answered anything yet, or `out` is not a CSV path
+            (never the study's own database).
     """
     out = Path(out)
+    if out.suffix.lower() != ".csv" or out.resolve() == study.path.resolve():
+        raise ValueError(f"--out {out}: expected a .csv file to write the ratings to")
     first = study.first_answers()
     if not first:
         raise ValueError(f"study {study.name!r}: no answers yet; nothing to export")
@@ -78,6 +85,8 @@ def export(study: Study, out: str | os.PathLike[str]) -> list[Path]:
     written = [_write(out, to_csv(header, rows))]
     if study.meta.get("repeat", 0) > 0:
         written.append(_write(retest_path(out), _retest_csv(study)))
+    if study.meta.get("synthetic") and not is_synthetic(out.parent):
+        written.append(_write(out.parent / SYNTHETIC_MARKER, "synthetic data (dermsim)\n"))
     return written
 
 
@@ -241,8 +250,8 @@ def status_text(report: dict[str, Any]) -> str:
                 shown.append(f"{_LABELS.get(name, name)} {_number(value)}")
                 if value["value"] is None:
                     reasons.setdefault(value["why"], None)
-        count = next(v for k, v in values.items() if k.startswith("n_"))
-        lines.append(f"  {aspect:<8} " + "   ".join(shown) + f"   (items rated by all: {count})")
+        key = next(k for k in values if k.startswith("n_"))
+        lines.append(f"  {aspect:<8} " + "   ".join(shown) + f"   ({_LABELS[key]}: {values[key]})")
     lines += [f"  n/a: {why}" for why in reasons]
     lines += ["", "test-retest (repeated items):"]
     for rater, values in report["retest"].items():
@@ -269,6 +278,8 @@ _LABELS = {
     "krippendorff_alpha_ordinal": "alpha (ordinal)",
     "krippendorff_alpha_nominal": "alpha (nominal)",
     "pairwise_agreement": "pairwise agreement",
+    "n_items_all_raters": "items rated by all",
+    "n_items_two_raters": "items judged by 2+ raters",
 }  # fmt: skip
 
 

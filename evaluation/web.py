@@ -82,10 +82,14 @@ class JsonHandler(BaseHTTPRequestHandler):
     """A request handler with the shared safety defaults; subclasses add routes.
 
     The server it runs in must have a boolean `loopback` attribute (bound to a
-    loopback address: other Host names are refused).
+    loopback address: other Host names are refused) and may have `public_origin`
+    (e.g. "https://ratings.example.org": the address a TLS proxy in front of it serves,
+    whose Host and Origin are then accepted too). An idle connection is closed after
+    `timeout` seconds.
     """
 
     sys_version = ""
+    timeout = 60
 
     def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -113,11 +117,19 @@ class JsonHandler(BaseHTTPRequestHandler):
         """Send `{"error": message}`."""
         self.json(status, {"error": message})
 
+    def _public(self) -> str | None:
+        """The public origin's host[:port], when the server is told one."""
+        public = getattr(self.server, "public_origin", None)
+        return urlsplit(public).netloc.lower() if public else None
+
     def host_allowed(self) -> bool:
         """On loopback, refuse other Host names (a DNS-rebinding page cannot reach it)."""
         if not self.server.loopback:
             return True
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        given = (self.headers.get("Host") or "").lower()
+        if given and given == self._public():
+            return True
+        host = given.rsplit(":", 1)[0].strip("[]")
         return host in ("localhost", "127.0.0.1", "::1") or is_loopback(host)
 
     def same_origin(self) -> bool:
@@ -125,9 +137,13 @@ class JsonHandler(BaseHTTPRequestHandler):
 
         A browser sends `Origin` with every cross-origin POST (and most same-origin
         ones); a request without it comes from a program, not from another site's page.
+        Behind a proxy, the page's origin is the public one.
         """
         origin = self.headers.get("Origin")
-        return not origin or urlsplit(origin).netloc == self.headers.get("Host")
+        if not origin:
+            return True
+        netloc = urlsplit(origin).netloc.lower()
+        return netloc == (self.headers.get("Host") or "").lower() or netloc == self._public()
 
     def length(self) -> int:
         """The request's Content-Length."""

@@ -26,7 +26,7 @@ from bridge.core.data import ratings as rating_data
 from bridge.core.data.synth import SynthConfig, generate
 from evaluation import stats
 from evaluation.studio import OWNER, Study, rating_order, read_source
-from evaluation.studio_http import COOKIE, make_server
+from evaluation.studio_http import make_server
 from evaluation.studio_results import export, retest_path, status
 
 # ------------------------------------------------------------------ data
@@ -90,16 +90,16 @@ def serving(study, **kwargs):
 
 
 class Client:
-    """A raw HTTP client with one session cookie."""
+    """A raw HTTP client with one session cookie (the study's cookie name)."""
 
-    def __init__(self, address, cookie=None):
-        self.address, self.cookie = address, cookie
+    def __init__(self, address, cookie=None, name="dermsim_s"):
+        self.address, self.cookie, self.name = address, cookie, name
 
     def call(self, method, path, body=None, headers=None):
         conn = http.client.HTTPConnection(*self.address, timeout=60)
         headers = dict(headers or {})
         if self.cookie:
-            headers["Cookie"] = f"{COOKIE}={self.cookie}"
+            headers["Cookie"] = f'other={{"json": 1}}; {self.name}={self.cookie}; x=a b'
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
@@ -110,7 +110,7 @@ class Client:
     def login(self, token):
         status, headers, body = self.call("GET", f"/start/{token}")
         if status == 200:
-            self.cookie = SimpleCookie(headers["Set-Cookie"])[COOKIE].value
+            self.cookie = SimpleCookie(headers["Set-Cookie"])[self.name].value
         return status, headers, body
 
     def get(self, path):
@@ -182,6 +182,9 @@ def test_cli_new_prints_links_and_stores_only_hashes(data, tmp_path):
     [
         (["--design", "both"], ["unknown design 'both'"]),
         (["--raters", "A,A"], ["raters repeat a name"]),
+        (["--raters", "Dr_A,dr_a"], ["raters repeat a name (letter case aside"]),
+        (["--raters", "A,Owner"], ["rater name 'Owner' is reserved"]),
+        (["--seed", "-1"], ["--seed must be a whole number >= 0"]),
         (["--raters", "A,@owner"], ["rater name '@owner'"]),
         (["--raters", ","], ["expected at least one rater"]),
         (["--repeat", "1.5"], ["--repeat must be a fraction in [0, 1]"]),
@@ -212,7 +215,7 @@ def test_cli_bad_sources_and_studies(data, tmp_path):
     assert_one_line_error(result, "t.csv", "line 2", "no such file")
     result = run_module("evaluation.rate", "new", "--cases", str(data["triplets"]), "--study",
                         "x", "--root", str(tmp_path))  # fmt: skip
-    assert_one_line_error(result, "triplets.csv")  # a triplet table is no region-pair table
+    assert_one_line_error(result, "triplets.csv", "--design 2afc")  # not a region-pair table
     for command in (["serve"], ["status"], ["export", "--out", str(tmp_path / "r.csv")]):
         result = run_module("evaluation.rate", *command, "--study", "absent", "--root",
                             str(tmp_path))  # fmt: skip
@@ -282,6 +285,9 @@ def test_tokens_sessions_and_isolation(data, tmp_path, caplog):
             code, reply = a.post("/api/answer", payload)
             assert code == 400 and fragment in reply["error"], (payload, reply)
         assert a.post("/api/answer", b"{not json")[0] == 400
+        code, reply = a.post("/api/answer", {"position": 10**23, "color": 1, "texture": 1})
+        assert code == 400 and "out of range" in reply["error"]
+        assert a.call("GET", "/api/image/0/ref")[1]["Cache-Control"] == "no-store"
         code, reply = a.post("/api/answer", {"position": 1, "color": 1, "texture": 1},
                              Origin="http://evil.example")  # fmt: skip
         assert code == 403 and "cross-origin" in reply["error"]
@@ -316,14 +322,40 @@ def test_https_with_a_certificate(data, tmp_path):
         make_server(study, cert=str(key), key=str(key))
     with serving(study, cert=str(cert), key=str(key)) as server:
         assert server.url.startswith("https://")
+        idle = socket.create_connection(server.server_address[:2])  # says nothing at all
         context = ssl.create_default_context(cafile=str(cert))
         context.check_hostname = False
         conn = http.client.HTTPSConnection(*server.server_address[:2], context=context, timeout=30)
         conn.request("GET", f"/start/{created.tokens['B']}")
         response = conn.getresponse()
         assert response.status == 200
-        assert "Secure" in response.getheader("Set-Cookie")
+        assert "Secure" in response.getheader("Set-Cookie")  # served while `idle` waits
         conn.close()
+        idle.close()
+
+
+def test_behind_a_tls_proxy(data, tmp_path):
+    study, created = new_study(data, tmp_path)
+    with pytest.raises(ValueError, match="expected the proxy's address"):
+        make_server(study, "0.0.0.0", 0, public_origin="http://ratings.example.org")
+    public = "https://ratings.example.org"
+    with serving(study, public_origin=public) as server:
+        assert server.link("x") == f"{public}/start/x"
+        client = Client(server.server_address[:2], name="__Host-dermsim_s")
+        host = {"Host": "ratings.example.org"}  # the proxy keeps the public Host
+        code, headers, _ = client.call("GET", f"/start/{created.tokens['A']}", headers=host)
+        assert code == 200
+        cookie = headers["Set-Cookie"]
+        assert cookie.startswith("__Host-dermsim_s=") and "Secure" in cookie
+        client.cookie = SimpleCookie(cookie)["__Host-dermsim_s"].value
+        payload = json.dumps({"position": 0, "color": 3, "texture": 2}).encode()
+        code, _, _ = client.call("POST", "/api/answer", payload, {**host, "Origin": public})
+        assert code == 200
+        code, _, _ = client.call(
+            "POST", "/api/answer", payload, {**host, "Origin": "https://evil.example"}
+        )
+        assert code == 403
+        assert client.call("GET", "/api/me", headers={"Host": "evil.example"})[0] == 403
 
 
 # ------------------------------------------------------------------ answers, exports, status
@@ -350,7 +382,11 @@ def test_hospital_export_reads_back_with_retest_and_status(data, tmp_path):
     study, created = new_study(data, tmp_path, repeat=0.34, groups=data["groups"])
     sent = rate_everything(study, created)
     out = tmp_path / "export" / "ratings.csv"
-    assert export(study, out) == [out, retest_path(out)]
+    marker = out.parent / "SYNTHETIC"  # synthetic items: the export is flagged like them
+    assert export(study, out) == [out, retest_path(out), marker]
+    with pytest.raises(ValueError, match=r"expected a \.csv file"):
+        export(study, study.path)  # never over the study itself
+    assert Study(study.path).answers() == study.answers()
     read = rating_data.read_rated_cases(data["cases"], out)
     assert read.raters == ("A", "B") and set(read.aspects) == {"color", "texture", "overall"}
     assert {c.id: c.group for c in read.cases} == {
@@ -396,6 +432,7 @@ def test_pairs_and_2afc_exports_are_what_the_readers_read(data, tmp_path):
     out = tmp_path / "pairs.csv"
     export(study, out)
     pairs = rating_data.read_region_pairs(out)
+    assert not pairs.synthetic  # a table outside the synthetic set: no marker written
     assert [p.id for p in pairs.pairs] == [f"p{i}" for i in range(6)]
     assert pairs.pairs[0].box_a == (4, 4, 30, 30) and pairs.pairs[0].box_b is None
     assert {p.group for p in pairs.pairs} == {"P0", "P1", "P2"}
@@ -406,6 +443,7 @@ def test_pairs_and_2afc_exports_are_what_the_readers_read(data, tmp_path):
     out = tmp_path / "afc" / "judgements.csv"
     export(study, out)
     judged = rating_data.read_triplets(out)
+    assert judged.synthetic  # triplets of the synthetic set: the marker beside the export
     assert len(judged.triplets) == 6 and judged.raters == ("A", "B")
     assert len(judged.judgements) == 12
     assert judged.triplets[0].box_a == (0, 0, 40, 40)
@@ -631,12 +669,19 @@ def test_two_raters_and_a_2afc_study_in_a_real_browser(data, scorer, tmp_path):
             color, texture = (int(v) for v in rng.integers(1, 5, size=2))
             if position == 1:  # the answer does not reach the server: the page says so, stays
                 page.route("**/api/answer", lambda route: route.abort())
-                page.click(f".scale[data-aspect=color] button[data-value='{color}']")
-                page.click(f".scale[data-aspect=texture] button[data-value='{texture}']")
-                page.wait_for_selector("[data-testid=not-saved]:not([hidden])")
-                assert page.inner_text("[data-testid=save-state]") == "not saved"
-                assert page.get_attribute("body", "data-position") == "1"
-                assert hospital.progress("B")["answered"] == 1
+                for _ in range(2):
+                    page.click(f".scale[data-aspect=color] button[data-value='{color}']")
+                    page.click(f".scale[data-aspect=texture] button[data-value='{texture}']")
+                    page.wait_for_selector("[data-testid=not-saved]:not([hidden])")
+                    assert page.inner_text("[data-testid=save-state]") == "not saved"
+                    assert page.get_attribute("body", "data-position") == "1"
+                    assert hospital.progress("B")["answered"] == 1
+                    if _ == 0:  # going back drops the unsaved answer; screen 0 keeps its own
+                        page.keyboard.press("ArrowLeft")
+                        at(page, 0)
+                        assert page.is_hidden("[data-testid=not-saved]")
+                        page.keyboard.press("ArrowRight")
+                        at(page, 1)
                 page.unroute("**/api/answer")
                 page.click("#retry")
             else:

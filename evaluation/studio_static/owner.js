@@ -26,7 +26,13 @@ function fill(table, header, rows) {
   }));
 }
 
-const number = (v) => (v.value === null ? "n/a (" + v.why + ")" : v.value.toFixed(3));
+const LABELS = {
+  icc_2_1: "ICC(2,1)", krippendorff_alpha_interval: "alpha (interval)",
+  krippendorff_alpha_ordinal: "alpha (ordinal)", krippendorff_alpha_nominal: "alpha (nominal)",
+  pairwise_agreement: "pairwise agreement", n_items_all_raters: "items rated by all",
+  n_items_two_raters: "items judged by 2+ raters",
+};
+const number = (v) => (v.value === null ? "n/a" : v.value.toFixed(3));
 const percent = (v) => (v === null || v === undefined ? "–" : Math.round(100 * v) + "%");
 
 function render(status) {
@@ -37,9 +43,11 @@ function render(status) {
   ]));
   const aspects = Object.entries(status.agreement);
   const names = Object.keys(aspects[0][1]).filter((k) => !k.startsWith("n_"));
-  fill($("agreement"), ["aspect", ...names, "items rated by all"], aspects.map(([aspect, v]) => [
-    aspect, ...names.map((n) => number(v[n])), Object.entries(v).find(([k]) => k.startsWith("n_"))[1],
-  ]));
+  const count = Object.keys(aspects[0][1]).find((k) => k.startsWith("n_"));
+  fill($("agreement"), ["aspect", ...names.map((n) => LABELS[n] || n), LABELS[count] || count],
+    aspects.map(([aspect, v]) => [aspect, ...names.map((n) => number(v[n])), v[count]]));
+  const reasons = [...new Set(aspects.flatMap(([, v]) => names.map((n) => v[n].why).filter(Boolean)))];
+  $("why").textContent = reasons.length ? "n/a: " + reasons.join("; ") : "";
   const retest = Object.entries(status.retest);
   if (status.design === "2afc") {
     fill($("retest"), ["rater", "repeats", "same choice"], retest.map(([r, v]) => [r, v.n, percent(v.same_choice)]));

@@ -2,7 +2,12 @@
 // page moves on, and a failed save stays on the page with a retry.
 "use strict";
 
-const state = { me: null, position: 0, screen: null, pending: null, active: "color", draft: {} };
+// saving: an answer is on its way (input waits); failed: {position, answer} not saved;
+// loading: a screen is being fetched (input waits until its images are shown).
+const state = {
+  me: null, position: 0, screen: null, saving: false, failed: null, loading: true,
+  active: "color", draft: {},
+};
 const $ = (id) => document.getElementById(id);
 
 async function api(path, body) {
@@ -52,7 +57,22 @@ function figure(name, caption, extraClass) {
 
 async function load(position) {
   position = Math.max(0, Math.min(position, state.me.total - 1));
-  const screen = await api("/api/screen/" + position);
+  if (state.failed && state.failed.position !== position) {
+    state.failed = null; // moving on: that answer was not saved, its screen shows unanswered
+    $("failure").hidden = true;
+  }
+  state.loading = true;
+  $("load-failure").hidden = true;
+  let screen;
+  try {
+    screen = await api("/api/screen/" + position);
+  } catch (err) {
+    state.loading = false;
+    $("load-failure-text").textContent = err.message;
+    $("load-failure").hidden = false;
+    state.retryLoad = position;
+    return;
+  }
   state.position = position;
   state.screen = screen;
   state.draft = screen.answer ? { ...screen.answer } : {};
@@ -82,6 +102,8 @@ async function load(position) {
     }
   }
   render();
+  await Promise.all([...images.querySelectorAll("img")].map((img) => img.decode().catch(() => {})));
+  state.loading = false;
   document.body.dataset.position = String(position);
   document.body.dataset.ready = "true";
 }
@@ -102,29 +124,37 @@ function render() {
   }
 }
 
-async function save(answer) {
-  state.pending = answer;
+async function save(answer, position = state.position) {
+  if (state.saving) return;
+  state.saving = true;
   $("failure").hidden = true;
   setSaveState("saving…", "");
-  const position = state.position;
+  let progress;
   try {
-    const progress = await api("/api/answer", { position, ...answer });
-    state.pending = null;
-    showProgress(progress);
-    setSaveState("screen " + (position + 1) + " saved ✓", "saved");
-    if (state.position + 1 < state.me.total) {
-      await load(state.position + 1);
-    } else if (progress.next === null) {
-      finished();
-    } else {
-      await load(progress.next);
-    }
+    progress = await api("/api/answer", { position, ...answer });
   } catch (err) {
+    state.saving = false;
+    state.failed = { position, answer };
     setSaveState("not saved", "failed");
     $("failure-text").textContent = err.message;
     $("failure").hidden = false;
+    return;
+  }
+  state.saving = false;
+  state.failed = null;
+  showProgress(progress);
+  setSaveState("screen " + (position + 1) + " saved ✓", "saved");
+  if (state.position !== position) return; // the rater moved on meanwhile: stay there
+  if (position + 1 < state.me.total) {
+    await load(position + 1);
+  } else if (progress.next === null) {
+    finished();
+  } else {
+    await load(progress.next);
   }
 }
+
+const busy = () => state.saving || state.loading;
 
 function finished() {
   $("screen").hidden = true;
@@ -132,6 +162,7 @@ function finished() {
 }
 
 function score(aspect, value) {
+  if (busy()) return;
   state.draft[aspect] = value;
   state.active = aspect === "color" ? "texture" : "color";
   render();
@@ -141,6 +172,7 @@ function score(aspect, value) {
 }
 
 function choose(side) {
+  if (busy()) return;
   state.draft = { side };
   render();
   save({ side });
@@ -159,12 +191,13 @@ function wire() {
     const fig = event.target.closest("figure.candidate");
     if (fig) choose(fig.dataset.image);
   });
-  $("previous").addEventListener("click", () => load(state.position - 1));
-  $("next").addEventListener("click", () => load(state.position + 1));
+  $("previous").addEventListener("click", () => busy() || load(state.position - 1));
+  $("next").addEventListener("click", () => busy() || load(state.position + 1));
   $("review").addEventListener("click", () => load(0));
-  $("retry").addEventListener("click", () => state.pending && save(state.pending));
+  $("retry").addEventListener("click", () => state.failed && save(state.failed.answer, state.failed.position));
+  $("retry-load").addEventListener("click", () => load(state.retryLoad ?? state.position));
   document.addEventListener("keydown", (event) => {
-    if ($("screen").hidden || event.altKey || event.ctrlKey || event.metaKey) return;
+    if ($("screen").hidden || event.altKey || event.ctrlKey || event.metaKey || busy()) return;
     const afc = state.me.design === "2afc";
     if (event.key === "ArrowLeft" && state.position > 0) load(state.position - 1);
     else if (event.key === "ArrowRight" && !$("next").disabled) load(state.position + 1);
