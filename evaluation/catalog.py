@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.core.data.image import DEFAULT_POLICY
-from bridge.core.runtime import find_models, model_name
+from bridge.core.runtime import EXPORT_KINDS, find_models, model_name
 
 DEMO_COMMAND = "tox -e demo"
 
@@ -83,7 +83,7 @@ def discover(folder: Path, strict: bool = False) -> tuple[list[Entry], list[str]
             "--run runs/<name> --kind all --out models/<name>) first"
         )
     found: dict[tuple[str, str], list[Entry]] = {}
-    models, problems = find_models(folder, strict=strict)
+    models, problems = find_models(folder, EXPORT_KINDS, strict=strict)
     for path, manifest in models:
         model = model_name(path, manifest)
         run = manifest.get("training_run") or {}

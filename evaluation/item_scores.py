@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from bridge.core.data.image import crop, decode_image
-from bridge.core.runtime import model_label
+from bridge.core.data.masks import read_mask
+from bridge.core.runtime import MASKED_KINDS, SCORER_KINDS, is_masked, model_label
 from evaluation.catalog import Entry
 from evaluation.fitted import fitted_cases
 from evaluation.items import RatedItems
@@ -62,7 +63,7 @@ def score_items(entries: Sequence[Entry], items: RatedItems, options: Options) -
     from tqdm import tqdm
 
     scores = Scores()
-    models = [e for e in entries if e.kind in ("lpips", "dists", "features")]
+    models = [e for e in entries if e.kind in (*SCORER_KINDS, *MASKED_KINDS, "features")]
     in_sample = [e for e in models if fitted_cases(e) & set(items.ids)]
     for entry in in_sample:
         scores.notes.append(
@@ -111,8 +112,13 @@ def _model_distances(entry: Entry, items: RatedItems, prefer_gpu: bool) -> dict[
         def run(ref, paths, box, boxes):
             return {"": scorer.score_many(ref, paths, box, boxes)}
 
+    def region(path, box):  # a masked scorer sees an image under its mask where it has one
+        if is_masked(entry.kind) and path in items.masks:
+            return read_mask(items.masks[path])
+        return box
+
     per_item = (
-        run(ref, [c[0] for c in comps], box, [c[1] for c in comps])
+        run(ref, [c[0] for c in comps], region(ref, box), [region(*c) for c in comps])
         for (ref, box), comps in zip(items.references, items.comparisons, strict=True)
     )
     return _distance_tables(per_item, items)

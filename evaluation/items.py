@@ -35,6 +35,8 @@ class RatedItems:
         truth: Per aspect, the known true deviation (synthetic set only).
         groups: Per item, its group (patient or lesion; `RatedCase.group`,
             `RegionPair.group`); left empty, every item is its own group (its id).
+        masks: Image -> its mask file, for the images that have one (rated cases'
+            `0.mask.png` ...): masked scorers score those images under their masks.
 
     Raises:
         ValueError: If `groups` is given but not one per item.
@@ -49,6 +51,7 @@ class RatedItems:
     source: str
     truth: dict[str, np.ndarray] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
+    masks: dict[Path, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.groups:
@@ -106,6 +109,7 @@ def load_rated(
             ids, refs, comps, tables, table.raters, table.synthetic,
             f"rated cases {rated} (ratings {ratings})", synth.read_truth(rated, ids),
             groups=tuple(c.group for c in table.cases),
+            masks={k: v for c in table.cases for k, v in c.masks.items()},
         )  # fmt: skip
     return pick_raters(items, raters)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -203,3 +204,73 @@ def test_score_cli_with_polygons_and_masks(exported, tmp_path):
             "evaluation.score", model, str(tmp_path / "a.png"), str(tmp_path / "b.png"), *args
         )
         assert_one_line_error(result, *fragments)
+
+
+# ------------------------------------------------------------------ rated cases with masks
+
+
+@pytest.fixture(scope="module")
+def masked_set(tmp_path_factory):
+    """A small synthetic set: its rated cases carry the lesion's outline (0.mask.png)."""
+    from bridge.core.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("masked-set")
+    return generate(
+        root / "s", SynthConfig(per_class=1, cases=6, size=64, raters=2, views_per_lesion=1)
+    )
+
+
+def test_synthetic_cases_carry_lesion_masks_the_reader_finds(masked_set):
+    from bridge.core.data.ratings import read_rated_cases
+
+    data = read_rated_cases(masked_set / "rated", masked_set / "rated" / "ratings.csv")
+    for case in data.cases:
+        assert set(case.masks) == {case.reference}  # the lesion image only
+        mask = read_mask(case.masks[case.reference])
+        assert mask.weights.shape == (64, 64) and 0.2 < mask.weights.mean() < 0.95
+
+
+def test_leakage_is_measured_and_fill_removes_it(exported, masked_set, tmp_path):
+    from evaluation.leakage import leakage, main, masked_cases
+
+    files, _, _ = exported
+    cases = masked_cases(masked_set / "rated")[:3]
+    for kind in ("lpips", "dists"):
+        plain = leakage(Scorer(files[kind, "torch"], prefer_gpu=False), cases)
+        assert 0 < plain["masked"] < plain["box"] and 0 < plain["ratio"] < 1
+        filled = leakage(Scorer(files[kind, "torch"], prefer_gpu=False, fill=True), cases)
+        assert filled["masked"] <= 1e-6 and filled["box"] == pytest.approx(plain["box"])
+    out = tmp_path / "leakage.md"
+    assert (
+        main(
+            [
+                str(files["lpips", "keras"]),
+                "--cases",
+                str(masked_set / "rated"),
+                "--out",
+                str(out),
+                "--cpu",
+            ]
+        )
+        == 0
+    )
+    assert out.read_text().count("| lpips | vgg16_tiny |") == 2
+
+
+def test_the_comparison_scores_masked_scorers_under_the_case_masks(exported, masked_set):
+    from evaluation.catalog import discover
+    from evaluation.item_scores import score_items
+    from evaluation.items import load_rated
+    from evaluation.options import Options
+
+    _, _, root = exported
+    entries, _ = discover(root / "models")
+    assert {e.kind for e in entries} == {"lpips_masked", "dists_masked"}
+    items = load_rated(masked_set / "rated")
+    assert len(items.masks) == len(items.ids)
+    scores = score_items(entries, items, Options(prefer_gpu=False))
+    masked = [n for n in scores.columns if n.startswith("lpips_masked")]
+    assert masked and scores.info[masked[0]]["family"] == "lpips_masked"
+    # against the same scorer with the masks left out (all ones: the plain metric)
+    unmasked = score_items(entries, dataclasses.replace(items, masks={}), Options(prefer_gpu=False))
+    assert not np.allclose(scores.columns[masked[0]], unmasked.columns[masked[0]])

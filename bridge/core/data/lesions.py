@@ -457,19 +457,21 @@ class PatientSkin:
 
 def case_patches(
     rng: np.random.Generator, size: int, skin: PatientSkin
-) -> tuple[list[np.ndarray], np.ndarray, int]:
+) -> tuple[list[np.ndarray], np.ndarray, int, np.ndarray]:
     """A lesion region and two normal-skin regions of the patient with `skin`, and the truth.
 
     The deviations, the direction of the colour change and every pixel's noise are the
-    case's own (`rng`); the tone and normal texture are the patient's.
+    case's own (`rng`); the tone and normal texture are the patient's. Also returned:
+    the lesion's outline in the first patch, (size, size) weights in [0, 1] (a soft
+    edge), where the deviations apply.
     """
     deviation = rng.uniform(0.0, 1.0, 2)
     direction = _COLOUR_SHIFTS[rng.integers(len(_COLOUR_SHIFTS))]
     direction = direction + rng.normal(0.0, 0.1, 3)
     shift = 25.0 * direction / np.linalg.norm(direction)
     quality = int(rng.integers(88, 96))
-    patches = [_patch(rng, size, skin, shift, deviation * (k == 0)) for k in range(3)]
-    return patches, deviation, quality
+    drawn = [_patch(rng, size, skin, shift, deviation * (k == 0)) for k in range(3)]
+    return [image for image, _ in drawn], deviation, quality, drawn[0][1]
 
 
 def _stripes(rng: np.random.Generator, size: int, angle: float, period: float) -> np.ndarray:
@@ -484,8 +486,11 @@ def _patch(
     skin: PatientSkin,
     shift: np.ndarray,
     deviation: np.ndarray,
-) -> np.ndarray:
-    """A region of the patient's skin; with deviation > 0, a lesion or scar in it."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """A region of the patient's skin (with deviation > 0, a lesion or scar in it).
+
+    Returns the image and the lesion's outline (weights in [0, 1]; zero without one).
+    """
     colour_dev, texture_dev = deviation
     x, y = _grid(size)
     lines = sum(_stripes(rng, size, a, skin.period) for a in skin.angles) / 2
@@ -510,4 +515,4 @@ def _patch(
         wobble = 1.0 + 0.1 * _field(rng, size, size / 4)
         lab += (colour_dev * mask * wobble)[..., None] * shift.astype(np.float32)
         image = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
-    return _camera(rng, image, strength=0.4)
+    return _camera(rng, image, strength=0.4), mask.astype(np.float32)

@@ -21,12 +21,13 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from bridge.core.data.image import IMAGE_SUFFIXES, Box, parse_box
+from bridge.core.data.masks import mask_beside
 from bridge.core.data.readers import is_synthetic
 from bridge.core.data.tables import Row, Table, in_order, read_table
 
@@ -64,12 +65,15 @@ class RatedCase:
         comparisons: `1.<ext>`, `2.<ext>`, ... in numeric order (normal skin regions).
         group: The patient or lesion the case belongs to (the ratings table's group
             column); given empty (the default), the case is its own group: its id.
+        masks: Image -> its mask file (`0.mask.png` beside `0.jpg`, ...), for the
+            images that have one.
     """
 
     id: str
     reference: Path
     comparisons: tuple[Path, ...]
     group: str = ""
+    masks: dict[Path, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -351,7 +355,8 @@ def _scan_case(folder: Path) -> RatedCase | None:
             f"{folder}: reference {numbered[0].name} but no comparison image 1.jpg, 2.jpg..."
         )
     comparisons = tuple(numbered[k] for k in sorted(numbered) if k > 0)
-    return RatedCase(folder.name, numbered[0], comparisons)
+    masks = {p: mask_beside(p) for p in numbered.values() if mask_beside(p).is_file()}
+    return RatedCase(folder.name, numbered[0], comparisons, masks=masks)
 
 
 class _Scores:

@@ -10,6 +10,7 @@ in the real formats so that the real readers are exercised::
                                                     lesion_id,sex
     DIR/isic2019/ISIC_2019_Training_Input/SYN_0000001.jpg ...
     DIR/rated/CASE001/0.jpg, 1.jpg, 2.jpg           0: lesion/scar region, 1-2: normal skin
+    DIR/rated/CASE001/0.mask.png                    the lesion's outline in 0.jpg (grey weights)
     DIR/rated/ratings.csv                           CASES,GROUP,R1_color,R1_texture,...
     DIR/rated/truth.csv                             case,color_deviation,texture_deviation,
                                                     color_category,texture_category
@@ -71,6 +72,7 @@ from PIL import Image
 
 from bridge.core.config import DataConfig
 from bridge.core.data.lesions import Lesion, PatientSkin, case_patches
+from bridge.core.data.masks import mask_beside
 from bridge.core.data.ratings import (
     CASES_COLUMN,
     GROUP_COLUMN,
@@ -89,7 +91,7 @@ from bridge.core.data.readers import (
 log = logging.getLogger(__name__)
 
 GENERATOR = "dermsim.synth"
-VERSION = 2  # 2: rated cases grouped by patient (GROUP column, shared skin)
+VERSION = 3  # 2: rated cases grouped by patient (GROUP column, shared skin); 3: lesion masks
 MANIFEST = "manifest.json"
 CLASSES = ("MEL", "NV", "BCC")
 ISIC_DIR = "isic2019"  # the ISIC 2019 part's folder in the set
@@ -468,11 +470,13 @@ def _write_rated(folder: Path, config: SynthConfig) -> dict:
     for i, name in enumerate(names):
         case = folder / name
         case.mkdir()
-        patches, truth[i], quality = case_patches(
+        patches, truth[i], quality, outline = case_patches(
             _rng(config.seed, _CASE, i), config.size, skins[patient_of[i]]
         )
         for k, patch in enumerate(patches):
             _write_jpeg(case / f"{k}.jpg", patch, quality)
+        grey = np.clip(np.rint(outline * 255.0), 0, 255).astype(np.uint8)
+        Image.fromarray(grey, "L").save(mask_beside(case / "0.jpg"))
     truth = np.round(truth, 4)
     categories = rating_category(truth)
     _write_csv(
