@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bridge.core.data import readers
 from bridge.core.data.image import IMAGE_SUFFIXES, Box, box_text, parse_box
+from bridge.core.data.masks import is_mask_file
 from bridge.core.data.tables import read_table
 
 LIST_COLUMNS = ("image", "box", "label", "lesion_id", "patient_id")
@@ -149,13 +150,14 @@ def _read_folder(folder: Path, images: str | os.PathLike | None) -> Archive:
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    """Image files under `folder`, sorted; hidden files and folders skipped."""
+    """Image files under `folder`, sorted; hidden files and folders, and masks, skipped."""
     pattern = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
         p
         for p in pattern
         if p.is_file()
         and p.suffix.lower() in IMAGE_SUFFIXES
+        and not is_mask_file(p)
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 

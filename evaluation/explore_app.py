@@ -49,6 +49,7 @@ from bridge.core.data.image import (
     jpeg_bytes,
     parse_box,
 )
+from bridge.core.data.masks import is_mask_file
 from bridge.core.files import sha256_file
 from bridge.core.runtime import SCORER_KINDS, find_models
 from evaluation.index import MANIFEST, SETTINGS, Index
@@ -167,7 +168,7 @@ def list_images(root: Path, limit: int = MAX_LISTED) -> dict[str, Path]:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file() or is_mask_file(path):
             continue
         resolved = path.resolve()
         if not resolved.is_relative_to(base):

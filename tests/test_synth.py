@@ -69,6 +69,7 @@ def test_layout(small):
         "rated/truth.csv",
         *(f"isic2019/ISIC_2019_Training_Input/SYN_{i:07d}.jpg" for i in range(1, n_images + 1)),
         *(f"rated/CASE{i:03d}/{k}.jpg" for i in range(1, SMALL.cases + 1) for k in range(3)),
+        *(f"rated/CASE{i:03d}/0.mask.png" for i in range(1, SMALL.cases + 1)),
     }
     assert names == expected
     assert not [p for p in small.parent.iterdir() if p.name.startswith(".")]  # no temp folders
@@ -81,7 +82,7 @@ def test_marker_and_manifest(small):
     manifest = json.loads((small / "manifest.json").read_text())
     assert manifest["synthetic"] is True
     assert manifest["generator"] == "dermsim.synth"
-    assert manifest["version"] == synth.VERSION == 2
+    assert manifest["version"] == synth.VERSION == 3
     assert manifest["config"] == {
         "seed": 3,
         "per_class": 6,

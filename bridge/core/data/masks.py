@@ -157,6 +157,11 @@ def polygon_mask(points, shape: tuple[int, ...]) -> RegionMask:
     return check_weights(weights, f"polygon {text}")
 
 
+def is_mask_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is a mask beside an image (`*.mask.png`), not an image to list."""
+    return Path(path).name.lower().endswith(MASK_SUFFIX)
+
+
 def mask_beside(image: str | os.PathLike[str]) -> Path:
     """Where a case image's mask lies: `0.jpg` -> `0.mask.png`."""
     image = Path(image)
