@@ -33,12 +33,9 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import signal
 import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bridge.core.data import synth
 from bridge.core.data.image import DEFAULT_POLICY, MAX_PIXELS, RESIZE_POLICIES
@@ -54,6 +51,7 @@ from evaluation.explore_app import (
     load_scorers,
 )
 from evaluation.explore_http import make_server
+from evaluation.web import serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +74,6 @@ def _default_images(images: str | None) -> tuple[Path | None, bool]:
         synth.DEFAULT_ROOT,
     )
     return None, False
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,14 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         log.info("uploads go to %s%s", uploads, " (removed on exit)" if temporary else "")
         print(f"dermsim region explorer: {server.url}  (Ctrl+C stops it)", flush=True)
-        if threading.current_thread() is threading.main_thread():  # SIGTERM cleans up too
-            signal.signal(signal.SIGTERM, _interrupt)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            log.info("stopped")
-        finally:
-            server.server_close()
+        serve_until_stopped(server)  # SIGTERM too, so the uploads are cleaned up
     finally:
         if temporary:
             shutil.rmtree(uploads, ignore_errors=True)

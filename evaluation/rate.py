@@ -25,11 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from evaluation.studio import DEFAULT_STUDIES, DESIGNS, OWNER, Study, read_source, study_path
 from evaluation.studio_results import export, status, status_text
@@ -38,10 +35,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8766
 DEFAULT_RATERS = "R1,R2"
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +134,7 @@ def _new(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from evaluation.studio_http import make_server
+    from evaluation.web import serve_until_stopped
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
@@ -149,14 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
     done = sum(study.progress(r)["answered"] for r in study.raters)
     log.info("study %s: %d raters, %d answers so far", study.name, len(study.raters), done)
     print(f"dermsim rating studio: {server.url}  (study {study.name}; Ctrl+C stops it)", flush=True)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        log.info("stopped")
-    finally:
-        server.server_close()
+    serve_until_stopped(server)
     return 0
 
 

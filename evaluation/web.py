@@ -14,6 +14,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import signal
+import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -57,6 +59,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_until_stopped(server: Any) -> None:
+    """Serve until Ctrl+C or SIGTERM (so that callers' clean-up runs), then close."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("stopped")
+    finally:
+        server.server_close()
 
 
 def params(query: str, *names: str) -> dict[str, str]:
