@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,6 +38,69 @@ def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.C
         text=True,
         timeout=600,
     )
+
+
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder every xdist worker of this run shares (`<basetemp>/name` without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above popen-gw0, popen-gw1
+    path = base / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock on `path` (created if missing) across processes."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# The weights every shared tiny export is made from (`tiny_state`, `tiny_exports`).
+TINY_CLASSES, TINY_SEED = 4, 2
+
+
+def tiny_state(arch: str) -> dict:
+    """The seeded random weights of a tiny arch that `tiny_exports` exports."""
+    from bridge.core.weights import random_state_dict
+
+    return random_state_dict(arch, TINY_CLASSES, seed=TINY_SEED)
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory):
+    """`get(arch, origin, kind)`: the ONNX export of `tiny_state(arch)`, made once per run.
+
+    An export of a tiny model takes 5-30 s (torch.export and tf2onnx trace the graph
+    whatever the weights' size), and several test files need the same ones. Each file is
+    made by whichever xdist worker asks first, under a lock, into a folder both workers
+    share; the others wait for it. Tests must not change these files: copy them first.
+    """
+    root = shared_dir(tmp_path_factory, "tiny-exports")
+
+    def get(arch: str, origin: str, kind: str) -> Path:
+        from bridge.core.runtime import manifest_path, model_filename
+        from bridge.core.weights import write_state_dict
+        from bridge.export import export, source_from_weights
+
+        weights = root / f"{arch}.safetensors"
+        with locked(root / f"{arch}.lock"):
+            if not weights.is_file():
+                write_state_dict(tiny_state(arch), weights)
+        path = root / "models" / model_filename(arch, kind, origin)
+        with locked(root / f"{path.stem}.lock"):
+            if not manifest_path(path).is_file():  # written last, after the ONNX file
+                export(source_from_weights(arch, weights), kind, origin, root / "models")
+        return path
+
+    return get
 
 
 def save_torch_file(state: dict, path: str | os.PathLike, legacy: bool = False) -> Path:

@@ -540,15 +540,11 @@ def test_pooled_features_keep_class_tokens_and_batch() -> None:
 
 
 @pytest.fixture(scope="module")
-def vgg_extractor(tmp_path_factory):
+def vgg_extractor(tiny_exports):
     pytest.importorskip("torch")
-    from bridge.core.weights import random_state_dict, write_state_dict
-    from bridge.export import export, source_from_weights
     from evaluation.features import FeatureExtractor
 
-    tmp = tmp_path_factory.mktemp("baselines")
-    weights = write_state_dict(random_state_dict("vgg16_tiny", 3, seed=0), tmp / "w.safetensors")
-    path = export(source_from_weights("vgg16_tiny", weights), "features", "torch", tmp / "m")
+    path = tiny_exports("vgg16_tiny", "torch", "features")  # shared with other files
     return FeatureExtractor(path, prefer_gpu=False)
 
 

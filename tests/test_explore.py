@@ -23,8 +23,6 @@ from PIL import Image
 from bridge.core.data.image import decode_image
 from bridge.core.data.ratings import read_region_pairs
 from bridge.core.data.synth import SynthConfig, generate
-from bridge.core.weights import random_state_dict, write_state_dict
-from bridge.export import export, source_from_weights
 from evaluation.archive import ArchiveItem, read_archive
 from evaluation.explore_app import (
     Explorer,
@@ -47,15 +45,20 @@ UPLOAD_CAP = 400_000  # bytes, small so that the oversize case is cheap
 PIXEL_CAP = 1_000_000
 
 
+def _copy_export(path: Path, folder: Path) -> Path:
+    """A copy of a shared export and its manifest in `folder` (tests may change it there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path.with_suffix(".json"), folder / path.with_suffix(".json").name)
+    return Path(shutil.copy(path, folder / path.name))
+
+
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, tiny_exports):
     """Tiny VGG16 LPIPS and DISTS scorers from both origins, plus files to be ignored."""
     root = tmp_path_factory.mktemp("explore-models")
-    weights = write_state_dict(random_state_dict("vgg16_tiny", 4, seed=3), root / "w.safetensors")
-    source = source_from_weights("vgg16_tiny", weights)
     out = root / "models"
     paths = [
-        export(source, kind, origin, out)
+        _copy_export(tiny_exports("vgg16_tiny", origin, kind), out)
         for kind in ("lpips", "dists")
         for origin in ("torch", "keras")
     ]
@@ -93,15 +96,14 @@ def images(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def indexes(models, images, tmp_path_factory):
+def indexes(images, tmp_path_factory, tiny_exports):
     """A folder of archive indexes: `tiny` (synthetic lesions and lesion.jpg), two unusable.
 
     `tiny` is embedded by a features export of the scorers' tiny VGG16; `unfinished`
     is a build that did not finish, `moved` names a model file that is gone.
     """
     root = tmp_path_factory.mktemp("explore-index")
-    source = source_from_weights("vgg16_tiny", models[0].parent / "w.safetensors")
-    features = export(source, "features", "torch", root / "model")
+    features = _copy_export(tiny_exports("vgg16_tiny", "torch", "features"), root / "model")
     synth = generate(
         root / "archive", SynthConfig(per_class=4, cases=1, size=64, views_per_lesion=2)
     )

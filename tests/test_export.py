@@ -7,28 +7,25 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT, assert_one_line_error, run_module, save_torch_file
+from conftest import ROOT, assert_one_line_error, run_module, save_torch_file, tiny_state
 from PIL import Image
 
 from bridge.core import spec
 from bridge.core.runtime import KINDS, open_model
-from bridge.core.weights import random_state_dict, write_state_dict
-from bridge.export import export, source_from_weights
+from bridge.core.weights import random_state_dict
 from evaluation.score import Scorer
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """Every tiny arch x origin x kind, exported once (parity-gated by export itself)."""
-    root = tmp_path_factory.mktemp("export")
-    files = {}
-    for arch in spec.TINY_ARCHS:
-        weights = write_state_dict(random_state_dict(arch, 4, seed=2), root / f"{arch}.safetensors")
-        source = source_from_weights(arch, weights)
-        for origin in ("torch", "keras"):
-            for kind in KINDS:
-                files[arch, origin, kind] = export(source, kind, origin, root / "models")
-    return files
+def exported(tiny_exports):
+    """Every tiny arch x origin x kind of `tiny_state`, parity-gated by export itself (made
+    once per run and shared with the other files that need tiny exports: conftest.py)."""
+    return {
+        (arch, origin, kind): tiny_exports(arch, origin, kind)
+        for arch in spec.TINY_ARCHS
+        for origin in ("torch", "keras")
+        for kind in KINDS
+    }
 
 
 @pytest.mark.parametrize("arch", spec.TINY_ARCHS)
@@ -85,7 +82,7 @@ def test_lpips_distance_map_is_the_native_spatial_map(exported, arch, origin):
     n = s.contract.native_size
     sizes = [(n, n)] if s.contract.fixed_size else [(n, n), (48, 80)]
     heads = default_heads("lpips", s, None).weights
-    state = random_state_dict(arch, 4, seed=2)  # what the fixture exported
+    state = tiny_state(arch)  # what the fixture exported
     rng = np.random.default_rng(4)
     model = open_model(exported[arch, origin, "lpips"])
     for h, w in sizes:

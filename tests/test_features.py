@@ -12,26 +12,17 @@ from evaluation.features import TAP_MODES, VIT_TAP_MODES, FeatureExtractor, tap_
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A CNN and a ViT feature extractor and one (non-features) LPIPS scorer, exported once."""
+def exported(tiny_exports):
+    """A CNN and a ViT feature extractor and one (non-features) LPIPS scorer (shared exports)."""
     pytest.importorskip("torch")
-    from bridge.core.weights import random_state_dict, write_state_dict
-    from bridge.export import export, source_from_weights
-
-    root = tmp_path_factory.mktemp("features")
-    files = {}
-    for arch, kind in (
-        ("vgg16_tiny", "features"),
-        ("vit_b16_tiny", "features"),
-        ("vit_b16_tiny", "lpips"),
-    ):
-        weights = root / f"{arch}.safetensors"
-        if not weights.exists():
-            write_state_dict(random_state_dict(arch, 4, seed=0), weights)
-        files[arch, kind] = export(
-            source_from_weights(arch, weights), kind, "torch", root / "models"
+    return {
+        (arch, kind): tiny_exports(arch, "torch", kind)
+        for arch, kind in (
+            ("vgg16_tiny", "features"),
+            ("vit_b16_tiny", "features"),
+            ("vit_b16_tiny", "lpips"),
         )
-    return files
+    }
 
 
 @pytest.fixture(scope="module")

@@ -10,34 +10,29 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_module
+from conftest import ROOT, assert_one_line_error, run_module, tiny_state
 from PIL import Image
 
 K = 5
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A tiny synthetic archive, a ResNet feature extractor and a classifier, made once."""
+def setup(tmp_path_factory, tiny_exports):
+    """A tiny synthetic archive, a ResNet feature extractor and a classifier (exports shared
+    with other files), and an index of the archive, made once."""
     pytest.importorskip("torch")
     from bridge.core.data import synth
-    from bridge.core.weights import random_state_dict, write_state_dict
-    from bridge.export import export, source_from_weights
+    from bridge.core.weights import write_state_dict
 
     root = tmp_path_factory.mktemp("index")
     data = synth.generate(
         root / "data", synth.SynthConfig(per_class=12, size=48, cases=4, cases_per_patient=2)
     )
-    weights = write_state_dict(
-        random_state_dict("resnet50_tiny", 3, seed=0), root / "w.safetensors"
-    )
-    source = source_from_weights("resnet50_tiny", weights)
-    features = export(source, "features", "torch", root / "models")
-    classifier = export(source, "classifier", "torch", root / "models")
-    other = write_state_dict(random_state_dict("resnet50_tiny", 3, seed=1), root / "o.safetensors")
-    other_features = export(
-        source_from_weights("resnet50_tiny", other), "features", "torch", root / "o"
-    )
+    write_state_dict(tiny_state("resnet50_tiny"), root / "w.safetensors")  # a file, no image
+    features = tiny_exports("resnet50_tiny", "torch", "features")
+    classifier = tiny_exports("resnet50_tiny", "torch", "classifier")
+    # another model: the same weights through the other exporter (another file and sha256)
+    other_features = tiny_exports("resnet50_tiny", "keras", "features")
     full = root / "full"
     build(features, data, full)
     return {
