@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -38,6 +39,31 @@ def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.C
         text=True,
         timeout=600,
     )
+
+
+def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` in this process, as its `__main__` block would.
+
+    The command's `main` goes through `bridge.core.cli.run`, the wrapper that turns a user
+    mistake into one `error:` line and exit code 2, with stdout and stderr captured. For
+    commands whose errors come before any work is done: the same error path as
+    `run_module`, without a new process importing torch and TensorFlow again (seconds
+    each). Every command's `__main__` block itself runs in `run_module` tests elsewhere.
+    """
+    import importlib
+
+    from bridge.core.cli import run
+
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run(main, list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        else:
+            code = 0
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 
 def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_module
+from conftest import ROOT, assert_one_line_error, run_cli, run_module
 
 from bridge.core.data.synth import SynthConfig, generate
 
@@ -325,13 +325,14 @@ def test_missing_ratings_a_rater_subset_and_a_tampered_model(demo, tmp_path):
 
 
 def test_bad_inputs_get_one_line_errors(demo, tmp_path):
+    """In this process: each mistake is found before any model runs (`run_cli`)."""
     root = demo[0]
     assert_one_line_error(
-        run_module("evaluation.compare", *compare_args(root, tmp_path / "r", "--raters", "R9")),
+        run_cli("evaluation.compare", *compare_args(root, tmp_path / "r", "--raters", "R9")),
         "unknown rater 'R9'",
     )
     assert_one_line_error(
-        run_module("evaluation.compare", "--models", str(tmp_path / "none")), "tox -e demo"
+        run_cli("evaluation.compare", "--models", str(tmp_path / "none")), "tox -e demo"
     )
     rated = tmp_path / "rated"
     shutil.copytree(root / "synthetic" / "rated", rated)
@@ -342,12 +343,12 @@ def test_bad_inputs_get_one_line_errors(demo, tmp_path):
     (rated / "ratings.csv").write_text("\n".join(text) + "\n")
     args = compare_args(root, tmp_path / "r")
     args[args.index("--rated") + 1] = str(rated)
-    assert_one_line_error(run_module("evaluation.compare", *args), "ratings.csv", "line 4")
+    assert_one_line_error(run_cli("evaluation.compare", *args), "ratings.csv", "line 4")
     (rated / "ratings.csv").write_text("\n".join(text[:3]) + "\n")  # fine again, fewer cases
     case = sorted(p for p in rated.iterdir() if p.is_dir())[0]
     for image in case.glob("[1-9].jpg"):
         image.unlink()  # a case with its reference but no comparison image
-    assert_one_line_error(run_module("evaluation.compare", *args), case.name, "no comparison")
+    assert_one_line_error(run_cli("evaluation.compare", *args), case.name, "no comparison")
     assert not (tmp_path / "r").exists()  # nothing half-written
 
 

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_module
+from conftest import assert_one_line_error, run_cli, run_module
 
 from bridge import finetune_metric as fm
 from bridge import fit_protocol as protocol
@@ -392,7 +392,8 @@ def test_cli_errors_are_one_line(setup, tmp_path, args, fragments):
         ]
         table.write_text("case,rater,aspect,score\n" + "\n".join(rows) + "\n")
         args = [str(table) if a == "COLOR_ONLY" else a for a in args]
-    result = run_module(
+    # in this process: each mistake stops the command before any fitting
+    result = run_cli(
         "bridge.finetune_metric", "--arch", ARCH, "--weights", str(weights),
         "--rated", str(rated_dir), "--out", str(tmp_path / "out"), *args,
     )  # fmt: skip

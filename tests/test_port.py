@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_module, save_torch_file
+from conftest import assert_one_line_error, run_cli, run_module, save_torch_file
 
 from bridge.core import spec
 from bridge.core.porting import keras_to_torch, torch_to_keras
@@ -42,10 +42,10 @@ def test_missing_keras_layer():
         keras_to_torch(weights, "vit_b16_tiny")
 
 
-def _port(arch: str, origin: str, weights, out):
-    """Run `python -m bridge.port`."""
+def _port(arch: str, origin: str, weights, out, run=run_module):
+    """Run `python -m bridge.port` (`run=run_cli`: in this process)."""
     args = ["--arch", arch, "--from", origin, "--weights", str(weights), "--out", str(out)]
-    return run_module("bridge.port", *args)
+    return run("bridge.port", *args)
 
 
 def test_cli_torch_to_keras_to_torch(tmp_path):
@@ -64,17 +64,19 @@ def test_cli_torch_to_keras_to_torch(tmp_path):
 
 def test_cli_wrong_arch_is_one_line_and_writes_nothing(tmp_path):
     src = save_torch_file(random_state_dict("resnet50_tiny"), tmp_path / "r.pth")
-    result = _port("vgg16_tiny", "torch", src, tmp_path / "out.weights.h5")
+    result = _port("vgg16_tiny", "torch", src, tmp_path / "out.weights.h5", run=run_cli)
     assert_one_line_error(result, "r.pth: holds resnet50_tiny weights, not vgg16_tiny")
     assert list(tmp_path.iterdir()) == [src]
 
 
 def test_cli_bad_values(tmp_path):
-    result = _port("alexnet", "torch", "x.pth", "y.weights.h5")
+    """In this process (`run_cli`): each mistake stops the command before it writes."""
+    result = _port("alexnet", "torch", "x.pth", "y.weights.h5", run=run_cli)
     assert_one_line_error(result, "unknown arch 'alexnet'")
-    result = _port("vgg16_tiny", "torch", tmp_path / "missing.pth", tmp_path / "y.weights.h5")
+    missing = tmp_path / "missing.pth"
+    result = _port("vgg16_tiny", "torch", missing, tmp_path / "y.weights.h5", run=run_cli)
     assert_one_line_error(result, "missing.pth: no such weights file")
-    result = _port("vgg16_tiny", "torch", "x.pth", "y.h5")
+    result = _port("vgg16_tiny", "torch", "x.pth", "y.h5", run=run_cli)
     assert_one_line_error(result, "y.h5: a Keras output must end with .weights.h5")
 
 

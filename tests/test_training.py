@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_module
+from conftest import ROOT, assert_one_line_error, run_cli, run_module
 
 from bridge.core import training
 from bridge.core.config import AugmentConfig, load_config
@@ -240,16 +240,15 @@ def test_trainer_end_to_end(tmp_path, synthetic, module, suffix, policy):
 
 
 def test_trainer_bad_input_is_one_line(tmp_path, synthetic):
+    """In this process (`run_cli`): each mistake stops the trainer before it trains."""
     config = write_config(tmp_path, synthetic)
-    result = run_module(
-        "torch_models.train", "--config", str(config), "--set", "train.optimizer=lion"
-    )
+    result = run_cli("torch_models.train", "--config", str(config), "--set", "train.optimizer=lion")
     assert_one_line_error(result, "config train.optimizer = 'lion': expected adamw or sgd")
-    result = run_module(
+    result = run_cli(
         "torch_models.train", "--config", str(config), "--arch", "vgg16_tiny", "--resume"
     )
     assert_one_line_error(result, "nothing to resume")
-    result = run_module("tf_models.train", "--config", str(tmp_path / "none.toml"))
+    result = run_cli("tf_models.train", "--config", str(tmp_path / "none.toml"))
     assert_one_line_error(result, "none.toml: no such config file")
 
 
