@@ -209,16 +209,34 @@ def test_classification_metrics_agree_with_sklearn():
 # -------------------------------------------------------------------- trainers
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic):
+    """`get(module, policy)`: one finished vgg16_tiny run of a trainer (2 epochs, one
+    thread), trained once for the tests that read it; (folder, config, result)."""
+    done = {}
+
+    def get(module: str, policy: str):
+        if module not in done:
+            root = tmp_path_factory.mktemp(module.split(".")[0])
+            config = write_config(root, synthetic, checkpoints=policy)
+            result = run_module(
+                module, "--config", str(config), "--arch", "vgg16_tiny", "--threads", "1"
+            )
+            done[module] = (root, config, result)
+        return done[module]
+
+    return get
+
+
 @pytest.mark.parametrize(
     "module, suffix, policy",
     [("torch_models.train", ".safetensors", "best"), ("tf_models.train", ".weights.h5", "every")],
 )
-def test_trainer_end_to_end(tmp_path, synthetic, module, suffix, policy):
-    config = write_config(tmp_path, synthetic, checkpoints=policy)
-    result = run_module(module, "--config", str(config), "--arch", "vgg16_tiny", "--threads", "1")
+def test_trainer_end_to_end(trained, module, suffix, policy):
+    root, config, result = trained(module, policy)
     assert result.returncode == 0, result.stderr[-3000:]
     framework = "torch" if module.startswith("torch") else "keras"
-    run_dir = tmp_path / "runs" / "t" / f"vgg16_tiny-{framework}"
+    run_dir = root / "runs" / "t" / f"vgg16_tiny-{framework}"
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("loss", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc"):
@@ -235,7 +253,7 @@ def test_trainer_end_to_end(tmp_path, synthetic, module, suffix, policy):
     timing = info["timing"]  # the conditions the times were measured in
     assert timing["threads"] == 1 and timing["side_by_side"] == 1
     assert 0 < timing["train_seconds"] <= timing["wall_seconds"]
-    again = run_module(module, "--config", str(config), "--arch", "vgg16_tiny")
+    again = run_cli(module, "--config", str(config), "--arch", "vgg16_tiny")
     assert_one_line_error(again, "already holds a run; pass --resume")
 
 
@@ -393,35 +411,34 @@ def test_init_from_a_file_gets_a_new_head_and_is_shared(tmp_path, synthetic):
     assert str(weights) in torch_run.init_source
 
 
-def test_export_from_a_training_run(tmp_path, synthetic):
-    config = write_config(tmp_path, synthetic, epochs=1)
-    assert (
-        run_module("tf_models.train", "--config", str(config), "--arch", "resnet50_tiny").returncode
-        == 0
-    )
-    run_dir = tmp_path / "runs" / "t" / "resnet50_tiny-keras"
+def test_export_from_a_training_run(trained, tmp_path):
+    """The Keras-trained run of `test_trainer_end_to_end`, exported by torch.onnx (its weights
+    ported from the Keras file). Native exports of runs: the demo (test_compare.py)."""
+    root, _, result = trained("tf_models.train", "every")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = root / "runs" / "t" / "vgg16_tiny-keras"
     out = tmp_path / "models"
     result = run_module(
         "bridge.export",
         "--run",
         str(run_dir.parent),  # a folder of runs: every run in it
         "--kind",
-        "classifier,lpips",
+        "classifier,dists",
         "--origin",
-        "both",
+        "torch",
         "--out",
         str(out),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    manifest = json.loads((out / "t-resnet50_tiny-keras-classifier-torch.json").read_text())
+    manifest = json.loads((out / "t-vgg16_tiny-keras-classifier-torch.json").read_text())
     assert manifest["synthetic"] is True and manifest["num_classes"] == 3
     assert "training run" in manifest["source_weights"]["provenance"]
     run = manifest["training_run"]
     assert run["classes"] == ["MEL", "NV", "BCC"] and run["framework"] == "keras"
     assert run["dir"] == str(run_dir) and run["train_seconds"] > 0
     assert manifest["heads"] is None
-    scorer = json.loads((out / "t-resnet50_tiny-keras-lpips-keras.json").read_text())
+    scorer = json.loads((out / "t-vgg16_tiny-keras-dists-torch.json").read_text())
     assert scorer["heads"]["source"] == "uniform"
     assert_one_line_error(
-        run_module("bridge.export", "--run", str(tmp_path)), "not a finished training run"
+        run_cli("bridge.export", "--run", str(tmp_path)), "not a finished training run"
     )
