@@ -17,15 +17,47 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 
 # `tox -e test` runs two xdist workers with `--dist loadscope`: a test file's functions
-# stay on one worker, so its module fixtures are made once, while test_full.py keeps one
-# class per backbone, so its three long exports run on both workers. The longest files
-# go first, so that no worker is left alone with one of them at the end.
-FIRST = ("test_full.py", "test_compare.py", "test_export.py", "test_stats_simulation.py")
+# (a class's methods) stay on one worker, so its module fixtures are made once, while
+# test_full.py keeps one class per backbone, so its three long exports can run on both
+# workers. xdist hands the scopes out in collection order here (its own reordering, by
+# the number of tests in a scope, is turned off below) and gives a worker its next scope
+# when two of its tests are left: the longest scopes go first (CI seconds in comments),
+# so that the short ones fill in at the end and no worker is left alone with a long one.
+# A long scope's long test comes first in it, so that its next scope is not taken early.
+FIRST = (
+    "test_compare.py",  # the demo (training, export, fit, comparison), one more comparison
+    "test_full.py::TestVgg16",  # full-size exports, each class ~5 min
+    "test_full.py::TestResnet50",
+    "test_full.py::TestVitB16",
+    "test_export.py",  # the shared tiny exports (24 of them)
+    "test_stats_simulation.py",  # replicated studies, in worker processes
+    "test_rate.py",
+    "test_training.py",
+    "test_masks.py",
+    "test_ray_engine.py",
+    "test_finetune.py",
+    "test_metrics.py",
+    "test_port.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the collection order for xdist's `loadscope` (see FIRST)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def _rank(item: pytest.Item) -> int:
+    scope = "::".join(item.nodeid.split("::")[:2]).rsplit("/", 1)[-1]
+    for name in (scope, item.path.name):
+        if name in FIRST:
+            return FIRST.index(name)
+    return len(FIRST)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest files first (the order within a file is kept)."""
-    items.sort(key=lambda i: FIRST.index(i.path.name) if i.path.name in FIRST else len(FIRST))
+    """Longest scopes first (the order within a scope is kept)."""
+    items.sort(key=_rank)
 
 
 def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -56,7 +56,8 @@ def test_cli_torch_to_keras_to_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ("back.safetensors", "back.pth"):  # torch's own pickle, read back without it
         back = tmp_path / name
-        result = _port("vgg16_tiny", "keras", keras_file, back)
+        # in this process: the command's __main__ block ran just above
+        result = _port("vgg16_tiny", "keras", keras_file, back, run=run_cli)
         assert result.returncode == 0, result.stderr
         again = read_state_dict(back)
         assert all(np.array_equal(again[k], state[k]) for k in state), name
@@ -87,7 +88,7 @@ def test_parity_cli_tiny(tmp_path):
     assert "| vit_b16_tiny | 64x64 | keras | dermsim torch | 151,450 |" in result.stdout
     assert "| NO |" not in result.stdout
     assert out.read_text().strip() == result.stdout.strip()
-    result = run_module("bridge.parity", "--tiny", "--sizes", "a,b")
+    result = run_cli("bridge.parity", "--tiny", "--sizes", "a,b")
     assert_one_line_error(result, "--sizes must be comma-separated integers")
 
 
