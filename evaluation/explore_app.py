@@ -5,8 +5,10 @@ the CLI are in `evaluation.explore_http` and `evaluation.explore`): the scorers,
 loaded once; the listing of an images folder plus the session's uploads (capped in
 bytes and pixels, decoded with the project's one decoder); comparisons of two
 regions with every scorer (distances, crops as the models saw them, LPIPS heat
-maps); the history of comparisons as JSON rows or as a region-pair CSV that
-`python -m evaluation.score MODEL --pairs history.csv` reads; and "find similar":
+maps), a region being a box or a free-form outline (a polygon: masked scorers weigh
+it by its mask, the others see its bounding box); the history of comparisons as JSON
+rows or as a region-pair CSV that `python -m evaluation.score MODEL --pairs
+history.csv` reads; and "find similar":
 the nearest rows of an archive index (`evaluation.index`, opened once) to region A,
 with thumbnails of those rows only.
 
@@ -49,9 +51,15 @@ from bridge.core.data.image import (
     jpeg_bytes,
     parse_box,
 )
-from bridge.core.data.masks import is_mask_file
+from bridge.core.data.masks import (
+    RegionMask,
+    is_mask_file,
+    parse_polygon,
+    polygon_mask,
+    polygon_text,
+)
 from bridge.core.files import sha256_file
-from bridge.core.runtime import SCORER_KINDS, find_models
+from bridge.core.runtime import find_models
 from evaluation.index import MANIFEST, SETTINGS, Index
 from evaluation.score import Scorer
 from evaluation.web import NotFound, TooLarge
@@ -61,6 +69,8 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MAX_LISTED = 10_000
 MIN_REGION = 8  # a region smaller than this, fitted to 224 px, says nothing
+MAX_OUTLINE_POINTS = 2000  # the page sends a few hundred at most
+HISTORY_OUTLINES = ("polygon_a", "polygon_b")  # the history CSV's outline columns
 UPLOAD_PREFIX = "upload:"
 INDEX_PREFIX = "index:"  # an index row as an image: index:<index name>/<row id>
 DEFAULT_INDEX_DIR = Path("index")
@@ -81,13 +91,16 @@ EXPORT_HINT = (
 
 
 def holds_scorers(folder: Path) -> bool:
-    """Whether a folder has an LPIPS / DISTS export by its manifest (files not verified)."""
+    """Whether a folder has an LPIPS / DISTS export (masked or not) by its manifest.
+
+    The files are not verified here.
+    """
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
         except (OSError, ValueError, AttributeError):
             continue
-        if kind in SCORER_KINDS and path.with_suffix(".onnx").is_file():
+        if kind in Scorer.KINDS and path.with_suffix(".onnx").is_file():
             return True
     return False
 
@@ -101,7 +114,7 @@ def default_models_dir() -> Path:
 
 
 def find_scorers(models_dir: str | os.PathLike) -> list[Path]:
-    """The LPIPS / DISTS scorers in a folder: `*.onnx` files whose manifest says so.
+    """The LPIPS / DISTS scorers in a folder, masked or not: `*.onnx` files whose manifest says so.
 
     Classifier and feature models are skipped; so is a file with no readable
     manifest, or one that does not match its file (with a warning).
@@ -113,7 +126,7 @@ def find_scorers(models_dir: str | os.PathLike) -> list[Path]:
     folder = Path(models_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such models folder; {EXPORT_HINT}")
-    found = [path for path, _ in find_models(folder, SCORER_KINDS)[0]]
+    found = [path for path, _ in find_models(folder, Scorer.KINDS)[0]]
     if not found:
         inside = [str(d) for d in sorted(folder.iterdir()) if d.is_dir() and holds_scorers(d)]
         hint = f"pass --models {inside[0]}" if inside else EXPORT_HINT
@@ -229,6 +242,49 @@ def _parse_region(value: Any, side: str) -> Box | None:
         raise ValueError(f"region {side}: {err}") from None
 
 
+Points = tuple[tuple[float, float], ...]
+
+
+def _parse_outline(value: Any, side: str) -> Points | None:
+    """A request's outline: None / "" (none), or "x1,y1 x2,y2 ..." in source pixels.
+
+    Raises:
+        ValueError: On anything but that text, a malformed point, fewer than three
+            points or more than `MAX_OUTLINE_POINTS`.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"outline {side}: expected 'x1,y1 x2,y2 x3,y3 ...' (source pixels), "
+            f"got {type(value).__name__}"
+        )
+    try:
+        points = parse_polygon(value)
+    except ValueError as err:
+        raise ValueError(f"outline {side}: {err}") from None
+    if len(points) > MAX_OUTLINE_POINTS:
+        raise ValueError(
+            f"outline {side}: {len(points)} points; expected at most {MAX_OUTLINE_POINTS}"
+        )
+    return points
+
+
+def _parse_side(request: dict, box_key: str, outline_key: str, side: str):
+    """One side's region of a request: (box, None), (None, outline) or (None, None).
+
+    Raises:
+        ValueError: If both a box and an outline are given, or either is malformed.
+    """
+    box = _parse_region(request.get(box_key), side)
+    outline = _parse_outline(request.get(outline_key), side)
+    if box is not None and outline is not None:
+        raise ValueError(
+            f"region {side}: give {box_key} (a box) or {outline_key} (an outline), not both"
+        )
+    return box, outline
+
+
 def upload_label(filename: str | None) -> str:
     """An upload's name for messages and the listing: the base name the client sent."""
     return Path(str(filename or "upload").replace("\\", "/")).name[:120] or "upload"
@@ -237,56 +293,136 @@ def upload_label(filename: str | None) -> str:
 # ------------------------------------------------------------------ comparing
 
 
-def _parse_request(request: Any) -> tuple[dict[str, str], Box | None, Box | None]:
-    """A compare request's image names {"a": ..., "b": ...} and its two boxes.
+def _parse_request(request: Any) -> tuple[dict[str, str], dict[str, tuple]]:
+    """A compare request's image names {"a": ..., "b": ...} and regions {"a": (box, outline)}.
 
     Raises:
-        ValueError: If it is not a JSON object, an image name is missing or empty, or a
-            box is malformed.
+        ValueError: If it is not a JSON object, an image name is missing or empty, a
+            box or outline is malformed, or a side has both.
     """
     if not isinstance(request, dict):
-        raise ValueError("expected a JSON object {image_a, box_a, image_b, box_b}")
+        raise ValueError(
+            "expected a JSON object {image_a, box_a or polygon_a, image_b, box_b or polygon_b}"
+        )
     names = {}
     for side in ("a", "b"):
         name = request.get(f"image_{side}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"image_{side}: expected the name of a listed or uploaded image")
         names[side] = name
-    box_a = _parse_region(request.get("box_a"), "A")
-    box_b = _parse_region(request.get("box_b"), "B")
-    return names, box_a, box_b
+    regions = {
+        side: _parse_side(request, f"box_{side}", f"polygon_{side}", side.upper())
+        for side in ("a", "b")
+    }
+    return names, regions
 
 
-def _score(scorer: Scorer, a: np.ndarray, b: np.ndarray) -> tuple[dict[str, Any], dict | None]:
-    """One scorer's result row for two prepared crops, and its LPIPS heat map entry.
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison, checked against its image.
+
+    Attributes:
+        box: The box drawn (None: an outline, or the whole image).
+        outline: The outline's points in source pixels (None: a box or the whole image).
+        mask: The outline's mask over the image (None without an outline).
+    """
+
+    box: Box | None = None
+    outline: Points | None = None
+    mask: RegionMask | None = None
+
+    def region(self, masked: bool) -> Box | RegionMask | None:
+        """What a scorer is given: the mask if it is `masked`, else the bounding box."""
+        if self.mask is None:
+            return self.box
+        return self.mask if masked else self.mask.box
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Two regions as one scorer configuration takes them.
+
+    Attributes:
+        batch: (2, 3, H, W) in [0, 1]: region A, region B.
+        fitted: Whether they were fitted to the scorer's size.
+        masks: (2, 1, H, W) the outlines through the same fit (all ones for a box), or
+            None without an outline or when the mask could not be fitted.
+        mask_error: Why the masks could not be fitted (a masked scorer reports it).
+    """
+
+    batch: np.ndarray
+    fitted: bool
+    masks: np.ndarray | None = None
+    mask_error: str | None = None
+
+
+def _prepare(scorer: Scorer, items: Sequence[tuple[np.ndarray, Side]]) -> Prepared:
+    """Both regions for the scorers sharing `scorer`'s size, policy and interpolation.
+
+    Without `fill`, an outline's pixels are its bounding box's: the batch is the one
+    every scorer of the group takes, masked or not; the masks go to masked scorers.
+
+    Raises:
+        ValueError: A region the scorers refuse (under their minimum size).
+    """
+    if all(side.mask is None for _, side in items):
+        batch, fitted = scorer.prepare_group([(pixels, side.box) for pixels, side in items])
+        return Prepared(batch, fitted)
+    try:
+        batch, masks, fitted = scorer.prepare_masked_group(
+            [(pixels, side.region(masked=True)) for pixels, side in items]
+        )
+        return Prepared(batch, fitted, masks)
+    except ValueError as err:  # e.g. a thin outline a centre crop cuts away
+        boxes = [(pixels, side.region(masked=False)) for pixels, side in items]
+        batch, fitted = scorer.prepare_group(boxes)  # raises if the boxes are the problem
+        return Prepared(batch, fitted, mask_error=str(err).splitlines()[0][:300])
+
+
+def _score(
+    scorer: Scorer, prepared: Prepared, outlined: bool
+) -> tuple[dict[str, Any], dict | None]:
+    """One scorer's result row for two prepared regions, and its LPIPS heat map entry.
 
     A scorer that fails (or returns a non-finite distance) gets its message in the row's
-    `error`, so one scorer failing does not fail the comparison.
+    `error`, so one scorer failing does not fail the comparison. With an outline, the
+    row's `region` says what the scorer compared: `outline` (a masked scorer, the
+    regions weighed by their masks) or `bounding box` (the outline's bounding box);
+    None when no outline was drawn.
 
     Returns:
         The row, and the heat map entry (None for DISTS, a model without a distance
         map output, or a failure).
     """
+    use_masks = scorer.masked and outlined
     row = {
         "scorer": _scorer_id(scorer),
         **_scorer_fields(scorer),
         "synthetic": _is_synthetic(scorer),
+        "masked": scorer.masked,
+        "region": ("outline" if use_masks else "bounding box") if outlined else None,
         "distance": None,
         "error": None,
     }
     heat = None
+    a, b = prepared.batch[:1], prepared.batch[1:]
+    masks: tuple = (None, None)
     try:
-        distance = float(scorer.score_arrays(a, b)[0])
+        if use_masks:
+            if prepared.masks is None:
+                raise ValueError(prepared.mask_error or "the outlines could not be fitted")
+            masks = (prepared.masks[:1], prepared.masks[1:])
+        distance = float(scorer.score_arrays(a, b, *masks)[0])
         if not np.isfinite(distance):  # reported, never passed on as a number
             raise ValueError(f"the scorer returned {distance}")
         row["distance"] = distance
         if scorer.metric == "lpips" and "distance_map" in scorer.model.outputs:
-            m = scorer.distance_map(a, b)[0, 0]
+            m = scorer.distance_map(a, b, *masks)[0, 0]
             heat = {
                 "scorer": row["scorer"], "label": row["label"], "backbone": row["backbone"],
-                "origin": row["origin"], "size": list(a.shape[1:]),
+                "origin": row["origin"], "size": list(a.shape[2:]),
                 "max": float(m.max()), "mean": float(m.mean()),
-                "image": data_url(png_bytes(heat_map(m, a.transpose(1, 2, 0)))),
+                "image": data_url(png_bytes(heat_map(m, a[0].transpose(1, 2, 0)))),
             }  # fmt: skip
     except (ValueError, RuntimeError) as err:
         log.warning("%s: %s", row["scorer"], err)
@@ -294,22 +430,40 @@ def _score(scorer: Scorer, a: np.ndarray, b: np.ndarray) -> tuple[dict[str, Any]
     return row, heat
 
 
-def _crops_json(crops: dict[tuple, tuple[np.ndarray, np.ndarray, bool]]) -> list[dict[str, Any]]:
+DIM_OUTSIDE = 0.3  # an outline's crop as shown: outside it, pixels at 30 % brightness
+
+
+def shown_crop(region: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """A prepared region (3, H, W) as the page shows it: (H, W, 3), dimmed outside its mask.
+
+    The dimming is for the eye only: the scorers take the region as it is (masked
+    scorers weigh it by the mask, the others see the whole bounding box).
+    """
+    pixels = region.transpose(1, 2, 0)
+    if mask is None:
+        return pixels
+    weight = DIM_OUTSIDE + (1.0 - DIM_OUTSIDE) * mask[0][:, :, None]
+    return pixels * weight
+
+
+def _crops_json(prepared: dict[tuple, Prepared]) -> list[dict[str, Any]]:
     """The crops as fed to the models, one pair per distinct input.
 
     `size` is the [height, width] fed; `fitted` says whether the regions were fitted
     to the scorers' size (they differ in size, or the scorer needs a fixed grid) or
-    kept as they are.
+    kept as they are; `outline` whether the crops are dimmed outside an outline.
     """
     shown: dict[tuple, dict[str, Any]] = {}
-    for (_, size, policy, interpolation), (a, b, fitted) in crops.items():
-        key = (size, policy, interpolation) if fitted else ()  # kept as they are: all alike
+    for (_, size, policy, interpolation), p in prepared.items():
+        key = (size, policy, interpolation) if p.fitted else ()  # kept as they are: all alike
+        masks = (None, None) if p.masks is None else (p.masks[0], p.masks[1])
         shown.setdefault(key, {
-            "size": list(a.shape[1:]),
-            "fitted": fitted,
+            "size": list(p.batch.shape[2:]),
+            "fitted": p.fitted,
             "policy": policy,
-            "a": data_url(png_bytes(a.transpose(1, 2, 0))),
-            "b": data_url(png_bytes(b.transpose(1, 2, 0))),
+            "outline": p.masks is not None,
+            "a": data_url(png_bytes(shown_crop(p.batch[0], masks[0]))),
+            "b": data_url(png_bytes(shown_crop(p.batch[1], masks[1]))),
         })  # fmt: skip
     return list(shown.values())
 
@@ -478,12 +632,14 @@ class Comparison:
     Attributes:
         id: `cmp<N>`, 1-based in the session.
         image_a: Name of image A in the listing.
-        box_a: Region of A, None for the whole image.
+        box_a: Box of A; None for an outline or the whole image.
         image_b: Name of image B.
-        box_b: Region of B.
+        box_b: Box of B.
         path_a: The file image A was read from (what the CSV names).
         path_b: The file of image B.
         distances: {scorer id: distance, or None where that scorer failed}.
+        polygon_a: Outline of A in source pixels; None for a box or the whole image.
+        polygon_b: Outline of B.
     """
 
     id: str
@@ -494,15 +650,19 @@ class Comparison:
     path_a: Path
     path_b: Path
     distances: dict[str, float | None] = field(default_factory=dict)
+    polygon_a: Points | None = None
+    polygon_b: Points | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The row as the page shows it."""
+        """The row as the page shows it (an outline as `polygon_text`, "" for none)."""
         return {
             "id": self.id,
             "image_a": self.image_a,
             "box_a": box_text(self.box_a),
+            "polygon_a": polygon_text(self.polygon_a or ()),
             "image_b": self.image_b,
             "box_b": box_text(self.box_b),
+            "polygon_b": polygon_text(self.polygon_b or ()),
             "distances": self.distances,
         }
 
@@ -704,46 +864,86 @@ class Explorer:
                 f"{self.min_region}x{self.min_region} (source pixels)"
             )
 
+    def _side(self, pixels: np.ndarray, box: Box | None, outline: Points | None, side: str) -> Side:
+        """A side's region checked against its image: an outline gets its mask.
+
+        An outline must lie inside the image, cover some pixel, and its bounding box
+        must pass `_region`'s size check.
+
+        Raises:
+            ValueError: Naming the side and what was expected.
+        """
+        if outline is None:
+            self._region(pixels, box, side)
+            return Side(box=box)
+        try:
+            mask = polygon_mask(outline, pixels.shape)
+        except ValueError as err:
+            raise ValueError(f"outline {side}: {err}") from None
+        bounds = mask.box
+        if min(bounds.w, bounds.h) < self.min_region:
+            raise ValueError(
+                f"outline {side} spans {bounds.w}x{bounds.h} px; draw at least "
+                f"{self.min_region}x{self.min_region} (source pixels)"
+            )
+        return Side(outline=outline, mask=mask)
+
     def compare(self, request: dict[str, Any]) -> dict[str, Any]:
         """Score two regions with every scorer.
 
+        A region is a box or an outline. Masked scorers (`Scorer.masked`) weigh an
+        outline by its mask; the others score its bounding box (each result's
+        `region` says which).
+
         Args:
-            request: {image_a, box_a, image_b, box_b}; a box is "x,y,w,h" in source
-                pixels (or [x, y, w, h]), empty / null for the whole image.
+            request: {image_a, box_a or polygon_a, image_b, box_b or polygon_b}; a box
+                is "x,y,w,h" in source pixels (or [x, y, w, h]), an outline
+                "x1,y1 x2,y2 ..." in source pixels (`polygon_text`); neither (empty /
+                null) is the whole image.
 
         Returns:
             The comparison: its history row, one result per scorer (metric, backbone,
-            origin, distance), the crops as fed to the models (PNG data URLs, one pair
-            per input size) and one LPIPS heat map per LPIPS scorer.
+            origin, distance, region), the outlines' bounding boxes (`outline_box_a`,
+            `outline_box_b`; "" for a box), the crops as fed to the models (PNG data
+            URLs, one pair per input size, dimmed outside an outline) and one LPIPS
+            heat map per LPIPS scorer.
 
         Raises:
             NotFound: An image name not in the listing.
-            ValueError: A malformed request, or a region outside its image, of zero
-                area or too small.
+            ValueError: A malformed request, a side with both a box and an outline, or
+                a region outside its image, of zero area or too small.
         """
-        names, box_a, box_b = _parse_request(request)
-        pixels_a, pixels_b = self.pixels(names["a"]), self.pixels(names["b"])
-        self._region(pixels_a, box_a, "A")
-        self._region(pixels_b, box_b, "B")
-        path_a, path_b = self.path(names["a"]), self.path(names["b"])
+        names, wanted = _parse_request(request)
+        pixels = {s: self.pixels(names[s]) for s in "ab"}
+        sides = {s: self._side(pixels[s], *wanted[s], s.upper()) for s in "ab"}
+        paths = {s: self.path(names[s]) for s in "ab"}
+        items = [(pixels[s], sides[s]) for s in "ab"]
+        outlined = any(side.mask is not None for side in sides.values())
 
-        results, crops, maps = [], {}, []
+        results, prepared, maps = [], {}, []
         with self._lock:
             for scorer in self.scorers:
                 key = (scorer.keep_size, scorer.size, scorer.policy, scorer.interpolation)
-                if key not in crops:
-                    pair, fitted = scorer.prepare_group([(pixels_a, box_a), (pixels_b, box_b)])
-                    crops[key] = (pair[0], pair[1], fitted)
-                row, heat = _score(scorer, *crops[key][:2])
+                if key not in prepared:
+                    prepared[key] = _prepare(scorer, items)
+                row, heat = _score(scorer, prepared[key], outlined)
                 results.append(row)
                 if heat is not None:
                     maps.append(heat)
             record = Comparison(
-                f"cmp{len(self.history) + 1}", names["a"], box_a, names["b"], box_b,
-                path_a, path_b, {r["scorer"]: r["distance"] for r in results},
+                f"cmp{len(self.history) + 1}", names["a"], sides["a"].box, names["b"],
+                sides["b"].box, paths["a"], paths["b"],
+                {r["scorer"]: r["distance"] for r in results},
+                polygon_a=sides["a"].outline, polygon_b=sides["b"].outline,
             )  # fmt: skip
             self.history.append(record)
-        return {**record.to_json(), "results": results, "crops": _crops_json(crops), "maps": maps}
+        bounds = {
+            f"outline_box_{s}": box_text(sides[s].mask.box) if sides[s].mask else "" for s in "ab"
+        }
+        return {
+            **record.to_json(), **bounds,
+            "results": results, "crops": _crops_json(prepared), "maps": maps,
+        }  # fmt: skip
 
     # -- find similar
 
@@ -800,14 +1000,17 @@ class Explorer:
         `python -m evaluation.index query ... --json` on the same file and region.
 
         Args:
-            request: {index, image, box, k, exclude_own}: an index name (`info()`), an
-                image name (listed, uploaded or an index row), its region ("x,y,w,h" or
-                [x, y, w, h]; empty / null for the whole image), how many neighbours
+            request: {index, image, box or polygon, k, exclude_own}: an index name
+                (`info()`), an image name (listed, uploaded or an index row), its
+                region ("x,y,w,h" or [x, y, w, h], or an outline "x1,y1 x2,y2 ...",
+                searched by its bounding box; empty / null for the whole image), how
+                many neighbours
                 (default `DEFAULT_K`, at most `MAX_K`), and whether to leave out the
                 index's copies of the image with their lesion and patient (`group`).
 
         Returns:
-            The query (index, image, box, k, search, excluded), the region as embedded
+            The query (index, image, box, polygon, k, search, excluded; `box` is an
+            outline's bounding box), the region as embedded
             (a PNG data URL), the embedding and search time, and the neighbours: rank,
             id, distance, label, lesion_id, patient_id, box, the row's thumbnail URL
             and its image name (`index:<index>/<id>`).
@@ -818,18 +1021,21 @@ class Explorer:
                 or `exclude_own` for an image the index does not hold.
         """
         if not isinstance(request, dict):
-            raise ValueError("expected a JSON object {index, image, box, k, exclude_own}")
+            raise ValueError(
+                "expected a JSON object {index, image, box or polygon, k, exclude_own}"
+            )
         entry = self._index(request.get("index"))
         name = request.get("image")
         if not isinstance(name, str) or not name:
             raise ValueError("image: expected the name of a listed or uploaded image")
-        box = _parse_region(request.get("box"), "A")
+        box, outline = _parse_side(request, "box", "polygon", "A")
         k = _parse_k(request.get("k"))
         exclude_own = request.get("exclude_own", False)
         if not isinstance(exclude_own, bool):
             raise ValueError(f"exclude_own: expected true or false, got {exclude_own!r}")
         pixels = self.pixels(name)
-        self._region(pixels, box, "A")
+        side = self._side(pixels, box, outline, "A")
+        box = side.region(masked=False)  # an index embeds boxes: an outline's bounding box
         excluded: list[str] = []
         if exclude_own:
             excluded = self.group(entry.name, name)["group"]
@@ -855,6 +1061,7 @@ class Explorer:
             "index": entry.name,
             "image": name,
             "box": box_text(box),
+            "polygon": polygon_text(outline or ()),
             "k": k,
             "search": entry.index.method,
             "count": len(entry.index),
@@ -919,19 +1126,23 @@ class Explorer:
     def history_csv(self) -> str:
         """The history as a region-pair table `evaluation.score --pairs` reads.
 
-        Columns: id, image_a, box_a, image_b, box_b (boxes "x,y,w,h", empty for the
-        whole image; images as absolute paths, so the file works from any folder),
-        then one distance column per scorer, named by its file stem.
+        Columns: id, image_a, box_a, image_b, box_b, polygon_a, polygon_b (boxes
+        "x,y,w,h", outlines "x1,y1 x2,y2 ..." in source pixels; a side has one of them,
+        neither for the whole image; both polygon columns are always there, so the
+        format does not depend on the session; images as absolute paths, so the file
+        works from any folder), then one distance column per scorer, named by its file
+        stem.
         """
         ids = [_scorer_id(s) for s in self.scorers]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["id", "image_a", "box_a", "image_b", "box_b", *ids])
+        writer.writerow(["id", "image_a", "box_a", "image_b", "box_b", *HISTORY_OUTLINES, *ids])
         with self._lock:
             for c in self.history:
                 distances = [c.distances.get(i) for i in ids]
                 writer.writerow([
                     c.id, c.path_a, box_text(c.box_a), c.path_b, box_text(c.box_b),
+                    polygon_text(c.polygon_a or ()), polygon_text(c.polygon_b or ()),
                     *("" if d is None else f"{d:.8g}" for d in distances),
                 ])  # fmt: skip
         return out.getvalue()

@@ -63,9 +63,10 @@ class Handler(JsonHandler):
     `/api/similar/group?index=<name>&image=<name>` (what "exclude this lesion"
     leaves out), `/api/thumb?index=<name>&id=<row id>` (JPEG thumbnail of an index
     row); POST `/api/upload?name=<file name>` (the raw file as the body),
-    `/api/compare` ({image_a, box_a, image_b, box_b}), `/api/similar` ({index,
-    image, box, k, exclude_own}), `/api/history/clear`. Errors are JSON
-    `{"error": message}`: 400 bad input, 404 unknown name, 413 too large.
+    `/api/compare` ({image_a, box_a or polygon_a, image_b, box_b or polygon_b}; a
+    polygon is an outline "x1,y1 x2,y2 ..." in source pixels), `/api/similar`
+    ({index, image, box or polygon, k, exclude_own}), `/api/history/clear`. Errors
+    are JSON `{"error": message}`: 400 bad input, 404 unknown name, 413 too large.
     """
 
     server: ExplorerServer
