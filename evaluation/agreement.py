@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.formatting import interval_record
-from evaluation.item_scores import Scores
+from evaluation.item_scores import LAYER_FAMILIES, Scores
 from evaluation.items import RatedItems
 from evaluation.options import Options
 
@@ -190,9 +190,10 @@ def layer_choice(
     from evaluation import stats
 
     models: dict[str, list[str]] = {}
-    for name in scores.of_family("layer"):
+    for name in scores.of_family(*LAYER_FAMILIES):
         info = scores.info[name]
-        models.setdefault(f"{info['backbone']} {info['framework']}", []).append(name)
+        masked = " masked" if info["family"] == "layer_masked" else ""
+        models.setdefault(f"{info['backbone']} {info['framework']}{masked}", []).append(name)
     out = []
     for label, names in models.items():
         curve = [

@@ -57,7 +57,7 @@ from evaluation.classification import classification
 from evaluation.classification_data import ImageBatches, PooledTaps, SplitData, split_data
 from evaluation.fitted import fitted_metrics
 from evaluation.frameworks import frameworks
-from evaluation.item_scores import score_items
+from evaluation.item_scores import LAYER_FAMILIES, score_items
 from evaluation.items import load_rated
 from evaluation.learned import classification_baselines, rating_baselines
 from evaluation.options import DEFAULT_MODELS, RULES, Options
@@ -134,7 +134,7 @@ def compare(options: Options) -> Path:
         "scorers": [
             {"name": name, "label": info["label"], "file": info["file"]}
             for name, info in scores.info.items()
-            if info.get("label") and info["family"] != "layer"
+            if info.get("label") and info["family"] not in LAYER_FAMILIES
         ],
         "provenance": _provenance(entries, options, started),
     }

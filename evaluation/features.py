@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bridge.core.data.image import Box
-from evaluation.inputs import ImageModel
+from bridge.core.data.masks import area_average
+from evaluation.inputs import ImageModel, Region
 
 TAP_MODES = ("flat", "gap", "position")
 """Distances of every grid tap (N, C, h, w)."""
@@ -38,7 +38,11 @@ EPS = 1e-12
 
 
 def tap_distances(
-    feats_a: Mapping[str, np.ndarray], feats_b: Mapping[str, np.ndarray], taps: Sequence[str]
+    feats_a: Mapping[str, np.ndarray],
+    feats_b: Mapping[str, np.ndarray],
+    taps: Sequence[str],
+    masks_a: np.ndarray | None = None,
+    masks_b: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Cosine distances between two batches of tap outputs, sample by sample.
 
@@ -52,17 +56,29 @@ def tap_distances(
             Na is N, or 1 for one reference compared with every sample of `feats_b`.
         feats_b: {output name: array} with N samples and the same per-sample shapes.
         taps: The grid taps to compare (a manifest's `taps`).
+        masks_a: Weights (Na, 1, H, W) in [0, 1] over the input images of `feats_a`,
+            or None (all ones). Given (with `masks_b`), each is brought to each tap's
+            grid by area averaging and the distances are masked as the masked
+            metrics are (docs/metrics.md): `gap` pools each image under its own
+            mask; `flat` and `position` pair positions, so they weigh them by the
+            joint weight m_a m_b; `cls` is unmasked (a ViT's class token has no
+            position); `tokens` weighs its patch tokens jointly. All-ones masks give
+            the unmasked distances.
+        masks_b: The same for `feats_b` (N, 1, H, W).
 
     Returns:
         {"<tap>/<mode>": (N,) float64 distances}, tap by tap in `taps` order, modes in
         `TAP_MODES` (+ `VIT_TAP_MODES`) order.
 
     Raises:
-        ValueError: On a missing output, a non-grid tap, or mismatched shapes.
+        ValueError: On a missing output, a non-grid tap, mismatched shapes, one mask
+            without the other, or masks with no common weight on a tap's grid.
     """
     names = list(taps)
     if not names:
         raise ValueError("no taps to compare; expected at least one tap name")
+    if (masks_a is None) != (masks_b is None):
+        raise ValueError("masks_a and masks_b: expected both or neither")
     out: dict[str, np.ndarray] = {}
     for tap in names:
         if tap.endswith(CLS_SUFFIX) and tap[: -len(CLS_SUFFIX)] in names:
@@ -71,11 +87,27 @@ def tap_distances(
         if a.ndim != 4:
             raise ValueError(f"tap {tap!r}: expected an (N, C, h, w) grid, got shape {a.shape}")
         n = len(b)
-        dot, norm_a, norm_b = _sums(a.reshape(len(a), -1), b.reshape(n, -1), axis=1)
+        if masks_a is None:
+            dot, norm_a, norm_b = _sums(a.reshape(len(a), -1), b.reshape(n, -1), axis=1)
+            pooled_a, pooled_b = a.mean(axis=(2, 3)), b.mean(axis=(2, 3))
+            per_position = _cos(*_sums(a, b, axis=1))  # (N, h, w)
+            position = per_position.reshape(n, -1).mean(axis=1)
+        else:
+            own_a, own_b = (area_average(m, a.shape[2:]) for m in (masks_a, masks_b))
+            joint = own_a * own_b  # (N, 1, h, w)
+            total = joint.sum(axis=(1, 2, 3))
+            if not (total > 0).all():
+                raise ValueError(f"tap {tap!r}: the two masks share no weight on its grid")
+            dot, norm_a, norm_b = (
+                (joint * x * y).sum(axis=(1, 2, 3)) for x, y in ((a, b), (a, a), (b, b))
+            )
+            pooled_a = (a * own_a).sum(axis=(2, 3)) / own_a.sum(axis=(2, 3))
+            pooled_b = (b * own_b).sum(axis=(2, 3)) / own_b.sum(axis=(2, 3))
+            per_position = _cos(*_sums(a, b, axis=1))  # (N, h, w)
+            position = (per_position * joint[:, 0]).sum(axis=(1, 2)) / total
         out[f"{tap}/flat"] = 1.0 - _cos(dot, norm_a, norm_b)
-        out[f"{tap}/gap"] = 1.0 - _cos(*_sums(a.mean(axis=(2, 3)), b.mean(axis=(2, 3)), axis=1))
-        per_position = _cos(*_sums(a, b, axis=1))  # (N, h, w)
-        out[f"{tap}/position"] = 1.0 - per_position.reshape(n, -1).mean(axis=1)
+        out[f"{tap}/gap"] = 1.0 - _cos(*_sums(pooled_a, pooled_b, axis=1))
+        out[f"{tap}/position"] = 1.0 - position
         cls = tap + CLS_SUFFIX
         if cls in feats_a or cls in feats_b:
             ca, cb = _pair(feats_a, feats_b, cls)
@@ -148,31 +180,50 @@ class FeatureExtractor(ImageModel):
         """
         return self.model.run(image=self.check_batch(batch))
 
-    def distances(self, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    def distances(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        masks_a: np.ndarray | None = None,
+        masks_b: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
         """Tap distances (`tap_distances`) of two prepared batches (N, 3, H, W).
 
-        `a` may hold one image, compared with every image of `b`.
+        `a` may hold one image, compared with every image of `b`; masks (N, 1, H, W),
+        given for both or neither, mask the distances as `tap_distances` says.
 
         Raises:
-            ValueError: On mismatched shapes, or as `features`.
+            ValueError: On mismatched shapes, or as `features` and `tap_distances`.
         """
         a, b = self.check_pair(a, b)
-        return tap_distances(self.features(a), self.features(b), self.taps)
+        return tap_distances(self.features(a), self.features(b), self.taps, masks_a, masks_b)
 
     def distances_many(
         self,
         reference,
         others: Sequence,
-        box: Box | str | None = None,
-        boxes: Sequence | None = None,
+        box: Region = None,
+        boxes: Sequence[Region] | None = None,
+        masked: bool = False,
     ) -> dict[str, np.ndarray]:
         """Tap distances of one reference (a lesion region) to K comparison regions.
 
         Costs 1 + K backbone passes: the reference's features are computed once.
 
-        Arguments as `ImageModel.prepare_many`.
+        Arguments as `ImageModel.prepare_many`; a region may also be a mask or an
+        outline (`evaluation.inputs.Region`). Without `masked`, a mask or outline is
+        its bounding box (as every unmasked metric sees it); with it, the features
+        are pooled and compared under the masks (`tap_distances`; a box is all ones).
 
         Returns:
             {"<tap>/<mode>": (K,) float64 distances}.
         """
-        return self.distances(*self.prepare_many(reference, others, box, boxes))
+        if not masked:
+            return self.distances(*self.prepare_many(reference, others, box, boxes))
+        boxes = list(boxes) if boxes is not None else [None] * len(others)
+        if len(boxes) != len(others) or not len(others):
+            raise ValueError(f"{len(others)} comparison images and {len(boxes)} regions; "
+                             "expected one region per image, at least one")  # fmt: skip
+        items = [(reference, box), *zip(others, boxes, strict=True)]
+        batch, masks, _ = self.prepare_masked_group(items)
+        return self.distances(batch[:1], batch[1:], masks[:1], masks[1:])

@@ -32,11 +32,12 @@ from bridge.core.data.image import (
     model_input,
     parse_box,
 )
-from bridge.core.data.masks import RegionMask, fill_outside
+from bridge.core.data.masks import Outline, RegionMask, fill_outside
 from bridge.core.runtime import Model, open_model
 
-Region = Box | str | RegionMask | None
-"""Where to look in an image: a box (or its "x,y,w,h" text), a mask, or None (all of it)."""
+Region = Box | str | RegionMask | Outline | None
+"""Where to look in an image: a box (or its "x,y,w,h" text), a mask, an outline (a table's
+polygon or mask file, resolved against its image), or None (all of it)."""
 
 MIN_SIDE = 32
 """Smallest input side: five 2x poolings (VGG) / the ResNet stem need at least this."""
@@ -151,18 +152,24 @@ class ImageModel:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """A region and its mask, unfitted: (H, W, 3) and (H, W), or no mask for a box.
 
-        A `RegionMask` crops the image to its bounding box and comes along cropped alike;
-        with `fill`, pixels outside it take the region's mean colour (`fill_outside`).
+        A `RegionMask` (or an `Outline`, resolved against the image) crops the image to
+        its bounding box and comes along cropped alike; with `fill`, pixels outside it
+        take the region's mean colour (`fill_outside`).
 
         Raises:
-            ValueError: As `region`, or on a mask of another size than its image.
+            ValueError: As `region`, or on a mask of another size than its image, or
+                an outline that does not fit it (naming the image).
         """
-        if not isinstance(where, RegionMask):
+        if not isinstance(where, RegionMask | Outline):
             return self.region(image, where), None
         pixels = image if isinstance(image, np.ndarray) else self._recent.get(image)
-        where.check_image(
-            np.shape(pixels), str(image) if not isinstance(image, np.ndarray) else "the image"
-        )
+        name = "the image" if isinstance(image, np.ndarray) else str(image)
+        if isinstance(where, Outline):
+            try:
+                where = where.mask(np.shape(pixels), name)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}" if name not in str(err) else str(err)) from None
+        where.check_image(np.shape(pixels), name)
         region = self.region(pixels, where.box)
         mask = where.crop()
         return (fill_outside(region, mask) if fill else region), mask

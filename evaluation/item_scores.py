@@ -15,14 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from bridge.core.data.image import crop, decode_image
-from bridge.core.data.masks import read_mask
+from bridge.core.data.image import decode_image
+from bridge.core.data.masks import Outline, crop_region, read_mask
 from bridge.core.runtime import MASKED_KINDS, SCORER_KINDS, is_masked, model_label
 from evaluation.catalog import Entry
 from evaluation.fitted import fitted_cases
 from evaluation.items import RatedItems
 from evaluation.options import Options
 
+LAYER_FAMILIES = ("layer", "layer_masked")
+"""Families of single feature-extractor taps (by box, and pooled under masks)."""
+MASKED_SUFFIX = " masked"
+"""Suffix of a feature extractor's distances pooled under the items' masks."""
 _RULES = {"mean": np.nanmean, "median": np.nanmedian, "max": np.nanmax, "min": np.nanmin}
 
 
@@ -55,7 +59,9 @@ class Scores:
 
     def headline(self) -> dict[str, np.ndarray]:
         """Scorers and classical baselines (single layers appear through the CV choice)."""
-        return {n: v for n, v in self.columns.items() if self.info[n]["family"] != "layer"}
+        return {
+            n: v for n, v in self.columns.items() if self.info[n]["family"] not in LAYER_FAMILIES
+        }
 
 
 def score_items(entries: Sequence[Entry], items: RatedItems, options: Options) -> Scores:
@@ -86,9 +92,12 @@ def _add_model(scores: Scores, entry: Entry, items: RatedItems, options: Options
     for name, table in _model_distances(entry, items, options.prefer_gpu).items():
         if entry.kind == "features":
             tap, mode = name.split("/")
+            masked = mode.endswith(MASKED_SUFFIX)
+            mode = mode.removesuffix(MASKED_SUFFIX)
             scores.add(
-                f"cos-{mode} {entry.label} {tap}", table, options.rule,
-                family="layer", tap=tap, mode=mode, **base,
+                f"cos-{mode} {entry.label}{' masked' if masked else ''} {tap}", table,
+                options.rule, family="layer_masked" if masked else "layer", tap=tap,
+                mode=mode, **base,
             )  # fmt: skip
         else:
             fitted = " fitted" if fitted_cases(entry) or entry.heads.get("fitted") else ""
@@ -99,26 +108,47 @@ def _add_model(scores: Scores, entry: Entry, items: RatedItems, options: Options
 
 
 def _model_distances(entry: Entry, items: RatedItems, prefer_gpu: bool) -> dict[str, np.ndarray]:
-    """Output name (`tap/mode` of a feature extractor, "" of a scorer) -> distance table."""
+    """Output name (`tap/mode` of a feature extractor, "" of a scorer) -> distance table.
+
+    Where the items have masks or outlines, a feature extractor's distances come twice:
+    by bounding box (`tap/mode`) and pooled under the masks (`tap/mode masked`).
+    """
     from evaluation.features import FeatureExtractor
     from evaluation.score import Scorer
 
     run: Callable[..., dict[str, Sequence[float]]]
     if entry.kind == "features":
-        run = FeatureExtractor(entry.path, prefer_gpu=prefer_gpu).distances_many
+        extractor = FeatureExtractor(entry.path, prefer_gpu=prefer_gpu)
+        outlined = bool(items.masks) or any(
+            isinstance(where, Outline)
+            for (_, box), comps in zip(items.references, items.comparisons, strict=True)
+            for where in (box, *(c[1] for c in comps))
+        )
+
+        def run(ref, paths, box, boxes, masked_box, masked_boxes):
+            out = extractor.distances_many(ref, paths, box, boxes)
+            if outlined:
+                masked = extractor.distances_many(ref, paths, masked_box, masked_boxes, True)
+                out.update({f"{k}{MASKED_SUFFIX}": v for k, v in masked.items()})
+            return out
     else:
         scorer = Scorer(entry.path, prefer_gpu=prefer_gpu)
+        masked_scorer = is_masked(entry.kind)
 
-        def run(ref, paths, box, boxes):
+        def run(ref, paths, box, boxes, masked_box, masked_boxes):
+            if masked_scorer:
+                return {"": scorer.score_many(ref, paths, masked_box, masked_boxes)}
             return {"": scorer.score_many(ref, paths, box, boxes)}
 
-    def region(path, box):  # a masked scorer sees an image under its mask where it has one
-        if is_masked(entry.kind) and path in items.masks:
-            return read_mask(items.masks[path])
-        return box
+    def masked(path, box):  # the region under its mask, where the image has one
+        return read_mask(items.masks[path]) if path in items.masks else box
+
+    def item(ref, box, comps):
+        paths, boxes = [c[0] for c in comps], [c[1] for c in comps]
+        return run(ref, paths, box, boxes, masked(ref, box), [masked(*c) for c in comps])
 
     per_item = (
-        run(ref, [c[0] for c in comps], region(ref, box), [region(*c) for c in comps])
+        item(ref, box, comps)
         for (ref, box), comps in zip(items.references, items.comparisons, strict=True)
     )
     return _distance_tables(per_item, items)
@@ -132,8 +162,8 @@ def _add_classical(scores: Scores, items: RatedItems, rule: str) -> None:
 
     def distances(i: int) -> dict[str, Sequence[float]]:
         (ref, box), comps = items.references[i], items.comparisons[i]
-        reference = crop(decode_image(ref), box)
-        return classical_many(reference, [crop(decode_image(p), b) for p, b in comps])
+        reference = crop_region(decode_image(ref), box)
+        return classical_many(reference, [crop_region(decode_image(p), b) for p, b in comps])
 
     rows = tqdm(range(len(items.ids)), desc="classical baselines", unit="item", leave=False)
     for name, table in _distance_tables((distances(i) for i in rows), items).items():

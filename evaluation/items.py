@@ -26,8 +26,11 @@ class RatedItems:
 
     Attributes:
         ids: Item ids.
-        references: Per item, the reference (image path, box or None).
-        comparisons: Per item, the comparison regions (image path, box or None).
+        references: Per item, the reference (image path, box, outline or None).
+        comparisons: Per item, the comparison regions (image path, box, outline or
+            None). An outline (`bridge.core.data.masks.Outline`, a region pair's
+            polygon or mask) weighs masked scores; every other metric sees its
+            bounding box.
         ratings: Per aspect, an items x raters table (NaN: not rated).
         raters: Rater names (columns of the tables).
         synthetic: Synthetic data.
@@ -90,8 +93,8 @@ def load_rated(
     if pairs is not None:
         table = rating_data.read_region_pairs(pairs, images)
         ids = tuple(p.id for p in table.pairs)
-        refs = tuple((p.image_a, p.box_a) for p in table.pairs)
-        comps = tuple(((p.image_b, p.box_b),) for p in table.pairs)
+        refs = tuple((p.image_a, p.region_a) for p in table.pairs)
+        comps = tuple(((p.image_b, p.region_b),) for p in table.pairs)
         tables = rating_tables(table.ratings, ids, table.raters)
         items = RatedItems(
             ids, refs, comps, tables, table.raters, table.synthetic, f"region pairs {pairs}",

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.core.data.image import DEFAULT_POLICY, Box, box_text, parse_box
-from bridge.core.data.masks import RegionMask
+from bridge.core.data.masks import OUTLINES, RegionMask, parse_region_cell, region_cell
 from bridge.core.files import atomic_path
 from bridge.core.runtime import (
     MASKED_KINDS,
@@ -268,8 +268,10 @@ class Scorer(ImageModel):
 class ScoreJob:
     """Pair scoring an engine runs (`evaluation.engines`): a scorer opened once per worker.
 
-    A worker maps `{"image_a", "box_a", "image_b", "box_b"}` (boxes "" = whole image)
-    to `{"distance": (B,) float64}`, scoring under `Scorer.score_pairs`'s rules.
+    A worker maps `{"image_a", "box_a", "image_b", "box_b"}` (regions as
+    `bridge.core.data.masks.region_cell` writes them: a box, "" for the whole image, or
+    an outline) to `{"distance": (B,) float64}`, scoring under `Scorer.score_pairs`'s
+    rules.
 
     Attributes:
         model: The scorer .onnx file.
@@ -278,6 +280,7 @@ class ScoreJob:
         min_region: Smallest shorter side of a region.
         prefer_gpu: Try the CUDA provider.
         threads: Intra-op threads per worker session (None: onnxruntime's choice).
+        fill: Masked scorers: fill outside each outline first (`Scorer`'s `fill`).
     """
 
     model: str
@@ -286,23 +289,19 @@ class ScoreJob:
     min_region: int = MIN_REGION
     prefer_gpu: bool = True
     threads: int | None = None
+    fill: bool = False
 
     def open(self) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
         """A worker function holding its own open scorer."""
         from bridge.core.runtime import open_model
 
         model = open_model(self.model, prefer_gpu=self.prefer_gpu, threads=self.threads)
-        scorer = Scorer(model, self.size, self.policy, min_region=self.min_region)
+        scorer = Scorer(model, self.size, self.policy, min_region=self.min_region, fill=self.fill)
 
         def worker(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             pairs = [
-                (
-                    os.fspath(a),
-                    parse_box(ba) if ba else None,
-                    os.fspath(b),
-                    parse_box(bb) if bb else None,
-                )
-                for a, ba, b, bb in zip(
+                (os.fspath(a), parse_region_cell(ra), os.fspath(b), parse_region_cell(rb))
+                for a, ra, b, rb in zip(
                     batch["image_a"], batch["box_a"], batch["image_b"], batch["box_b"], strict=True
                 )
             ]
@@ -344,10 +343,12 @@ def score_table(
 
     columns = {
         "image_a": [os.path.abspath(p.image_a) for p in pairs],
-        "box_a": [box_text(p.box_a) for p in pairs],
+        "box_a": [region_cell(p.region_a) for p in pairs],
         "image_b": [os.path.abspath(p.image_b) for p in pairs],
-        "box_b": [box_text(p.box_b) for p in pairs],
+        "box_b": [region_cell(p.region_b) for p in pairs],
     }
+    kinds = {o.kind for p in pairs for o in (p.outline_a, p.outline_b) if o is not None}
+    outlines = [kind for kind in OUTLINES if kind in kinds]  # their columns, if any
     out = Path(out)
     with (
         atomic_path(out) as tmp,
@@ -355,7 +356,11 @@ def score_table(
         tqdm(total=len(pairs), unit="pair") as bar,
     ):
         writer = csv.writer(f)
-        writer.writerow(["id", "image_a", "box_a", "image_b", "box_b", metric])
+        writer.writerow(
+            ["id", "image_a", "box_a", "image_b", "box_b"]
+            + [f"{kind}_{side}" for kind in outlines for side in "ab"]
+            + [metric]
+        )
         done = 0
         for start, result in map_batches(job, columns, engine or EngineOptions()):
             distances = result["distance"]
@@ -364,20 +369,22 @@ def score_table(
                 raise RuntimeError(f"scores of rows {start}.. came before rows {done}..")
             for pair, distance in zip(rows, distances, strict=True):
                 writer.writerow(
-                    [
-                        pair.id,
-                        pair.image_a,
-                        box_text(pair.box_a),
-                        pair.image_b,
-                        box_text(pair.box_b),
-                        f"{float(distance):.8g}",
-                    ]
+                    [pair.id, pair.image_a, box_text(pair.box_a)]
+                    + [pair.image_b, box_text(pair.box_b)]
+                    + [_outline_cell(pair, kind, side) for kind in outlines for side in "ab"]
+                    + [f"{float(distance):.8g}"]
                 )
             done += len(distances)
             bar.update(len(distances))
         if done != len(pairs):
             raise RuntimeError(f"{done} of {len(pairs)} pairs scored")
     return out
+
+
+def _outline_cell(pair, kind: str, side: str) -> str:
+    """The pair's `<kind>_<side>` cell: its outline's text when it is of that kind."""
+    outline = getattr(pair, f"outline_{side}")
+    return outline.text if outline is not None and outline.kind == kind else ""
 
 
 def _region(image: str, box: str | None, mask: str | None, polygon: str | None, side: str):
@@ -496,12 +503,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bridge.core.data.ratings import read_region_pairs
 
     table = read_region_pairs(args.pairs, args.images)
+    if not scorer.masked and any(p.has_outline for p in table.pairs):
+        log.info(
+            "%s has no mask inputs: outlined regions are scored by their bounding boxes "
+            "(a masked scorer weighs them by the outline)",
+            Path(args.model).name,
+        )
     job = ScoreJob(
         str(Path(args.model).resolve()),
         args.size,
         args.policy,
         min_region=args.min_region,
         prefer_gpu=not args.cpu,
+        fill=args.fill,
     )
     metric = scorer.metric
     del scorer  # checked; the engine's workers open their own

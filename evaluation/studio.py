@@ -231,6 +231,12 @@ def read_source(
                 f"{path}: a triplet table (ref, a, b); rate it with --design 2afc"
             ) from None
         raise
+    outlined = next((p for p in pairs.pairs if p.has_outline), None)
+    if outlined is not None:
+        raise ValueError(
+            f"{path}: pair {outlined.id} has a polygon or mask; the studio shows boxes only "
+            "(expected box_a / box_b regions)"
+        )
     items = tuple(
         Item(p.id, p.group, (Region(p.image_a, p.box_a), Region(p.image_b, p.box_b)))
         for p in pairs.pairs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +160,13 @@ def tiny_exports(tmp_path_factory):
         return path
 
     return get
+
+
+def copy_export(path: Path, folder: Path) -> Path:
+    """A copy of a shared export and its manifest in `folder` (tests may change it there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path.with_suffix(".json"), folder / path.with_suffix(".json").name)
+    return Path(shutil.copy(path, folder / path.name))
 
 
 def save_torch_file(state: dict, path: str | os.PathLike, legacy: bool = False) -> Path:

@@ -9,7 +9,14 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, run_module
+from conftest import (
+    TINY_CLASSES,
+    assert_one_line_error,
+    copy_export,
+    run_cli,
+    run_module,
+    tiny_state,
+)
 from PIL import Image
 
 from bridge.core.data.masks import (
@@ -20,7 +27,6 @@ from bridge.core.data.masks import (
     read_mask,
 )
 from bridge.core.metrics import uniform_heads
-from bridge.core.weights import random_state_dict, write_state_dict
 from evaluation.score import Scorer
 
 # ------------------------------------------------------------------ masks and polygons
@@ -67,27 +73,25 @@ def test_polygons_and_mask_files(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """Masked tiny-VGG16 LPIPS and DISTS scorers from both origins, and the native twins."""
+def exported(tiny_exports):
+    """Masked tiny-VGG16 LPIPS and DISTS scorers from both origins (shared with other
+    files), the native twins, and the weights' folder."""
     import torch_models
-    from bridge.export import export, source_from_weights
     from torch_models.metrics import DISTS, LPIPS
 
-    root = tmp_path_factory.mktemp("masked")
-    state = random_state_dict("vgg16_tiny", 4, seed=3)
-    weights = write_state_dict(state, root / "w.safetensors")
-    source = source_from_weights("vgg16_tiny", weights)
     files = {
-        (kind, origin): export(source, f"{kind}_masked", origin, root / "models")
+        (kind, origin): tiny_exports("vgg16_tiny", origin, f"{kind}_masked")
         for kind in ("lpips", "dists")
         for origin in ("torch", "keras")
     }
-    backbone = torch_models.create_model("vgg16_tiny", 4, weights=state)
+    backbone = torch_models.create_model(
+        "vgg16_tiny", TINY_CLASSES, weights=tiny_state("vgg16_tiny")
+    )
     native = {
         "lpips": LPIPS(backbone, uniform_heads("lpips", "vgg16_tiny").weights),
         "dists": DISTS(backbone, *uniform_heads("dists", "vgg16_tiny").weights),
     }
-    return files, native, root
+    return files, native
 
 
 def _inputs(n=2, size=(40, 56), seed=0):
@@ -100,7 +104,7 @@ def _inputs(n=2, size=(40, 56), seed=0):
 
 
 def test_masked_onnx_equals_native_and_all_ones_equal_unmasked(exported):
-    files, native, _ = exported
+    files, native = exported
     a, b, ma, mb = _inputs()
     ones = np.ones_like(ma)
     for (kind, origin), path in files.items():
@@ -124,8 +128,8 @@ def test_masked_onnx_equals_native_and_all_ones_equal_unmasked(exported):
             assert np.abs(spatial - full * ma * mb).max() <= 1e-4
 
 
-def test_scorer_regions_as_masks_polygons_and_fill(exported, tmp_path):
-    files, _, root = exported
+def test_scorer_regions_as_masks_polygons_and_fill(exported, tiny_exports, tmp_path):
+    files, _ = exported
     rng = np.random.default_rng(2)
     image = (rng.uniform(0, 1, (60, 80, 3)) * 255).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "a.png")
@@ -167,11 +171,7 @@ def test_scorer_regions_as_masks_polygons_and_fill(exported, tmp_path):
         scorer.score_arrays(
             *_inputs(1, (60, 80))[:2], top.weights[None, None], bottom.weights[None, None]
         )
-    from bridge.export import export, source_from_weights
-
-    path = export(
-        source_from_weights("vgg16_tiny", root / "w.safetensors"), "lpips", "torch", tmp_path
-    )
+    path = tiny_exports("vgg16_tiny", "torch", "lpips")
     with pytest.raises(ValueError, match="fill needs a masked scorer"):
         Scorer(path, prefer_gpu=False, fill=True)
     with pytest.raises(ValueError, match="masks and polygons need a masked scorer"):
@@ -179,7 +179,7 @@ def test_scorer_regions_as_masks_polygons_and_fill(exported, tmp_path):
 
 
 def test_score_cli_with_polygons_and_masks(exported, tmp_path):
-    files, _, _ = exported
+    files, _ = exported
     rng = np.random.default_rng(3)
     for name in ("a.png", "b.png"):
         Image.fromarray((rng.uniform(0, 1, (48, 64, 3)) * 255).astype(np.uint8)).save(
@@ -233,7 +233,7 @@ def test_synthetic_cases_carry_lesion_masks_the_reader_finds(masked_set):
 def test_leakage_is_measured_and_fill_removes_it(exported, masked_set, tmp_path):
     from evaluation.leakage import leakage, main, masked_cases
 
-    files, _, _ = exported
+    files, _ = exported
     cases = masked_cases(masked_set / "rated")[:3]
     for kind in ("lpips", "dists"):
         plain = leakage(Scorer(files[kind, "torch"], prefer_gpu=False), cases)
@@ -257,14 +257,16 @@ def test_leakage_is_measured_and_fill_removes_it(exported, masked_set, tmp_path)
     assert out.read_text().count("| lpips | vgg16_tiny |") == 2
 
 
-def test_the_comparison_scores_masked_scorers_under_the_case_masks(exported, masked_set):
+def test_the_comparison_scores_masked_scorers_under_the_case_masks(exported, masked_set, tmp_path):
     from evaluation.catalog import discover
     from evaluation.item_scores import score_items
     from evaluation.items import load_rated
     from evaluation.options import Options
 
-    _, _, root = exported
-    entries, _ = discover(root / "models")
+    files, _ = exported
+    for path in files.values():
+        copy_export(path, tmp_path / "models")
+    entries, _ = discover(tmp_path / "models")
     assert {e.kind for e in entries} == {"lpips_masked", "dists_masked"}
     items = load_rated(masked_set / "rated")
     assert len(items.masks) == len(items.ids)
@@ -274,3 +276,195 @@ def test_the_comparison_scores_masked_scorers_under_the_case_masks(exported, mas
     # against the same scorer with the masks left out (all ones: the plain metric)
     unmasked = score_items(entries, dataclasses.replace(items, masks={}), Options(prefer_gpu=False))
     assert not np.allclose(scores.columns[masked[0]], unmasked.columns[masked[0]])
+
+
+# ------------------------------------------------------------------ feature extractors
+
+
+def test_area_average_is_adaptive_pooling_and_masked_taps_pool_under_masks():
+    from bridge.core.data.masks import area_average
+    from evaluation.features import tap_distances
+
+    rng = np.random.default_rng(5)
+    masks = rng.uniform(0, 1, (2, 1, 37, 53))
+    pooled = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(masks), (7, 5)).numpy()
+    assert np.abs(area_average(masks, (7, 5)) - pooled).max() <= 1e-12
+    # a ViT-like tap with its class token; one reference against three images
+    a = {"t": rng.normal(size=(1, 6, 4, 4)), "t_cls": rng.normal(size=(1, 6))}
+    b = {"t": rng.normal(size=(3, 6, 4, 4)), "t_cls": rng.normal(size=(3, 6))}
+    taps = ["t", "t_cls"]
+    plain = tap_distances(a, b, taps)
+    ones = tap_distances(a, b, taps, np.ones((1, 1, 8, 8)), np.ones((3, 1, 8, 8)))
+    assert plain.keys() == ones.keys()
+    assert all(np.abs(plain[k] - ones[k]).max() <= 1e-12 for k in plain)
+    # the left half of a, the top half of b: gap pools each under its own mask,
+    # position and flat pair positions under the joint weight (the top-left quarter)
+    left, top = np.zeros((1, 1, 8, 8)), np.zeros((3, 1, 8, 8))
+    left[..., :, :4], top[..., :4, :] = 1, 1
+    masked = tap_distances(a, b, taps, left, top)
+
+    def cos(x, y, axis):
+        return (x * y).sum(axis) / np.sqrt((x * x).sum(axis) * (y * y).sum(axis))
+
+    ga, gb = a["t"][:, :, :, :2].mean(axis=(2, 3)), b["t"][:, :, :2, :].mean(axis=(2, 3))
+    assert np.allclose(masked["t/gap"], 1 - cos(ga, gb, 1), atol=1e-12)
+    qa, qb = a["t"][:, :, :2, :2], b["t"][:, :, :2, :2]
+    assert np.allclose(masked["t/position"], 1 - cos(qa, qb, 1).mean(axis=(1, 2)), atol=1e-12)
+    assert np.allclose(masked["t/flat"], 1 - cos(qa.reshape(1, -1), qb.reshape(3, -1), 1))
+    assert np.array_equal(masked["t/cls"], plain["t/cls"])  # a class token has no position
+    bottom = np.zeros((3, 1, 8, 8))
+    bottom[..., 6:, 4:] = 1
+    with pytest.raises(ValueError, match="share no weight"):
+        tap_distances(a, b, taps, left, bottom)
+
+
+def test_feature_extractor_under_outlines(tiny_exports, tmp_path):
+    from bridge.core.data.masks import Outline
+    from evaluation.features import FeatureExtractor
+
+    rng = np.random.default_rng(6)
+    for name in ("a.png", "b.png"):
+        pixels = (rng.uniform(0, 1, (48, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / name)
+    extractor = FeatureExtractor(tiny_exports("vgg16_tiny", "torch", "features"), prefer_gpu=False)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    outline = Outline.of_polygon("4,4 40,6 36,40 8,30")
+    by_box = extractor.distances_many(a, [b], outline, [None])
+    box = polygon_mask(outline.polygon, (48, 64)).box
+    assert by_box.keys() == extractor.distances_many(a, [b], box, [None]).keys()
+    assert all(
+        np.array_equal(v, extractor.distances_many(a, [b], box, [None])[k])
+        for k, v in by_box.items()
+    )
+    under = extractor.distances_many(a, [b], outline, [None], masked=True)
+    assert any(not np.allclose(under[k], by_box[k]) for k in under if k.endswith("/gap"))
+    whole = Outline.of_polygon("0,0 64,0 64,48 0,48")
+    full = extractor.distances_many(a, [b], whole, [whole], masked=True)
+    plain = extractor.distances_many(a, [b])
+    assert all(np.abs(full[k] - plain[k]).max() <= 1e-6 for k in plain)
+
+
+# ------------------------------------------------------------------ region-pair tables
+
+
+def _outlined_table(folder):
+    """Images, a mask file and a table with a polygon, a mask and plain boxes."""
+    rng = np.random.default_rng(7)
+    for name in ("a.png", "b.png"):
+        Image.fromarray((rng.uniform(0, 1, (60, 80, 3)) * 255).astype(np.uint8)).save(folder / name)
+    weights = np.zeros((60, 80), np.uint8)
+    weights[10:50, 20:70] = 255
+    Image.fromarray(weights).save(folder / "b.mask.png")
+    table = folder / "pairs.csv"
+    table.write_text(
+        "id,image_a,box_a,image_b,box_b,polygon_a,mask_b,r1\n"
+        'p1,a.png,,b.png,"0,0,40,40","6,6 50,8 44,50 10,40",,2\n'
+        'p2,a.png,"10,10,40,40",b.png,,,b.mask.png,3\n'
+        'p3,a.png,"0,0,32,32",b.png,"8,8,32,32",,,1\n'
+    )
+    return table
+
+
+def test_region_pair_tables_take_polygons_and_masks(tmp_path):
+    from bridge.core.data.masks import Outline, parse_region_cell, region_cell
+    from bridge.core.data.ratings import read_region_pairs
+
+    data = read_region_pairs(_outlined_table(tmp_path))
+    p1, p2, p3 = data.pairs
+    assert p1.box_a is None and p1.region_a == Outline.of_polygon("6,6 50,8 44,50 10,40")
+    assert p2.region_b == Outline(file=tmp_path / "b.mask.png") and p2.box_b is None
+    assert not p3.has_outline and p1.has_outline and p2.has_outline
+    for where in (p1.region_a, p2.region_b, p3.region_a, None):
+        assert parse_region_cell(region_cell(where)) == where
+    header = "id,image_a,box_a,image_b,box_b,polygon_a,mask_a\n"
+    for row, fragment in (
+        ('x,a.png,"1,1,20,20",b.png,,"1,1 9,1 9,9",', "box_a and polygon_a both given"),
+        ("x,a.png,,b.png,,,b.mask.png", "b.mask.png"),  # fine: one region per side
+        ('x,a.png,,b.png,,"1,1 9,1",', "column polygon_a"),
+        ("x,a.png,,b.png,,,none.png", "mask_a 'none.png': no such file"),
+    ):
+        (tmp_path / "bad.csv").write_text(header + row + "\n")
+        if fragment == "b.mask.png":
+            assert read_region_pairs(tmp_path / "bad.csv").pairs[0].outline_a.file.name == fragment
+            continue
+        with pytest.raises(ValueError, match=re.escape(fragment)) as err:
+            read_region_pairs(tmp_path / "bad.csv")
+        assert "bad.csv" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_score_pairs_weighs_outlines_and_boxes_the_rest(exported, tiny_exports, tmp_path):
+    from bridge.core.data.masks import region_box
+    from bridge.core.data.ratings import read_region_pairs
+
+    files, _ = exported
+    table = _outlined_table(tmp_path)
+    pairs = read_region_pairs(table).pairs
+    for model, masked in (
+        (files["lpips", "torch"], True),
+        (tiny_exports("vgg16_tiny", "torch", "lpips"), False),
+    ):
+        out = tmp_path / f"out-{masked}.csv"
+        result = run_cli(
+            "evaluation.score", str(model), "--pairs", str(table), "--out", str(out), "--cpu"
+        )
+        assert result.returncode == 0, result.stderr
+        lines = out.read_text().splitlines()
+        assert lines[0] == "id,image_a,box_a,image_b,box_b,polygon_a,polygon_b,mask_a,mask_b,lpips"
+        scorer = Scorer(model, prefer_gpu=False)
+        for pair, line in zip(pairs, lines[1:], strict=True):
+            regions = [pair.region_a, pair.region_b]
+            if not masked:  # a scorer without mask inputs sees the bounding boxes
+                regions = [region_box(r, (60, 80)) for r in regions]
+            expected = scorer.score(pair.image_a, pair.image_b, *regions)
+            assert float(line.rsplit(",", 1)[1]) == pytest.approx(expected, abs=1e-6), pair.id
+        again = read_region_pairs(out).pairs  # the output is a region-pair table itself
+        assert [(p.region_a, p.region_b) for p in again] == [
+            (p.region_a, p.region_b) for p in pairs
+        ]
+    (tmp_path / "far.csv").write_text(
+        'id,image_a,box_a,image_b,box_b,polygon_a\nx,a.png,,b.png,,"1,1 90,1 9,9"\n'
+    )
+    result = run_cli(
+        "evaluation.score",
+        str(files["lpips", "torch"]),
+        "--pairs",
+        str(tmp_path / "far.csv"),
+        "--out",
+        str(tmp_path / "far-out.csv"),
+        "--cpu",
+    )
+    assert_one_line_error(result, "a.png", "polygon point 90,1 lies outside the 80x60 image")
+    assert not (tmp_path / "far-out.csv").exists()
+
+
+def test_the_comparison_puts_outlined_variants_beside_the_box_ones(
+    exported, tiny_exports, tmp_path
+):
+    from evaluation.agreement import layer_choice
+    from evaluation.catalog import discover
+    from evaluation.item_scores import score_items
+    from evaluation.items import load_rated
+    from evaluation.options import Options
+
+    files, _ = exported
+    copy_export(files["dists", "torch"], tmp_path / "models")
+    copy_export(tiny_exports("vgg16_tiny", "torch", "features"), tmp_path / "models")
+    entries, _ = discover(tmp_path / "models")
+    items = load_rated(pairs=_outlined_table(tmp_path))
+    scores = score_items(entries, items, Options(prefer_gpu=False))
+    families = {info["family"] for info in scores.info.values()}
+    assert {"dists_masked", "layer", "layer_masked", "classical"} <= families
+    masked = [n for n, i in scores.info.items() if i["family"] == "layer_masked"]
+    assert all(" masked " in n for n in masked)
+    assert not any(
+        np.allclose(scores.columns[n], scores.columns[n.replace(" masked", "")])
+        for n in masked
+        if n.startswith("cos-gap")
+    )
+    assert "layer_masked" not in {scores.info[n]["family"] for n in scores.headline()}
+    target = np.array([2.0, 3.0, 1.0])
+    labels = [
+        c["model"]
+        for c in layer_choice(scores, target, np.ones(3, bool), Options(prefer_gpu=False))
+    ]
+    assert len(labels) == 2 and sum(label.endswith(" masked") for label in labels) == 1

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.core.data.image import crop, decode_image
+from bridge.core.data.image import decode_image
+from bridge.core.data.masks import crop_region
 from evaluation.agreement import ORACLE
 from evaluation.item_scores import Scores
 from evaluation.items import RatedItems
@@ -193,8 +194,8 @@ def _examples(plt, items: RatedItems, scores: Scores, best: str, target: np.ndar
     for row, i in zip(axes, picks, strict=True):
         ref, box = items.references[i]
         other, obox = items.comparisons[i][0]
-        row[0].imshow(crop(decode_image(ref), box))
-        row[1].imshow(crop(decode_image(other), obox))
+        row[0].imshow(crop_region(decode_image(ref), box))
+        row[1].imshow(crop_region(decode_image(other), obox))
         row[0].set_title(f"{items.ids[i]}: {aspect} {target[i]:.2f}", fontsize=8)
         row[1].set_title(f"{best[:30]}: {scores.pairs[best][i, 0]:.3f}", fontsize=8)
         for ax in row:

@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bridge.core.data.image import Box, crop, decode_image
+from bridge.core.data.image import Box, box_text, crop, decode_image, parse_box
 
 MASK_SUFFIX = ".mask.png"  # a case image's mask beside it: 0.jpg -> 0.mask.png
+OUTLINES = ("polygon", "mask")
+"""Kinds of `Outline`; a region-pair table's optional columns `polygon_a`, `mask_a`, ..."""
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _POINT = re.compile(rf"\s*({_NUMBER})\s*,\s*({_NUMBER})\s*")
 
@@ -155,6 +157,119 @@ def polygon_mask(points, shape: tuple[int, ...]) -> RegionMask:
     ImageDraw.Draw(canvas).polygon(points, fill=255, outline=255)
     weights = (np.asarray(canvas) > 0).astype(np.float32)
     return check_weights(weights, f"polygon {text}")
+
+
+@dataclass(frozen=True)
+class Outline:
+    """A free-form region as a table names it: a polygon or a mask file, resolved per image.
+
+    Tables (region-pair tables, the explorer's history) store the outline, not its
+    weights: a polygon is rasterised, and a mask file read, against the image it
+    outlines when that image is decoded (`mask`). Masked scorers weigh the region by
+    it; scorers without mask inputs see its bounding box.
+
+    Attributes:
+        polygon: The points, in source pixels ("x1,y1 x2,y2 ..."), or empty.
+        file: The mask file, or None.
+    """
+
+    polygon: tuple[tuple[float, float], ...] = ()
+    file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.polygon) == (self.file is not None):
+            raise ValueError("an outline is a polygon or a mask file; expected exactly one")
+
+    @classmethod
+    def of_polygon(cls, text: str) -> Outline:
+        """An outline from `"x1,y1 x2,y2 ..."` (checked as `parse_polygon`)."""
+        return cls(polygon=parse_polygon(text))
+
+    @property
+    def kind(self) -> str:
+        """`polygon` or `mask` (the table column's suffix-less name)."""
+        return "polygon" if self.polygon else "mask"
+
+    @property
+    def text(self) -> str:
+        """The table cell: the polygon's points, or the mask file's path."""
+        return polygon_text(self.polygon) if self.polygon else os.fspath(self.file)
+
+    @property
+    def source(self) -> str:
+        """As `RegionMask.source`: `polygon ...` or the mask file."""
+        return f"polygon {self.text}" if self.polygon else self.text
+
+    def mask(self, shape: tuple[int, ...], image: str = "the image") -> RegionMask:
+        """The weights over an image of `shape` (height, width, ...).
+
+        Raises:
+            ValueError: As `polygon_mask` / `read_mask`, or on a mask of another size.
+        """
+        if self.polygon:
+            return polygon_mask(self.polygon, shape)
+        region = read_mask(self.file)
+        region.check_image(shape, image)
+        return region
+
+
+def area_average(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Masks (N, 1, H, W) brought to a grid (h, w) by area averaging, in float64.
+
+    Cell i averages the pixels of adaptive average pooling's bin i (floor(i H / h) ..
+    ceil((i + 1) H / h) - 1), as the masked metrics' graphs do (docs/metrics.md).
+    """
+
+    def matrix(n_in: int, n_out: int) -> np.ndarray:
+        i = np.arange(n_out)[:, None]
+        j = np.arange(n_in)[None, :]
+        start, end = (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
+        return ((j >= start) & (j < end)) / (end - start)
+
+    masks = np.asarray(masks, np.float64)
+    rows, cols = matrix(masks.shape[2], size[0]), matrix(masks.shape[3], size[1])
+    return rows @ masks @ cols.T
+
+
+def region_cell(where: Box | Outline | None) -> str:
+    """A box or outline as one text cell (engines pass regions as text columns).
+
+    `"x,y,w,h"` for a box, `"polygon x1,y1 x2,y2 ..."`, `"mask <path>"`, or "" for
+    the whole image; `parse_region_cell` reads it back.
+    """
+    if isinstance(where, Outline):
+        return f"{where.kind} {where.text}"
+    return box_text(where)
+
+
+def parse_region_cell(text: str) -> Box | Outline | None:
+    """The region `region_cell` wrote.
+
+    Raises:
+        ValueError: On a malformed box or polygon.
+    """
+    kind, _, rest = text.partition(" ")
+    if kind == "polygon":
+        return Outline.of_polygon(rest)
+    if kind == "mask":
+        return Outline(file=Path(rest))
+    return parse_box(text) if text else None
+
+
+def region_box(where: Box | RegionMask | Outline | None, shape: tuple[int, ...]) -> Box | None:
+    """A region's bounding box in an image of `shape`: what a metric without masks sees.
+
+    A box (or None, the whole image) is itself; a mask or outline gives the box around
+    its weights.
+    """
+    if isinstance(where, Outline):
+        where = where.mask(shape)
+    return where.box if isinstance(where, RegionMask) else where
+
+
+def crop_region(pixels: np.ndarray, where: Box | RegionMask | Outline | None) -> np.ndarray:
+    """The pixels inside a region's bounding box (`region_box`)."""
+    return crop(pixels, region_box(where, pixels.shape))
 
 
 def is_mask_file(path: str | os.PathLike[str]) -> bool:

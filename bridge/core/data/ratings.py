@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.core.data.image import IMAGE_SUFFIXES, Box, parse_box
-from bridge.core.data.masks import mask_beside
+from bridge.core.data.masks import OUTLINES, Outline, mask_beside
 from bridge.core.data.readers import is_synthetic
 from bridge.core.data.tables import Row, Table, in_order, read_table
 
@@ -158,6 +158,9 @@ class RegionPair:
         box_b: Region of `image_b`; None: the whole image.
         group: The patient or lesion the pair belongs to (the table's `group` cell);
             given empty (the default), the pair is its own group: its id.
+        outline_a: A free-form region of `image_a` instead of a box (the table's
+            `polygon_a` or `mask_a` cell); None: the box (or whole image).
+        outline_b: The same for `image_b`.
     """
 
     id: str
@@ -166,10 +169,30 @@ class RegionPair:
     image_b: Path
     box_b: Box | None
     group: str = ""
+    outline_a: Outline | None = None
+    outline_b: Outline | None = None
 
     def __post_init__(self) -> None:
         if not self.group:
             object.__setattr__(self, "group", self.id)
+        for side in "ab":
+            if getattr(self, f"outline_{side}") and getattr(self, f"box_{side}"):
+                raise ValueError(f"pair {self.id}: a box and an outline for {side}; expected one")
+
+    @property
+    def region_a(self) -> Box | Outline | None:
+        """Where to look in `image_a`: its outline, else its box (None: all of it)."""
+        return self.outline_a or self.box_a
+
+    @property
+    def region_b(self) -> Box | Outline | None:
+        """Where to look in `image_b`: its outline, else its box (None: all of it)."""
+        return self.outline_b or self.box_b
+
+    @property
+    def has_outline(self) -> bool:
+        """Whether either side is a free-form region."""
+        return self.outline_a is not None or self.outline_b is not None
 
 
 @dataclass(frozen=True)
@@ -482,8 +505,12 @@ def read_region_pairs(
     """Read rated region pairs: `image_a, box_a, image_b, box_b, <rater columns>`.
 
     Boxes are `"x,y,w,h"` in source pixels (quoted in the CSV); an empty box is the
-    whole image. An optional `id` or `pair` column names the pairs (default
-    "pair<N>", N the 1-based data row); an optional `group` column says which
+    whole image. A side may instead be outlined: an optional `polygon_a` / `polygon_b`
+    column (`"x1,y1 x2,y2 ..."`, source pixels, at least three points) or `mask_a` /
+    `mask_b` column (a mask image of its image's size, relative paths as for images);
+    a row gives at most one of box, polygon and mask per side. The outline is checked
+    against its image when the pair is scored. An optional `id` or `pair` column names
+    the pairs (default "pair<N>", N the 1-based data row); an optional `group` column says which
     patient or lesion a pair belongs to (`RegionPair.group`; an empty cell or no
     column: the pair is its own group). Every other column is a rater: numeric or
     empty cells, aspect "overall" unless the column is `<rater>_<aspect>`. No
@@ -497,13 +524,17 @@ def read_region_pairs(
     Raises:
         FileNotFoundError: If the table does not exist.
         ValueError: On a missing column, an empty or missing image, a malformed
-            box, a non-numeric score, a duplicate pair id, or no pairs.
+            box or polygon, a missing mask file, two regions for one side, a
+            non-numeric score, a duplicate pair id, or no pairs.
     """
     table = read_table(pairs_csv)
     columns = table.require("image_a", "box_a", "image_b", "box_b")
     id_column = table.column("id") or table.column("pair")
     group_column = table.column(GROUP_COLUMN)
-    used = {*columns.values(), id_column, group_column}
+    outline_columns = {
+        name: table.column(name) for name in ("polygon_a", "polygon_b", "mask_a", "mask_b")
+    }
+    used = {*columns.values(), id_column, group_column, *outline_columns.values()}
     rater_columns = _rater_columns(table, (c for c in table.columns if c not in used), OVERALL)
     base = Path(image_dir) if image_dir is not None else table.path.parent
     seen: dict[str, Row] = {}
@@ -519,7 +550,9 @@ def read_region_pairs(
             (_pair_image(table, row, columns, s, base), _pair_box(table, row, columns, s))
             for s in "ab"
         ]
-        pairs.append(RegionPair(pair_id, *sides[0], *sides[1], group=row.get(group_column)))
+        outlines = [_pair_outline(table, row, columns, outline_columns, s, base) for s in "ab"]
+        pair = RegionPair(pair_id, *sides[0], *sides[1], group=row.get(group_column))
+        pairs.append(replace(pair, outline_a=outlines[0], outline_b=outlines[1]))
         for column, rater, aspect in rater_columns:
             score = table.score(row, column)
             if score is not None:
@@ -552,6 +585,34 @@ def _pair_image(table: Table, row: Row, columns: dict[str, str], side: str, base
 def _pair_box(table: Table, row: Row, columns: dict[str, str], side: str) -> Box | None:
     """The row's `box_<side>` cell; None when empty (the whole image)."""
     return _box_cell(table, row, columns[f"box_{side}"])
+
+
+def _pair_outline(
+    table: Table,
+    row: Row,
+    columns: dict[str, str],
+    outline_columns: dict[str, str | None],
+    side: str,
+    base: Path,
+) -> Outline | None:
+    """The row's `polygon_<side>` or `mask_<side>` outline; None when neither is given."""
+    given = [
+        column
+        for column in (columns[f"box_{side}"], *(outline_columns[f"{k}_{side}"] for k in OUTLINES))
+        if column and row.get(column)
+    ]
+    if len(given) > 1:
+        raise table.error(f"{' and '.join(given)} both given; expected one region per side", row)
+    polygon = outline_columns[f"polygon_{side}"]
+    if polygon and row.get(polygon):
+        try:
+            return Outline.of_polygon(row.get(polygon))
+        except ValueError as exc:
+            raise table.error(f"column {polygon}: {exc}", row) from None
+    mask = outline_columns[f"mask_{side}"]
+    if mask and row.get(mask):
+        return Outline(file=_image_cell(table, row, mask, base))
+    return None
 
 
 def _image_cell(table: Table, row: Row, column: str, base: Path) -> Path:
