@@ -755,6 +755,8 @@ def test_page_in_a_real_browser(server, models, images, indexes, tmp_path):
         page.on("pageerror", lambda err: problems.append(str(err)))
         page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
         page.on("request", lambda r: r.url.startswith(server.url) or problems.append(r.url))
+        sent = []  # the comparisons the page asked for
+        page.on("request", lambda r: r.url.endswith("/api/compare") and sent.append(r.post_data))
         page.goto(server.url)
         page.wait_for_selector("body[data-ready='true']")
         assert "5 scorers loaded" in page.inner_text("#summary")
@@ -812,8 +814,6 @@ def test_page_in_a_real_browser(server, models, images, indexes, tmp_path):
         assert page.locator("[data-testid=heat-map]").count() == 3
         assert page.locator("[data-testid=crop-a]").count() == 1
         assert page.locator("[data-testid=history-row]").count() == 1
-        page.wait_for_timeout(100)
-        _save_screenshot(page, tmp_path)
 
         # find similar: region A in the index; thumbnails shown, distances of Index.query
         assert page.input_value("#index") == "tiny"
@@ -859,6 +859,93 @@ def test_page_in_a_real_browser(server, models, images, indexes, tmp_path):
         first = models[1][0]
         expected = Scorer(first, prefer_gpu=False).score(lesion, images / "cases/CASE001/2.jpg")
         assert shown == pytest.approx(expected, abs=1e-6)
+
+        # outlines: a polygon on A by clicks, a free-hand outline on B by a drag
+        def click(x, y):
+            page.mouse.click(canvas["x"] + x * scale, canvas["y"] + y * scale)
+
+        canvas = page.locator("#canvas-a").bounding_box()
+        scale = canvas["width"] / 192
+        page.keyboard.press("p")  # the polygon tool
+        assert page.is_checked("#tool-polygon")
+        click(30, 30)
+        assert page.get_attribute("#a-outline", "data-points") == "1"
+        page.keyboard.press("Escape")  # an unfinished outline cancelled
+        assert page.locator("#a-outline").is_hidden()
+        for x, y in ((62, 52), (120, 50), (128, 96), (104, 122), (66, 112), (30, 160)):
+            click(x, y)
+        page.keyboard.press("Backspace")  # the last point was a slip
+        click(62, 52)  # the first point closes the outline
+        assert page.get_attribute("#a-outline", "data-closed") == "true"
+        assert page.get_attribute("#a-outline", "data-points") == "5"
+        drag(128, 96, 134, 100)  # a vertex moved
+
+        def bounds_a():  # the outline's bounding box, shown in the inputs
+            return ",".join(page.input_value(f"#a-{k}") for k in "xywh")
+
+        bounds = bounds_a()
+        page.keyboard.press("+")  # zoom in from "fit": the next level up, 400 %
+        assert page.input_value("#zoom") == "4"
+        canvas, scale = page.locator("#canvas-a").bounding_box(), 4
+        assert canvas["width"] == pytest.approx(768, abs=1) and bounds_a() == bounds
+        drag(62, 52, 60, 50)  # a vertex moved at 400 %: 8 screen px are 2 source px
+        page.select_option("#zoom", "fit")
+
+        page.check("#tool-freehand")  # free-hand on B: one stroke around a circle
+        canvas = page.locator("#canvas-b").bounding_box()
+        scale = canvas["width"] / 192
+        angles = np.linspace(0, 2 * np.pi, 60)
+        circle = [(96 + 36 * np.cos(t), 96 + 30 * np.sin(t)) for t in angles]
+        page.mouse.move(canvas["x"] + circle[0][0] * scale, canvas["y"] + circle[0][1] * scale)
+        page.mouse.down()
+        for x, y in circle[1:]:
+            page.mouse.move(canvas["x"] + x * scale, canvas["y"] + y * scale, steps=2)
+        page.mouse.up()
+        assert page.get_attribute("#b-outline", "data-closed") == "true"
+        assert 8 <= int(page.get_attribute("#b-outline", "data-points")) <= 40  # simplified
+
+        page.click("#compare")
+        page.wait_for_selector("[data-testid=history-row] >> nth=2")
+        request = json.loads(sent[-1])
+        assert "box_a" not in request and "box_b" not in request
+        points = [tuple(map(float, p.split(","))) for p in request["polygon_a"].split()]
+        assert len(points) == 5 and points[0] == (60, 50)
+        assert (
+            np.abs(np.subtract(points[1:], [(120, 50), (134, 100), (104, 122), (66, 112)])).max()
+            <= 1
+        )
+        case = images / "cases/CASE001/2.jpg"
+        rows = page.locator("[data-testid=result-row]")
+        assert rows.count() == 5
+        for i in range(5):
+            row = rows.nth(i)
+            path = next(p for p in models[1] if p.stem == row.get_attribute("data-scorer"))
+            masked = "masked" in path.stem
+            region = row.locator("[data-testid=region]")
+            assert region.inner_text() == ("outline" if masked else "bounding box")
+            expected = _expected(path, lesion, request["polygon_a"], request["polygon_b"], case)
+            cell = row.locator("[data-testid=distance]")
+            assert float(cell.get_attribute("data-value")) == pytest.approx(expected, abs=1e-6)
+            assert float(cell.inner_text()) == pytest.approx(expected, abs=6e-7)
+        masked = next(p for p in models[1] if "masked" in p.stem)
+        shown = page.locator(f"[data-scorer='{masked.stem}'] [data-testid=distance]")
+        args = ("--polygon-a", request["polygon_a"], "--polygon-b", request["polygon_b"])
+        cli = run_module(
+            "evaluation.score", str(masked), str(lesion), str(case), *args, "--json", "--cpu"
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert float(shown.get_attribute("data-value")) == pytest.approx(
+            json.loads(cli.stdout)["distance"], abs=1e-6
+        )
+        assert "dimmed outside the outline" in page.inner_text("#crops")
+        assert "outline (5 points" in page.inner_text("#history")
+        last = list(
+            csv.DictReader(io.StringIO(call(server, "GET", "/api/history.csv")[2].decode()))
+        )[-1]
+        assert (last["box_a"], last["polygon_a"]) == ("", request["polygon_a"])
+        assert (last["box_b"], last["polygon_b"]) == ("", request["polygon_b"])
+        page.wait_for_timeout(100)
+        _save_screenshot(page, tmp_path)
 
         # a text file named .jpg: the page shows the decoder's message
         fake = tmp_path / "notes.jpg"
