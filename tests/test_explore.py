@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_module
+from conftest import ROOT, assert_one_line_error, copy_export, run_module
 from PIL import Image
 
 from bridge.core.data.image import box_text, decode_image
@@ -46,13 +46,6 @@ UPLOAD_CAP = 400_000  # bytes, small so that the oversize case is cheap
 PIXEL_CAP = 1_000_000
 
 
-def _copy_export(path: Path, folder: Path) -> Path:
-    """A copy of a shared export and its manifest in `folder` (tests may change it there)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path.with_suffix(".json"), folder / path.with_suffix(".json").name)
-    return Path(shutil.copy(path, folder / path.name))
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_exports):
     """Tiny VGG16 scorers: LPIPS and DISTS from both origins, a masked LPIPS; files to ignore.
@@ -63,11 +56,11 @@ def models(tmp_path_factory, tiny_exports):
     root = tmp_path_factory.mktemp("explore-models")
     out = root / "models"
     paths = [
-        _copy_export(tiny_exports("vgg16_tiny", origin, kind), out)
+        copy_export(tiny_exports("vgg16_tiny", origin, kind), out)
         for kind in ("lpips", "dists")
         for origin in ("torch", "keras")
     ]
-    paths.append(_copy_export(tiny_exports("vgg16_tiny", "torch", "lpips_masked"), out))
+    paths.append(copy_export(tiny_exports("vgg16_tiny", "torch", "lpips_masked"), out))
     # a classifier manifest and a file without one: both left out of the explorer
     shutil.copy(paths[0], out / "x-classifier-torch.onnx")
     manifest = json.loads(paths[0].with_suffix(".json").read_text())
@@ -109,7 +102,7 @@ def indexes(images, tmp_path_factory, tiny_exports):
     is a build that did not finish, `moved` names a model file that is gone.
     """
     root = tmp_path_factory.mktemp("explore-index")
-    features = _copy_export(tiny_exports("vgg16_tiny", "torch", "features"), root / "model")
+    features = copy_export(tiny_exports("vgg16_tiny", "torch", "features"), root / "model")
     synth = generate(
         root / "archive", SynthConfig(per_class=4, cases=1, size=64, views_per_lesion=2)
     )
