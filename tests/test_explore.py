@@ -456,12 +456,7 @@ def test_history_csv_round_trips_through_score_pairs(server, models, images, tmp
         ("", OUTLINE_B),
     ]
     assert all(not r["polygon_a"] and not r["polygon_b"] for r in rows[:2])
-    try:
-        pairs = read_region_pairs(table)  # the project's reader takes it as it is
-    except ValueError as err:  # a reader from before outlines: polygon_a is a rater to it
-        if "polygon_a" not in str(err):
-            raise
-        pytest.xfail(f"read_region_pairs does not read the polygon columns yet: {err}")
+    pairs = read_region_pairs(table)  # the project's reader takes it as it is
     assert [p.id for p in pairs.pairs] == ["cmp1", "cmp2", "cmp3", "cmp4"]
     assert pairs.pairs[1].image_b == (images / "rotated.jpg").resolve()
     # a box scorer sees the outlines' bounding boxes, a masked scorer the outlines
