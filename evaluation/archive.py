@@ -9,9 +9,15 @@ one reader of it (`bridge.core.data.readers`):
   CSV (`lesion_id`); the built-in synthetic set's root folder is read as its ISIC part;
 * a folder of class folders (`<root>/<class>/<image>`);
 * a plain folder of images (searched recursively; no labels);
-* an image list: a CSV with an `image` column and optional `box` (`x,y,w,h`),
-  `label`, `lesion_id` and `patient_id` columns; relative paths are read against the
-  CSV's folder (or `images`). This is how an archive gives a region per image.
+* an image list: a CSV with an `image` column and optional `box` (`x,y,w,h`) or
+  `mask` (a mask image of the image's size), `label`, `lesion_id` and `patient_id`
+  columns; relative paths are read against the CSV's folder (or `images`). This is
+  how an archive gives a region per image.
+
+Lesion masks come along where the data has them: ISIC's and HAM10000's segmentation
+masks (`<id>_segmentation.png`, found by `bridge.core.data.readers`), a `*.mask.png`
+beside an image in a folder, a list's `mask` column. `ArchiveItem.region` offers them
+to the index build, which pools under them when asked (`--masks`).
 
 Nothing is decoded here (the index build decodes, and lists undecodable files in its
 `skipped.csv`).
@@ -25,10 +31,10 @@ from pathlib import Path
 
 from bridge.core.data import readers
 from bridge.core.data.image import IMAGE_SUFFIXES, Box, box_text, parse_box
-from bridge.core.data.masks import is_mask_file
+from bridge.core.data.masks import Outline, is_mask_file, mask_beside
 from bridge.core.data.tables import read_table
 
-LIST_COLUMNS = ("image", "box", "label", "lesion_id", "patient_id")
+LIST_COLUMNS = ("image", "box", "mask", "label", "lesion_id", "patient_id")
 """Columns of an image-list CSV; only `image` is required."""
 
 
@@ -44,6 +50,7 @@ class ArchiveItem:
         label: Diagnosis or class ("" when unknown).
         lesion_id: The lesion the image shows ("" when unknown).
         patient_id: The patient ("" when unknown).
+        mask: The lesion's mask file, where the data has one (None otherwise).
     """
 
     id: str
@@ -52,9 +59,16 @@ class ArchiveItem:
     label: str = ""
     lesion_id: str = ""
     patient_id: str = ""
+    mask: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path).absolute())
+        if self.mask is not None:
+            object.__setattr__(self, "mask", Path(self.mask).absolute())
+
+    def region(self, masks: bool = False) -> Box | Outline | None:
+        """What to embed: the mask as an outline when `masks` and there is one, else the box."""
+        return Outline(file=self.mask) if masks and self.mask is not None else self.box
 
     @property
     def group(self) -> str:
@@ -118,7 +132,7 @@ def _from_set(source: Path, data_set: readers.ClassificationSet) -> Archive:
     """A classification set as an archive: its group is a lesion or a patient id."""
     key = "patient_id" if data_set.group_by == "patient_id" else "lesion_id"
     items = tuple(
-        ArchiveItem(s.id, Path(s.path), None, s.label, **{key: s.group or ""})
+        ArchiveItem(s.id, Path(s.path), None, s.label, **{key: s.group or ""}, mask=s.mask)
         for s in data_set.samples
     )
     return Archive(source, data_set.name, items, data_set.synthetic)
@@ -145,8 +159,15 @@ def _read_folder(folder: Path, images: str | os.PathLike | None) -> Archive:
         raise ValueError(
             f"{folder}: no images ({' '.join(IMAGE_SUFFIXES)}) and no ISIC / HAM10000 table"
         )
-    items = tuple(ArchiveItem(p.relative_to(folder).as_posix(), p) for p in files)
+    items = tuple(
+        ArchiveItem(p.relative_to(folder).as_posix(), p, mask=_mask_beside(p)) for p in files
+    )
     return Archive(folder, "images", items, readers.is_synthetic(folder))
+
+
+def _mask_beside(image: Path) -> Path | None:
+    mask = mask_beside(image)
+    return mask if mask.is_file() else None
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
@@ -163,7 +184,7 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
 
 
 def _read_list(path: Path, images: str | os.PathLike | None) -> Archive:
-    """An image-list CSV: `image[, box, label, lesion_id, patient_id]`."""
+    """An image-list CSV: `image[, box | mask, label, lesion_id, patient_id]`."""
     table = read_table(path)
     columns = {c.lower(): c for c in table.columns}
     base = Path(images) if images is not None else path.parent
@@ -180,6 +201,14 @@ def _read_list(path: Path, images: str | os.PathLike | None) -> Archive:
             box = parse_box(box_cell) if box_cell else None
         except ValueError as err:
             raise table.error(str(err), row) from None
+        mask_cell = row.get(columns.get("mask"))
+        mask = None
+        if mask_cell:
+            if box is not None:
+                raise table.error("box and mask both given; expected one region per row", row)
+            mask = Path(mask_cell) if Path(mask_cell).is_absolute() else base / mask_cell
+            if not mask.is_file():
+                raise table.error(f"mask {mask_cell!r}: no such file {mask}", row)
         item_id = name if box is None else f"{name}#{box_text(box)}"
         if item_id in seen:
             raise table.error(f"image {item_id!r} is listed twice", row)
@@ -192,6 +221,7 @@ def _read_list(path: Path, images: str | os.PathLike | None) -> Archive:
                 row.get(columns.get("label")),
                 row.get(columns.get("lesion_id")),
                 row.get(columns.get("patient_id")),
+                mask,
             )
         )
     if not items:

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.core.data.image import DEFAULT_POLICY, Box, parse_box
+from bridge.core.data.image import DEFAULT_POLICY
+from bridge.core.data.masks import Outline, RegionMask, area_average, parse_region_cell
 from evaluation.features import CLS_SUFFIX, EPS, FeatureExtractor
+from evaluation.inputs import Region
 
 POOLINGS = ("gap", "max", "cls")
 """How a tap becomes one vector (module docstring)."""
@@ -128,36 +130,64 @@ class Embedder(FeatureExtractor):
         """What makes two embeddings comparable: tap, pooling, size and resize policy."""
         return {"tap": self.tap, "pooling": self.pooling, "size": self.size, "policy": self.policy}
 
-    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Vectors (N, D) float32, unit norm, of a prepared batch (N, 3, S, S) in [0, 1]."""
+    def embed_batch(self, batch: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """Vectors (N, D) float32, unit norm, of a prepared batch (N, 3, S, S) in [0, 1].
+
+        Args:
+            batch: The prepared images.
+            masks: Weights (N, 1, S, S) in [0, 1] to pool under (`pool`), or None.
+        """
         out = np.asarray(
             self.model.run(outputs=[self._output], image=self.check_batch(batch))[self._output],
             np.float64,
         )
-        return normalise(pool(out, self.pooling))
+        return normalise(pool(out, self.pooling, masks))
 
-    def embed(self, image, box: Box | str | None = None) -> np.ndarray:
-        """The vector (D,) of one image file or HWC array, or a region of it."""
-        return self.embed_batch(self.prepare(image, box)[None])[0]
+    def prepare_region(self, image, region: Region = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One image or region fitted to `size`: (3, S, S), and its mask (1, S, S) or None.
+
+        A mask or outline (`evaluation.inputs.Region`) crops the image to its bounding
+        box and comes along fitted alike; a box or None has no mask.
+        """
+        batch, masks, _ = self.prepare_masked_group([(image, region)])
+        masked = isinstance(region, RegionMask | Outline)
+        return batch[0], (masks[0] if masked else None)
+
+    def embed(self, image, box: Region = None) -> np.ndarray:
+        """The vector (D,) of one image file or HWC array, or a region of it.
+
+        A mask or outline pools the tap under it (`pool`).
+        """
+        prepared, mask = self.prepare_region(image, box)
+        return self.embed_batch(prepared[None], None if mask is None else mask[None])[0]
 
 
-def pool(tap_output: np.ndarray, pooling: str) -> np.ndarray:
-    """One vector per sample of a tap output: (N, C, h, w) grid or (N, C) class token."""
+def pool(tap_output: np.ndarray, pooling: str, masks: np.ndarray | None = None) -> np.ndarray:
+    """One vector per sample of a tap output: (N, C, h, w) grid or (N, C) class token.
+
+    With masks (N, 1, H, W) over the input images, brought to the grid by area
+    averaging: `gap` is the mean under each image's mask, `max` the maximum over the
+    cells the mask touches; a class token (`cls`) has no position and is unmasked.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
     if pooling == "cls":
         return tap_output
+    if masks is None:
+        return tap_output.mean(axis=(2, 3)) if pooling == "gap" else tap_output.max(axis=(2, 3))
+    weights = area_average(masks, tap_output.shape[2:])
     if pooling == "gap":
-        return tap_output.mean(axis=(2, 3))
-    if pooling == "max":
-        return tap_output.max(axis=(2, 3))
-    raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+        return (tap_output * weights).sum(axis=(2, 3)) / weights.sum(axis=(2, 3))
+    return np.where(weights > 0, tap_output, -np.inf).max(axis=(2, 3))
 
 
 @dataclass(frozen=True)
 class EmbedJob:
     """Embedding work an engine runs: a model and its settings, opened once per worker.
 
-    A worker maps a batch `{"path": (B,) str, "box": (B,) str}` (box "" = whole
-    image) to `{"vector": (B, D) float32, "error": (B,) str}`; an image that cannot be
+    A worker maps a batch `{"path": (B,) str, "box": (B,) str}` (a region as
+    `bridge.core.data.masks.region_cell` writes it: "" = whole image, a box, or a mask
+    file to pool under) to `{"vector": (B, D) float32, "error": (B,) str}`; an image that cannot be
     decoded or cropped gets a zero vector and its reason in `error` ("" when fine).
 
     Attributes:
@@ -187,18 +217,30 @@ class EmbedJob:
         return lambda batch: embed_rows(embedder, batch["path"], batch["box"])
 
 
-def embed_rows(embedder: Embedder, paths: Sequence[str], boxes: Sequence[str]) -> dict:
-    """Embed files (and boxes) one batch at a time, recording per-image failures."""
-    prepared, errors = [], []
-    for path, box in zip(paths, boxes, strict=True):
+def embed_rows(embedder: Embedder, paths: Sequence[str], regions: Sequence[str]) -> dict:
+    """Embed files (and regions) one batch at a time, recording per-image failures.
+
+    A batch without masks is pooled as it always was; one with masks pools every
+    image under its mask (all ones for a box: the same vector up to rounding).
+    """
+    prepared, masks, errors = [], [], []
+    for path, cell in zip(paths, regions, strict=True):
         try:
-            prepared.append(embedder.prepare(os.fspath(path), parse_box(box) if box else None))
+            image, mask = embedder.prepare_region(os.fspath(path), parse_region_cell(cell))
+            prepared.append(image)
+            masks.append(mask)
             errors.append("")
         except (ValueError, OSError) as err:
             prepared.append(None)
+            masks.append(None)
             errors.append(str(err).splitlines()[0] or type(err).__name__)
     vectors = np.zeros((len(prepared), embedder.dim), np.float32)
     good = [i for i, x in enumerate(prepared) if x is not None]
     if good:
-        vectors[good] = embedder.embed_batch(np.stack([prepared[i] for i in good]))
+        batch = np.stack([prepared[i] for i in good])
+        weights = None
+        if any(masks[i] is not None for i in good):
+            ones = np.ones((1, *batch.shape[2:]), np.float32)
+            weights = np.stack([ones if masks[i] is None else masks[i] for i in good])
+        vectors[good] = embedder.embed_batch(batch, weights)
     return {"vector": vectors, "error": np.array(errors, dtype=object)}

@@ -41,11 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.core.data.image import DEFAULT_POLICY, Box, box_text, parse_box
+from bridge.core.data.image import DEFAULT_POLICY, parse_box
+from bridge.core.data.masks import region_cell
 from bridge.core.files import atomic_path, sha256_file
 from evaluation.archive import Archive, ArchiveItem, read_archive
 from evaluation.embedding import DEFAULT_POOLING, POOLINGS, Embedder, EmbedJob
 from evaluation.engines import EngineOptions, add_engine_arguments, engine_options, map_batches
+from evaluation.inputs import Region, command_region, region_text
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ class BuildOptions:
         search: `auto` (approximate above `approximate_above`), `exact` or `approximate`.
         approximate_above: Size from which `auto` builds the approximate index.
         rebuild: Start over when the folder holds an index of other settings.
+        masks: Pool each image under its lesion mask where the archive has one
+            (`ArchiveItem.mask`: ISIC / HAM10000 segmentations, `*.mask.png`, a list's
+            `mask` column); the others as before. A row's region (its `box` column:
+            "mask <file>") tells which, so switching re-embeds just those rows.
         prefer_gpu: Try the CUDA provider.
         engine: Where the embedding runs (`evaluation.engines`).
     """
@@ -98,6 +104,7 @@ class BuildOptions:
     search: str = "auto"
     approximate_above: int = APPROXIMATE_ABOVE
     rebuild: bool = False
+    masks: bool = False
     prefer_gpu: bool = True
     engine: EngineOptions = field(default_factory=EngineOptions)
 
@@ -170,7 +177,7 @@ def build(
         st = os.stat(item.path)
         key = (str(item.path), st.st_size, st.st_mtime_ns)
         sha = known.get(key) or sha256_file(item.path)
-        want[item.id] = (sha, box_text(item.box), st, item)
+        want[item.id] = (sha, region_cell(item.region(options.masks)), st, item)
     held = {
         row["id"]
         for _, meta in shards
@@ -274,7 +281,7 @@ def _embed(
         embedder.policy,
         options.prefer_gpu,
     )
-    columns = {"path": [str(i.path) for i in todo], "box": [box_text(i.box) for i in todo]}
+    columns = {"path": [str(i.path) for i in todo], "box": [want[i.id][1] for i in todo]}
     existing = sorted((out / SHARDS).glob(SHARD_GLOB))
     number = int(existing[-1].stem) + 1 if existing else 0
     rows: list[tuple[ArchiveItem, np.ndarray]] = []
@@ -431,7 +438,12 @@ def _finish(
             "origin": settings["origin"],
             "label": embedder.model.manifest.get("model_name") or embedder.model.path.stem,
         },
-        "embedding": {k: settings[k] for k in ("tap", "pooling", "size", "policy", "dim")},
+        "embedding": {
+            **{k: settings[k] for k in ("tap", "pooling", "size", "policy", "dim")},
+            "under_masks": sum(
+                int(str(b).startswith("mask ")) for _, d in shards for b in d["box"]
+            ),
+        },
         "distance": "cosine (1 - dot of L2-normalised vectors)",
         "count": count,
         "shards": [
@@ -668,7 +680,7 @@ class Index:
     def query(
         self,
         image: str | os.PathLike | np.ndarray,
-        box: Box | str | None = None,
+        box: Region = None,
         k: int = 16,
         exclude: Iterable[str] = (),
     ) -> list[Hit]:
@@ -676,7 +688,8 @@ class Index:
 
         Args:
             image: The query image.
-            box: Its region (`x,y,w,h` in source pixels).
+            box: Its region (`x,y,w,h` in source pixels), or a mask / outline to pool
+                under (`evaluation.inputs.Region`).
             k: How many neighbours.
             exclude: Lesion, patient or image ids whose images are left out (e.g. the
                 query's own lesion: `group_of(image)`).
@@ -804,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data",
         required=True,
         help="ISIC 2019 / ISIC 2020 / HAM10000 table or folder, class folders, a plain image "
-        "folder, or an image list CSV (image[,box,label,lesion_id,patient_id])",
+        "folder, or an image list CSV (image[,box|mask,label,lesion_id,patient_id])",
     )
     b.add_argument("--out", required=True, help="index folder (e.g. index/<name>)")
     b.add_argument("--images", default=None, help="folder of the images a table names")
@@ -823,6 +836,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     b.add_argument("--approximate-above", type=int, default=APPROXIMATE_ABOVE)
     b.add_argument("--rebuild", action="store_true", help="start over on other settings")
+    b.add_argument(
+        "--masks",
+        action="store_true",
+        help="pool each image under its lesion mask where the archive has one "
+        "(ISIC / HAM10000 segmentations, *.mask.png, a list's mask column)",
+    )
     add_engine_arguments(b)
     b.add_argument("--cpu", action="store_true", help="do not try the CUDA provider")
 
@@ -830,6 +849,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("index", help="index folder")
     q.add_argument("image", help="query image")
     q.add_argument("--region", default=None, help="x,y,w,h region of the query image")
+    q.add_argument("--mask", default=None, help="mask image of the query (pooled under it)")
+    q.add_argument("--polygon", default=None, help='"x1,y1 x2,y2 ..." outline of the query')
     q.add_argument("-k", type=int, default=16, help="neighbours (default 16)")
     q.add_argument(
         "--exclude-group",
@@ -856,6 +877,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             search=args.search,
             approximate_above=args.approximate_above,
             rebuild=args.rebuild,
+            masks=args.masks,
             prefer_gpu=not args.cpu,
             engine=engine_options(args),
         )
@@ -876,10 +898,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     elif args.exclude_group:
         exclude = {args.exclude_group}
-    hits = index.query(args.image, args.region, args.k, exclude)
+    region = command_region(args.image, args.region, args.mask, args.polygon)
+    hits = index.query(args.image, region, args.k, exclude)
     if args.json:
         print(json.dumps({
-            "index": str(index.path), "query": args.image, "region": args.region or "",
+            "index": str(index.path), "query": args.image, "region": region_text(region),
             "k": args.k, "search": index.method, "excluded": sorted(exclude),
             "neighbours": [asdict(h) for h in hits],
         }, indent=2))  # fmt: skip

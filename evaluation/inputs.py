@@ -39,6 +39,44 @@ Region = Box | str | RegionMask | Outline | None
 """Where to look in an image: a box (or its "x,y,w,h" text), a mask, an outline (a table's
 polygon or mask file, resolved against its image), or None (all of it)."""
 
+
+def command_region(
+    image: str, box: str | None, mask: str | None, polygon: str | None, side: str = ""
+) -> Box | RegionMask | None:
+    """A command line's region of one image: a box, a mask file, a polygon, or None.
+
+    Args:
+        image: The image (a polygon is checked against its decoded size).
+        box: `--region` text, `x,y,w,h`.
+        mask: `--mask`: a mask image of the image's size.
+        polygon: `--polygon`: `"x1,y1 x2,y2 ..."`.
+        side: The flags' suffix (`a` for `--region-a`, ...), or "".
+
+    Raises:
+        ValueError: On more than one of them, or a bad box, mask or polygon.
+    """
+    from bridge.core.data.image import decode_image
+    from bridge.core.data.masks import polygon_mask, read_mask
+
+    suffix = f"-{side}" if side else ""
+    if sum(bool(v) for v in (box, mask, polygon)) > 1:
+        raise ValueError(f"give one of --region{suffix}, --mask{suffix}, --polygon{suffix}")
+    if box:
+        return parse_box(box)
+    if mask:
+        return read_mask(mask)
+    if polygon:
+        return polygon_mask(polygon, decode_image(image).shape)
+    return None
+
+
+def region_text(region: Region) -> str:
+    """A region as a command prints it: `x,y,w,h`, its mask's source, or "" (all of it)."""
+    if isinstance(region, RegionMask | Outline):
+        return region.source
+    return region if isinstance(region, str) else box_text(region)
+
+
 MIN_SIDE = 32
 """Smallest input side: five 2x poolings (VGG) / the ResNet stem need at least this."""
 

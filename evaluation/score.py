@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.core.data.image import DEFAULT_POLICY, Box, box_text, parse_box
+from bridge.core.data.image import DEFAULT_POLICY, Box, box_text
 from bridge.core.data.masks import OUTLINES, RegionMask, parse_region_cell, region_cell
 from bridge.core.files import atomic_path
 from bridge.core.runtime import (
@@ -44,7 +44,7 @@ from bridge.core.runtime import (
     model_label,
 )
 from evaluation.engines import EngineOptions, add_engine_arguments, engine_options, map_batches
-from evaluation.inputs import MIN_REGION, ImageModel, Region
+from evaluation.inputs import MIN_REGION, ImageModel, Region, command_region, region_text
 
 log = logging.getLogger(__name__)
 
@@ -387,27 +387,6 @@ def _outline_cell(pair, kind: str, side: str) -> str:
     return outline.text if outline is not None and outline.kind == kind else ""
 
 
-def _region(image: str, box: str | None, mask: str | None, polygon: str | None, side: str):
-    """The command line's region of one image: a box, a mask file, a polygon, or None."""
-    from bridge.core.data.image import decode_image
-    from bridge.core.data.masks import polygon_mask, read_mask
-
-    given = [name for name, v in (("region", box), ("mask", mask), ("polygon", polygon)) if v]
-    if len(given) > 1:
-        raise ValueError(f"give one of --region-{side}, --mask-{side}, --polygon-{side}")
-    if box:
-        return parse_box(box)
-    if mask:
-        return read_mask(mask)
-    if polygon:
-        return polygon_mask(polygon, decode_image(image).shape)
-    return None
-
-
-def _region_text(region) -> str:
-    return region.source if isinstance(region, RegionMask) else box_text(region)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Score one pair (printed) or a pairs table (written as CSV)."""
     parser = argparse.ArgumentParser(
@@ -481,15 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
 
     if args.pairs is None:
-        box_a = _region(args.image_a, args.region_a, args.mask_a, args.polygon_a, "a")
-        box_b = _region(args.image_b, args.region_b, args.mask_b, args.polygon_b, "b")
+        box_a = command_region(args.image_a, args.region_a, args.mask_a, args.polygon_a, "a")
+        box_b = command_region(args.image_b, args.region_b, args.mask_b, args.polygon_b, "b")
         detail = scorer.score_detail(args.image_a, args.image_b, box_a, box_b)
         height, width = detail["size"]
         if args.json:
             print(json.dumps({
                 **scorer.identity(), "distance": detail["distance"],
-                "image_a": args.image_a, "region_a": _region_text(box_a),
-                "image_b": args.image_b, "region_b": _region_text(box_b),
+                "image_a": args.image_a, "region_a": region_text(box_a),
+                "image_b": args.image_b, "region_b": region_text(box_b),
                 "masked": scorer.masked, "fill": scorer.fill,
                 "size": detail["size"], "resized": detail["resized"],
                 "provider": scorer.provider,

@@ -402,3 +402,81 @@ def test_index_module_imports_no_framework():
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_segmentation_masks_are_found_and_pooled_under(setup, tmp_path):
+    """ISIC / HAM10000 segmentations (and masks beside images or in a list) reach the index."""
+    from conftest import run_cli
+
+    from bridge.core.data.masks import Outline
+    from bridge.core.data.readers import read_class_folders, read_ham10000
+    from evaluation.archive import read_archive
+    from evaluation.embedding import Embedder, pool
+    from evaluation.index import Index
+
+    x = np.arange(24, dtype=np.float64).reshape(1, 2, 3, 4)
+    weights = np.zeros((1, 1, 3, 4))
+    weights[..., 0, :2] = 1  # two cells
+    np.testing.assert_allclose(pool(x, "gap", weights), [[0.5, 12.5]])
+    np.testing.assert_allclose(pool(x, "max", weights), [[1, 13]])
+    # a HAM10000 layout: six images, four with the published segmentations
+    ham = tmp_path / "ham"
+    (ham / "HAM10000_segmentations_lesion_tschandl").mkdir(parents=True)
+    sources = read_archive(setup["data"]).items[:6]
+    rows = ["lesion_id,image_id,dx"]
+    disc = np.zeros((48, 48), np.uint8)
+    disc[np.hypot(*np.mgrid[-24:24, -24:24]) < 14] = 255
+    for n, item in enumerate(sources):
+        name = f"ISIC_{n:07d}"
+        shutil.copy(item.path, ham / f"{name}.jpg")
+        rows.append(f"HAM_{n // 2},{name},{item.label.lower()}")
+        if n < 4:
+            Image.fromarray(disc).save(
+                ham / "HAM10000_segmentations_lesion_tschandl" / f"{name}_segmentation.png"
+            )
+    (ham / "HAM10000_metadata.csv").write_text("\n".join(rows) + "\n")
+    data = read_ham10000(ham / "HAM10000_metadata.csv")
+    assert [s.mask is not None for s in data.samples] == [True] * 4 + [False] * 2
+    archive = read_archive(ham)
+    assert [i.mask for i in archive.items] == [s.mask for s in data.samples]
+    manifest = build(setup["features"], ham, tmp_path / "idx", masks=True)
+    assert manifest["embedding"]["under_masks"] == 4
+    index = Index(tmp_path / "idx", prefer_gpu=False)
+    embedder = Embedder(setup["features"], prefer_gpu=False)
+    for item in archive.items:
+        row = list(index.meta["id"]).index(item.id)
+        region = item.region(masks=True)
+        assert index.meta["box"][row] == ("" if item.mask is None else f"mask {item.mask}")
+        np.testing.assert_allclose(index.vectors[row], embedder.embed(item.path, region), atol=1e-6)
+    masked_row = list(index.meta["id"]).index(archive.items[0].id)
+    plain = embedder.embed(archive.items[0].path)
+    assert np.abs(index.vectors[masked_row] - plain).max() > 1e-3
+    # the query pools under its mask too: the image finds itself at distance 0
+    result = run_cli(
+        "evaluation.index", "query", str(tmp_path / "idx"), str(archive.items[0].path),
+        "--mask", str(archive.items[0].mask), "-k", "1", "--json", "--cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["region"] == str(archive.items[0].mask)
+    hit = answer["neighbours"][0]
+    assert hit["id"] == archive.items[0].id and hit["distance"] < 1e-5
+    # without --masks, just the four masked rows are embedded again
+    again = build(setup["features"], ham, tmp_path / "idx")
+    assert again["last_build"] == {"embedded": 4, "kept": 2, "removed": 0, "skipped": 0}
+    assert again["embedding"]["under_masks"] == 0
+    # a mask beside an image in class folders is that image's mask, not an image
+    (tmp_path / "classes" / "nv").mkdir(parents=True)
+    shutil.copy(ham / "ISIC_0000000.jpg", tmp_path / "classes" / "nv" / "0.jpg")
+    Image.fromarray(disc).save(tmp_path / "classes" / "nv" / "0.mask.png")
+    (sample,) = read_class_folders(tmp_path / "classes").samples
+    assert sample.mask == tmp_path / "classes" / "nv" / "0.mask.png"
+    # an image list's mask column; a box and a mask on one row is refused
+    listed = tmp_path / "list.csv"
+    listed.write_text(f"image,mask\n{ham / 'ISIC_0000000.jpg'},{data.samples[0].mask}\n")
+    assert read_archive(listed).items[0].region(masks=True) == Outline(file=data.samples[0].mask)
+    listed.write_text(
+        f'image,box,mask\n{ham / "ISIC_0000000.jpg"},"1,1,9,9",{data.samples[0].mask}\n'
+    )
+    with pytest.raises(ValueError, match="box and mask both given"):
+        read_archive(listed)

@@ -18,7 +18,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -279,13 +278,12 @@ def test_score_pairs_on_ray_equals_the_local_csv(cluster, fx, tmp_path):
 
 def test_a_workers_user_error_is_one_line_and_writes_nothing(cluster, fx, tmp_path):
     from bridge.core.data.image import parse_box
+    from bridge.core.data.ratings import RegionPair
     from evaluation.score import score_table
 
     a, b = fx["images"][:2]
     pairs = [
-        SimpleNamespace(
-            id=f"q{i}", image_a=a, box_a=parse_box(box) if box else None, image_b=b, box_b=None
-        )
+        RegionPair(f"q{i}", a, parse_box(box) if box else None, b, None)
         for i, box in enumerate(["", "", "", "0,0,8,8", ""])
     ]  # fmt: skip  (the fourth region is under the 16 px minimum)
     job = ScoreJob(str(fx["scorer"]), prefer_gpu=False)

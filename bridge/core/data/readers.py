@@ -20,12 +20,13 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from bridge.core.data.image import IMAGE_SUFFIXES
+from bridge.core.data.masks import MASK_SUFFIX, is_mask_file, mask_beside
 from bridge.core.data.tables import Row, Table, in_order, read_table
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,16 @@ ISIC2020_CLASSES = ("benign", "malignant")
 ISIC2020_IMAGES = "train"  # image folder beside train.csv
 HAM10000_IMAGE_PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 SYNTHETIC_MARKER = "SYNTHETIC"
+# Lesion segmentation masks of an image `<id>`: ISIC's and HAM10000's published masks are
+# `<id>_segmentation.png`; a mask beside an image is `<id>.mask.png` (`masks.MASK_SUFFIX`).
+SEGMENTATION_SUFFIXES = ("_segmentation.png", MASK_SUFFIX)
+# Folders searched for them, beside the table and in the image folders: the ISIC 2018
+# task 1 ground truth, the HAM10000 segmentations, or a plain `masks/`.
+SEGMENTATION_FOLDERS = (
+    "ISIC2018_Task1_Training_GroundTruth",
+    "HAM10000_segmentations_lesion_tschandl",
+    "masks",
+)
 # Suffixes tried, in order, for an image named by id in an ISIC / HAM10000 table.
 _ID_SUFFIXES = (".jpg", ".png", ".jpeg")
 _SYNTHETIC_PARENTS = 3
@@ -78,6 +89,9 @@ class Sample:
             group.
         attributes: Sex, age and body site where the table records them (ISIC 2019
             metadata, ISIC 2020, HAM10000); all None otherwise.
+        mask: The lesion's segmentation mask where the data has one
+            (`SEGMENTATION_SUFFIXES` in `SEGMENTATION_FOLDERS` or beside the image);
+            None otherwise. Found, not read: `bridge.core.data.masks.read_mask` reads it.
     """
 
     id: str
@@ -85,6 +99,7 @@ class Sample:
     label: str
     group: str | None
     attributes: Attributes = field(default_factory=Attributes)
+    mask: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,16 @@ class _ImageFinder:
         self._missing.append((row, image_id))
         return self.folders[0] / (image_id + self.suffixes[0])
 
+    def find_optional(self, image_id: str) -> Path | None:
+        """The file of `image_id` if there is one (nothing is recorded as missing)."""
+        for folder in self.folders:
+            listing = self._listing(folder)
+            for suffix in self.suffixes:
+                name = listing.get((image_id + suffix).lower())
+                if name is not None:
+                    return folder / name
+        return None
+
     def check(self, table: Table) -> None:
         """Raise for the first missing image, counting the others."""
         if not self._missing:
@@ -218,23 +243,39 @@ class _ImageFinder:
         raise table.error(f"image {image_id!r}: no {image_id}{{{suffixes}}} in {where}{more}", row)
 
 
+def _with_masks(samples: Sequence[Sample], folders: Iterable[Path]) -> list[Sample]:
+    """The samples, each with its segmentation mask where one lies in or below `folders`."""
+    search = []
+    for folder in dict.fromkeys(folders):
+        search += [folder, *(folder / name for name in SEGMENTATION_FOLDERS)]
+    finder = _ImageFinder(search, SEGMENTATION_SUFFIXES)
+    return [replace(s, mask=finder.find_optional(s.id)) for s in samples]
+
+
 def _read_set(
     name: str, samples: Sequence[Sample], classes: Sequence[str], group_by: str | None, source: Path
 ) -> ClassificationSet:
-    """The set a reader read from `source` (synthetic if marked so), logged with its counts."""
+    """The set a reader read from `source` (synthetic if marked so), logged with its counts.
+
+    Segmentation masks are looked for beside `source` and in the images' folders.
+    """
     folder = source if source.is_dir() else source.parent
+    if name != "folders":
+        samples = _with_masks(samples, [folder, *(s.path.parent for s in samples)])
     data = ClassificationSet(name, tuple(samples), tuple(classes), group_by, is_synthetic(folder))
     counts = {c: 0 for c in data.classes}
     for s in data.samples:
         counts[s.label] += 1
+    masks = sum(s.mask is not None for s in data.samples)
     log.info(
-        "%s: %d images in %d classes from %s%s (%s)",
+        "%s: %d images in %d classes from %s%s (%s)%s",
         data.name,
         len(data.samples),
         len(data.classes),
         source,
         " [synthetic]" if data.synthetic else "",
         ", ".join(f"{c} {n}" for c, n in counts.items()),
+        f"; {masks} with a segmentation mask" if masks else "",
     )
     return data
 
@@ -474,7 +515,8 @@ def read_class_folders(root: str | os.PathLike[str]) -> ClassificationSet:
 
     Images are the files with a suffix of `bridge.core.data.image.IMAGE_SUFFIXES`
     (any case) directly inside a class folder; hidden files and folders are skipped.
-    Sample ids are `<class>/<file name>`; samples have no group.
+    A mask beside an image (`0.mask.png` beside `0.jpg`) is that sample's `mask`, not
+    an image. Sample ids are `<class>/<file name>`; samples have no group.
 
     Raises:
         FileNotFoundError: If `root` does not exist.
@@ -493,11 +535,18 @@ def read_class_folders(root: str | os.PathLike[str]) -> ClassificationSet:
         files = sorted(
             p
             for p in (root / cls).iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_SUFFIXES
+            and not p.name.startswith(".")
+            and not is_mask_file(p)
         )
         if not files:
             raise ValueError(
                 f"{root / cls}: class folder has no images ({' '.join(IMAGE_SUFFIXES)})"
             )
-        samples += [Sample(f"{cls}/{p.name}", p, cls, None) for p in files]
+        for p in files:
+            mask = mask_beside(p)
+            samples.append(
+                Sample(f"{cls}/{p.name}", p, cls, None, mask=mask if mask.is_file() else None)
+            )
     return _read_set("folders", samples, classes, None, root)
