@@ -1003,14 +1003,15 @@ class Explorer:
             request: {index, image, box or polygon, k, exclude_own}: an index name
                 (`info()`), an image name (listed, uploaded or an index row), its
                 region ("x,y,w,h" or [x, y, w, h], or an outline "x1,y1 x2,y2 ...",
-                searched by its bounding box; empty / null for the whole image), how
+                embedded under its mask; empty / null for the whole image), how
                 many neighbours
                 (default `DEFAULT_K`, at most `MAX_K`), and whether to leave out the
                 index's copies of the image with their lesion and patient (`group`).
 
         Returns:
             The query (index, image, box, polygon, k, search, excluded; `box` is an
-            outline's bounding box), the region as embedded
+            outline's bounding box, the crop the embedding pools under the outline),
+            the region as embedded
             (a PNG data URL), the embedding and search time, and the neighbours: rank,
             id, distance, label, lesion_id, patient_id, box, the row's thumbnail URL
             and its image name (`index:<index>/<id>`).
@@ -1035,7 +1036,7 @@ class Explorer:
             raise ValueError(f"exclude_own: expected true or false, got {exclude_own!r}")
         pixels = self.pixels(name)
         side = self._side(pixels, box, outline, "A")
-        box = side.region(masked=False)  # an index embeds boxes: an outline's bounding box
+        region = side.region(masked=True)  # an outline: pooled under its mask, as Index.query
         excluded: list[str] = []
         if exclude_own:
             excluded = self.group(entry.name, name)["group"]
@@ -1046,8 +1047,8 @@ class Explorer:
                 )
         started = time.perf_counter()
         embedder = entry.index.embedder()  # opened by load_indexes; sessions are thread-safe
-        prepared = embedder.prepare(pixels, box)
-        vector = embedder.embed_batch(prepared[None])  # = Index.query's embedding
+        prepared, mask = embedder.prepare_region(pixels, region)
+        vector = embedder.embed_batch(prepared[None], None if mask is None else mask[None])
         hits = entry.index.search(vector, k, [set(excluded)])[0]
         elapsed = time.perf_counter() - started
         neighbours = []
@@ -1060,7 +1061,7 @@ class Explorer:
         return {
             "index": entry.name,
             "image": name,
-            "box": box_text(box),
+            "box": box_text(side.region(masked=False)),
             "polygon": polygon_text(outline or ()),
             "k": k,
             "search": entry.index.method,

@@ -284,13 +284,26 @@ def test_outlines_are_masks_to_masked_scorers_and_boxes_to_the_others(server, mo
     assert (boxed["box_a"], boxed["polygon_a"]) == (box_text(mask_a.box), "")
 
 
-def test_find_similar_searches_an_outline_by_its_bounding_box(server):
+def test_find_similar_pools_under_an_outline(server, indexes, images):
+    from bridge.core.data.masks import Outline
+    from evaluation.index import Index
+
     request = {"index": "tiny", "image": "lesion.jpg", "polygon": OUTLINE_A, "k": 4}
     status, outlined = post_json(server, "/api/similar", request)
     assert status == 200, outlined
     assert outlined["polygon"] == OUTLINE_A and outlined["box"] == "62,50,67,73"
+    # the neighbours of Index.query under the same outline (python -m evaluation.index
+    # query ... --polygon), not those of its bounding box
+    index = Index(indexes / "tiny", prefer_gpu=False)
+    expected = index.query(images / "lesion.jpg", Outline.of_polygon(OUTLINE_A), k=4)
+    assert [n["id"] for n in outlined["neighbours"]] == [h.id for h in expected]
+    assert [n["distance"] for n in outlined["neighbours"]] == pytest.approx(
+        [h.distance for h in expected], abs=1e-6
+    )
     boxed = post_json(server, "/api/similar", {**request, "polygon": "", "box": outlined["box"]})
-    assert boxed[1]["neighbours"] == outlined["neighbours"]
+    assert [n["distance"] for n in boxed[1]["neighbours"]] != pytest.approx(
+        [n["distance"] for n in outlined["neighbours"]], abs=1e-6
+    )
     both = post_json(server, "/api/similar", {**request, "box": "1,1,20,20"})
     assert both[0] == 400 and "not both" in both[1]["error"]
 
