@@ -883,7 +883,7 @@ function similarRequest() {
   const k = Number($("k").value || state.info.default_k);
   const body = { index: $("index").value, image, k, exclude_own: !$("exclude-own").disabled && $("exclude-own").checked };
   if (outline && !outline.closed) throw new Error("finish outline A first (double-click, Enter or click its first point)");
-  if (outline) body.polygon = outlineText(outline.points); // searched by its bounding box
+  if (outline) body.polygon = outlineText(outline.points); // pooled under the outline
   else body.box = whole || !typed ? "" : boxText(typed); // no region A: the whole image
   return body;
 }
