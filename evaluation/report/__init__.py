@@ -2,11 +2,11 @@
 
 It holds `report.html` (self-contained), `report.md`, the figures, and the tables as
 CSV and JSON. A synthetic data set is flagged on every page and every figure. The
-jobs are in their own modules: the figures (`evaluation.report.figures`), the CSV
-tables (`evaluation.report.tables`), the page tables (`evaluation.report.sections`),
-the exploratory subgroup tables (`evaluation.report.subgroups`), the pages
-(`evaluation.report.pages`) and their fixed prose (`evaluation.report.text`,
-`INPUT_RULES` among it).
+jobs are in their own modules: the figures (`evaluation.report.figures`), the tables
+and the one list of them (`evaluation.report.tables`), the page tables
+(`evaluation.report.sections`), the exploratory subgroup tables
+(`evaluation.report.subgroups`), the pages (`evaluation.report.pages`) and their fixed
+prose (`evaluation.report.text`, `INPUT_RULES` among it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from evaluation.items import RatedItems
 from evaluation.options import Options
 from evaluation.report.figures import draw_figures
 from evaluation.report.pages import html_page, markdown
-from evaluation.report.subgroups import write_subgroup_table
 from evaluation.report.tables import write_tables
 from evaluation.report.text import INPUT_RULES
 
@@ -45,7 +44,6 @@ def write_report(
     try:
         figures = draw_figures(results, scores, items, tmp / "figures")
         write_tables(results, scores, items, tmp)
-        write_subgroup_table(results, tmp)
         (tmp / "results.json").write_text(json.dumps(plain(results), indent=2) + "\n")
         (tmp / "report.md").write_text(markdown(results, figures), encoding="utf-8")
         (tmp / "report.html").write_text(html_page(results, figures), encoding="utf-8")

@@ -2,8 +2,9 @@
 
 One page `Section` per classifier with subgroups (`with_subgroups` puts them right
 after the classification section; `evaluation.report.pages` renders them like every
-other section), and one CSV table of them all (`write_subgroup_table`). Data without
-sex, age or site has no subgroups: no section, and a CSV with its header only.
+other section). The one table of them all, `SUBGROUP_CSV` and a sheet of the workbook,
+is `evaluation.report.tables.subgroup_table`. Data without sex, age or site has no
+subgroups: no section, and a table with its header only.
 """
 
 from __future__ import annotations
@@ -13,16 +14,11 @@ from typing import Any
 
 from evaluation.formatting import format_ci as ci
 from evaluation.report.sections import Section, _classification
-from evaluation.report.tables import _BOUNDS, Table, _flat, _write_csv
+from evaluation.report.tables import SUBGROUPS, _write_csv, subgroup_metric_keys, subgroup_table
 
-SUBGROUP_CSV = "classification_subgroups.csv"
+SUBGROUP_CSV = f"{SUBGROUPS}.csv"
 _ATTRIBUTE_NAMES = {"sex": "sex", "age": "age band", "site": "body site"}
 _GROUP_NAMES = {"lesion_id": "lesions", "patient_id": "patients"}
-
-
-def _metric_keys(cls: dict[str, Any]) -> list[str]:
-    """The subgroup records' metric keys, in column order."""
-    return ["accuracy", "balanced_accuracy", *[f"auc_{c}" for c in cls.get("classes", [])]]
 
 
 def subgroup_sections(cls: dict[str, Any]) -> list[Section]:
@@ -41,7 +37,7 @@ def subgroup_sections(cls: dict[str, Any]) -> list[Section]:
         f"{method.get('min_classes')} classes or {method.get('min_groups')} {groups} is "
         "'too few'; images without the attribute are in no subgroup of it."
     )
-    keys = _metric_keys(cls)
+    keys = subgroup_metric_keys(cls)
     header = ["attribute", "subgroup", "images", groups, "accuracy", "balanced acc.",
               *[k.replace("auc_", "AUC ") for k in keys[2:]]]  # fmt: skip
     out = []
@@ -80,23 +76,10 @@ def with_subgroups(sections: list[Section], results: dict[str, Any]) -> list[Sec
     return [*sections[:at], *extra, *sections[at:]]
 
 
-def subgroup_table(cls: dict[str, Any]) -> Table:
-    """Every classifier's subgroups as one table (metric, low, high per metric)."""
-    keys = _metric_keys(cls)
-    header = ["backbone", "framework", "file", "attribute", "value", "n", "n_groups",
-              "n_classes", "status", "reason"]  # fmt: skip
-    header += [f"{k}{s}" for k in keys for s in _BOUNDS]
-    rows = [
-        [r["backbone"], r["framework"], r["file"], s["attribute"], s["value"], s["n"],
-         s["n_groups"], s["n_classes"], s["status"], s["reason"]]
-        + [v for k in keys for v in _flat(s.get(k))]
-        for r in cls["rows"]
-        for s in r.get("subgroups") or []
-    ]  # fmt: skip
-    return header, rows
-
-
 def write_subgroup_table(results: dict[str, Any], folder: Path) -> None:
-    """Write `SUBGROUP_CSV` (`subgroup_table`) into the report folder `folder`."""
+    """Write `SUBGROUP_CSV` alone into `folder` (the report writes it with every table).
+
+    The table is `evaluation.report.tables.subgroup_table`, one of `report_tables`.
+    """
     header, rows = subgroup_table(results["classification"])
     _write_csv(folder / SUBGROUP_CSV, header, rows)

@@ -1,10 +1,11 @@
-"""The comparison report's tables as CSV files, one function per table.
+"""The comparison report's tables, one function per table, and the one list of them.
 
 Every table is (header, rows) of plain values (an empty cell where a value is
-missing): classification, torch vs Keras predictions, agreement, per rater SRCC,
-layers, inter-rater agreement, 2AFC agreement (header only without `--2afc`), the
-framework table, classification baselines, fitted
-metrics, rating prediction and every item's scores.
+missing): classification, torch vs Keras predictions, the exploratory subgroups,
+retrieval, agreement, per rater SRCC, layers, inter-rater agreement, 2AFC agreement
+(header only without `--2afc`), the framework table, classification baselines, fitted
+metrics, rating prediction and every item's scores. `report_tables` is the one list
+of them: `write_tables` writes each as `<name>.csv`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge.core.metrics import METRICS
 from bridge.core.spec import FRAMEWORKS
@@ -22,30 +23,99 @@ from evaluation.items import RatedItems
 
 Table = tuple[list[str], list[list[Any]]]  # header, rows
 
+SUBGROUPS = "classification_subgroups"  # the subgroup table's name (`SUBGROUP_CSV`)
 _BOUNDS = ("", "_low", "_high")
 
 
-def write_tables(results: dict[str, Any], scores: Scores, items: RatedItems, folder: Path) -> None:
-    """Write every table of the results into `folder` as `<table>.csv`."""
+class ReportTable(NamedTuple):
+    """One table of the report: its file stem (and sheet name), what it holds, its cells."""
+
+    name: str
+    about: str
+    header: list[str]
+    rows: list[list[Any]]
+
+
+def report_tables(results: dict[str, Any], scores: Scores, items: RatedItems) -> list[ReportTable]:
+    """Every table of the report, in order: the one list every writer of tables reads.
+
+    Args:
+        results: The comparison's results (`evaluation.compare.compare`).
+        scores: Every item's scores (`evaluation.item_scores.score_items`).
+        items: The rated items.
+    """
     aspects = results["agreement"]["aspects"]
     learned = results.get("learned") or {}
-    tables = {
-        "classification": _classification(results["classification"]),
-        "classification_torch_vs_keras": _torch_vs_keras(results["classification"]),
-        "retrieval": _retrieval(results.get("retrieval") or {}),
-        "agreement": _agreement(aspects),
-        "per_rater_srcc": _per_rater(aspects, results["rated"]["raters"]),
-        "layers": _layers(aspects),
-        "inter_rater": _inter_rater(aspects),
-        "two_afc": _two_afc(results.get("two_afc")),
-        "frameworks": _frameworks(results["frameworks"]),
-        "classification_baselines": _classification_baselines(learned),
-        "fitted_metrics": _fitted_metrics(results.get("fitted") or []),
-        "rating_prediction": _rating_prediction(learned),
-        "item_scores": _item_scores(aspects, scores, items),
-    }
-    for name, (header, rows) in tables.items():
-        _write_csv(folder / f"{name}.csv", header, rows)
+    cls = results["classification"]
+    return [
+        ReportTable("classification", "Classification on the held-out test split per "
+                    "backbone x framework: accuracy, balanced accuracy, macro-F1 and "
+                    "one-vs-rest AUCs, each with its 95% CI (_low, _high).",
+                    *_classification(cls)),
+        ReportTable("classification_torch_vs_keras", "The torch and Keras classifier of "
+                    "each backbone: prediction agreement, McNemar's test, logit correlation.",
+                    *_torch_vs_keras(cls)),
+        ReportTable(SUBGROUPS, "Exploratory: each classifier by sex, age band and body "
+                    "site, with 95% CIs; 'too few' where a subgroup is too small.",
+                    *subgroup_table(cls)),
+        ReportTable("retrieval", "Retrieval of the test split's lesions from the training "
+                    "split by each feature extractor: precision, mAP and kNN accuracy at k "
+                    "with 95% CIs, the tap and pooling chosen on the training split, "
+                    "chance, mAP per diagnosis.",
+                    *_retrieval(results.get("retrieval") or {})),
+        ReportTable("agreement", "Every metric's agreement with the raters per aspect: "
+                    "SRCC, KRCC, cross-fitted PLCC and RMSE with 95% CIs, against a rater, "
+                    "minus the ceiling, the paired difference to the best metric; the "
+                    "noise bands.", *_agreement(aspects)),
+        ReportTable("per_rater_srcc", "Every metric's SRCC with each rater, per aspect.",
+                    *_per_rater(aspects, results["rated"]["raters"])),
+        ReportTable("layers", "SRCC of every tap and pooling mode per feature extractor "
+                    "and aspect; the layer chosen inside cross-validation, on held-out "
+                    "folds.", *_layers(aspects)),
+        ReportTable("inter_rater", "The raters' agreement per aspect: ICC(2,1), "
+                    "Krippendorff's alpha, the leave-one-rater-out ceiling and the upper "
+                    "bound with 95% CIs.", *_inter_rater(aspects)),
+        ReportTable("two_afc", "2AFC agreement of every metric with the raters' triplet "
+                    "judgements, beside the raters' own (no rows without --2afc).",
+                    *_two_afc(results.get("two_afc"))),
+        ReportTable("frameworks", "Torch vs Keras per backbone: balanced accuracy, SRCC "
+                    "of LPIPS and DISTS and training time per side; how their scores and "
+                    "predictions agree.", *_frameworks(results["frameworks"])),
+        ReportTable("classification_baselines", "scikit-learn classifiers on the feature "
+                    "extractors' features: parameters chosen by inner CV, balanced accuracy "
+                    "with 95% CI, macro-F1.", *_classification_baselines(learned)),
+        ReportTable("fitted_metrics", "Metrics fitted to ratings, on held-out folds: "
+                    "fitted and unfitted SRCC and their difference, with 95% CIs.",
+                    *_fitted_metrics(results.get("fitted") or [])),
+        ReportTable("rating_prediction", "Predicting the ratings from the scores "
+                    "(regression, ordinal) beside the raters' own agreement on the same "
+                    "scale.", *_rating_prediction(learned)),
+        ReportTable("item_scores", "Every rated item: its mean rating per aspect and "
+                    "every scorer's score.", *_item_scores(aspects, scores, items)),
+    ]  # fmt: skip
+
+
+def write_tables(
+    results: dict[str, Any],
+    scores: Scores,
+    items: RatedItems,
+    folder: Path,
+) -> list[ReportTable]:
+    """Write every table into `folder` as `<name>.csv`.
+
+    Args:
+        results: The comparison's results.
+        scores: Every item's scores.
+        items: The rated items.
+        folder: The report folder.
+
+    Returns:
+        The tables written (`report_tables`).
+    """
+    tables = report_tables(results, scores, items)
+    for table in tables:
+        _write_csv(folder / f"{table.name}.csv", table.header, table.rows)
+    return tables
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -73,6 +143,27 @@ def _classification(cls: dict[str, Any]) -> Table:
         + [v for k in keys for v in _flat(r.get(k))]
         for r in cls["rows"]
     ]
+    return header, rows
+
+
+def subgroup_metric_keys(cls: dict[str, Any]) -> list[str]:
+    """The subgroup records' metric keys, in column order."""
+    return ["accuracy", "balanced_accuracy", *[f"auc_{c}" for c in cls.get("classes", [])]]
+
+
+def subgroup_table(cls: dict[str, Any]) -> Table:
+    """Every classifier's subgroups as one table (metric, low, high per metric)."""
+    keys = subgroup_metric_keys(cls)
+    header = ["backbone", "framework", "file", "attribute", "value", "n", "n_groups",
+              "n_classes", "status", "reason"]  # fmt: skip
+    header += [f"{k}{s}" for k in keys for s in _BOUNDS]
+    rows = [
+        [r["backbone"], r["framework"], r["file"], s["attribute"], s["value"], s["n"],
+         s["n_groups"], s["n_classes"], s["status"], s["reason"]]
+        + [v for k in keys for v in _flat(s.get(k))]
+        for r in cls["rows"]
+        for s in r.get("subgroups") or []
+    ]  # fmt: skip
     return header, rows
 
 
