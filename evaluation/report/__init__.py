@@ -1,10 +1,11 @@
 """Write the comparison report folder `reports/<name>/`, replaced as a whole, atomically.
 
-It holds `report.html` (self-contained), `report.md`, the figures, and the tables as
-CSV and JSON. A synthetic data set is flagged on every page and every figure. The
-jobs are in their own modules: the figures (`evaluation.report.figures`), the tables
-and the one list of them (`evaluation.report.tables`), the page tables
-(`evaluation.report.sections`), the exploratory subgroup tables
+It holds `report.html` (self-contained), `report.md`, the figures, the tables as CSV
+and JSON, and the same tables as one workbook, `report.xlsx`. A synthetic data set is
+flagged on every page, every figure and the workbook's first sheet. The jobs are in
+their own modules: the figures (`evaluation.report.figures`), the tables and the one
+list of them (`evaluation.report.tables`), the workbook (`evaluation.report.workbook`),
+the page tables (`evaluation.report.sections`), the exploratory subgroup tables
 (`evaluation.report.subgroups`), the pages (`evaluation.report.pages`) and their fixed
 prose (`evaluation.report.text`, `INPUT_RULES` among it).
 """
@@ -43,7 +44,7 @@ def write_report(
     tmp.mkdir()
     try:
         figures = draw_figures(results, scores, items, tmp / "figures")
-        write_tables(results, scores, items, tmp)
+        write_tables(results, scores, items, tmp)  # the CSVs and report.xlsx
         (tmp / "results.json").write_text(json.dumps(plain(results), indent=2) + "\n")
         (tmp / "report.md").write_text(markdown(results, figures), encoding="utf-8")
         (tmp / "report.html").write_text(html_page(results, figures), encoding="utf-8")

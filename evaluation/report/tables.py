@@ -5,7 +5,8 @@ missing): classification, torch vs Keras predictions, the exploratory subgroups,
 retrieval, agreement, per rater SRCC, layers, inter-rater agreement, 2AFC agreement
 (header only without `--2afc`), the framework table, classification baselines, fitted
 metrics, rating prediction and every item's scores. `report_tables` is the one list
-of them: `write_tables` writes each as `<name>.csv`.
+of them: `write_tables` writes each as `<name>.csv` and all of them, from the same
+list, as the sheets of one workbook (`evaluation.report.workbook`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +22,7 @@ from bridge.core.metrics import METRICS
 from bridge.core.spec import FRAMEWORKS
 from evaluation.item_scores import Scores
 from evaluation.items import RatedItems
+from evaluation.report.workbook import WORKBOOK, write_workbook
 
 Table = tuple[list[str], list[list[Any]]]  # header, rows
 
@@ -37,7 +40,7 @@ class ReportTable(NamedTuple):
 
 
 def report_tables(results: dict[str, Any], scores: Scores, items: RatedItems) -> list[ReportTable]:
-    """Every table of the report, in order: the one list every writer of tables reads.
+    """Every table of the report, in order: the one list the CSVs and the workbook share.
 
     Args:
         results: The comparison's results (`evaluation.compare.compare`).
@@ -100,14 +103,16 @@ def write_tables(
     scores: Scores,
     items: RatedItems,
     folder: Path,
+    written: datetime | None = None,
 ) -> list[ReportTable]:
-    """Write every table into `folder` as `<name>.csv`.
+    """Write every table into `folder` as `<name>.csv` and all of them as `WORKBOOK`.
 
     Args:
-        results: The comparison's results.
+        results: The comparison's results (the workbook's first sheet describes them).
         scores: Every item's scores.
         items: The rated items.
         folder: The report folder.
+        written: When the report is written (the workbook's date; default: now).
 
     Returns:
         The tables written (`report_tables`).
@@ -115,6 +120,7 @@ def write_tables(
     tables = report_tables(results, scores, items)
     for table in tables:
         _write_csv(folder / f"{table.name}.csv", table.header, table.rows)
+    write_workbook(tables, results, folder / WORKBOOK, written)
     return tables
 
 
