@@ -31,8 +31,8 @@ each in its own module:
    held-out results of metrics fitted to ratings (`evaluation.fitted`);
    steps 2 and 3-4 share nothing and run side by side (two threads);
 5. the torch vs Keras table per backbone (`evaluation.frameworks`);
-6. `reports/<name>/`: report.html (self-contained), report.md, tables as CSV and JSON
-   (`evaluation.report`).
+6. `reports/<name>/`: report.html (self-contained), report.md, tables as CSV and JSON,
+   and the same tables as one workbook, report.xlsx (`evaluation.report`).
 
 Rules for imperfect input: `INPUT_RULES` (printed by --help and in the report).
 """
