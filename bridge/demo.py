@@ -7,7 +7,9 @@
    scorer to ONNX (`models/<name>/`), parity-gated, by the framework that trained it
    (Keras-trained through tf2onnx, torch-trained through torch.onnx). `--origin torch`
    sends every model through torch.onnx (Keras weights are ported first, exactly),
-   `--origin both` writes both;
+   `--origin both` writes both; for `FINETUNE` backbones also the masked LPIPS and
+   DISTS scorers, so that the report puts the synthetic lesions' outlines (their
+   `0.mask.png`) beside the boxes;
 3. LPIPS and DISTS fitted to the synthetic ratings on VGG16 (`FINETUNE`), the torch-
    trained model in torch and the Keras-trained one in Keras, in cross-validation
    (`python -m bridge.finetune_metric`), and their fitted scorers exported;
@@ -44,7 +46,7 @@ from bridge.core.config import load_config
 from bridge.core.data import synth
 from bridge.core.files import sha256_file
 from bridge.core.fitting import CV_SUFFIX, METRIC_NAMES, fitted_name
-from bridge.core.runtime import KINDS, manifest_path, model_filename
+from bridge.core.runtime import KINDS, MASKED_KINDS, manifest_path, model_filename
 from bridge.core.spec import FRAMEWORKS
 from bridge.core.training import RUN_FILE, SIDE_BY_SIDE, best_checkpoint, run_folder
 
@@ -52,6 +54,13 @@ log = logging.getLogger(__name__)
 
 TRAINERS = {"torch": "torch_models.train", "keras": "tf_models.train"}
 FINETUNE = ("vgg16",)  # backbones whose metric heads the demo fits to ratings
+
+
+def export_kinds(arch: str) -> tuple[str, ...]:
+    """What the demo exports of a run: every kind, and the masked scorers of `FINETUNE`."""
+    return (*KINDS, *MASKED_KINDS) if arch.removesuffix("_tiny") in FINETUNE else KINDS
+
+
 HEARTBEAT_S = 60.0  # how often steps running side by side report their last log line
 
 
@@ -228,7 +237,7 @@ def _stale_runs(run_root: Path, models: Path, origin: str) -> list[Path]:
         origins = {"native": [info["framework"]], "both": list(FRAMEWORKS)}.get(origin, [origin])
         manifests = [
             manifest_path(models / model_filename(f"{run_root.name}-{run.name}", kind, o))
-            for kind in KINDS
+            for kind in export_kinds(info["arch"])
             for o in origins
         ]
         if not all(
@@ -285,7 +294,7 @@ def _tasks(
         if run.name in trained:
             later.append(Task(
                 f"export {run.name}",
-                ["-m", "bridge.export", "--run", str(run), "--kind", ",".join(KINDS),
+                ["-m", "bridge.export", "--run", str(run), "--kind", ",".join(export_kinds(arch)),
                  "--origin", args.origin, "--out", str(models)],
                 after.get(run.name, ()),
             ))  # fmt: skip

@@ -40,9 +40,12 @@ Rules for imperfect input: `INPUT_RULES` (printed by --help and in the report).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import platform
 import re
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -180,7 +183,7 @@ def _provenance(entries: Sequence[Entry], options: Options, started: float) -> d
     from bridge.core.runtime import providers
 
     return {
-        "command": "python -m evaluation.compare",
+        "command": _command_line(),
         "options": {k: str(v) for k, v in vars(options).items()},
         "models": [
             {
@@ -200,6 +203,7 @@ def _provenance(entries: Sequence[Entry], options: Options, started: float) -> d
             for e in entries
         ],
         "versions": {
+            "dermsim": _installed_version("dermsim"),
             "python": platform.python_version(),
             "numpy": np.__version__,
             "scipy": scipy.__version__,
@@ -208,8 +212,25 @@ def _provenance(entries: Sequence[Entry], options: Options, started: float) -> d
         },
         "execution_provider": providers(options.prefer_gpu)[0],
         "seed": options.seed,
+        "started": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 1),
     }
+
+
+def _command_line() -> str:
+    """The command as typed: `python -m evaluation.compare ARGS` when run as the module."""
+    if sys.argv and Path(sys.argv[0]).resolve() == Path(__file__).resolve():
+        return shlex.join(["python", "-m", "evaluation.compare", *sys.argv[1:]])
+    return "python -m evaluation.compare (called from " + shlex.join(sys.argv[:1]) + ")"
+
+
+def _installed_version(package: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed as a package)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,8 +60,18 @@ def test_the_demo_writes_a_complete_report(demo):
     report = root / "report"
     for name in ("report.html", "report.md", "results.json", "agreement.csv", "frameworks.csv",
                  "classification.csv", "inter_rater.csv", "layers.csv", "item_scores.csv",
-                 "per_rater_srcc.csv", "classification_torch_vs_keras.csv"):  # fmt: skip
+                 "per_rater_srcc.csv", "classification_torch_vs_keras.csv",
+                 "report.xlsx"):  # fmt: skip
         assert (report / name).is_file(), name
+    # the workbook holds every CSV as a sheet, numbers as numbers (tests/test_workbook.py)
+    from openpyxl import load_workbook
+
+    book = load_workbook(report / "report.xlsx", read_only=True)
+    assert set(book.sheetnames) >= {"About", "agreement", "item_scores"}
+    sheet = list(book["agreement"].iter_rows(values_only=True))
+    with open(report / "agreement.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert list(sheet[0]) == rows[0] and len(sheet) == len(rows)
     page = (report / "report.html").read_text()
     assert "SYNTHETIC DATA" in page and "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # self-contained
@@ -75,9 +85,10 @@ def test_the_demo_writes_a_complete_report(demo):
     assert results["synthetic"] is True
     # every backbone x framework, scored through the file exported from its own framework
     models = results["provenance"]["models"]
+    masked = ("lpips_masked", "dists_masked")  # VGG16's, for the lesions' outlines
     assert {(m["backbone"], m["framework"], m["kind"]) for m in models} == {
         (b, f, k) for b in ("vgg16_tiny", "resnet50_tiny") for f in ("torch", "keras")
-        for k in ("classifier", "features", "lpips", "dists")
+        for k in ("classifier", "features", "lpips", "dists", *masked * (b == "vgg16_tiny"))
     }  # fmt: skip
     assert all(m["origin"] == m["framework"] for m in models)
 
@@ -251,7 +262,11 @@ def test_classification_and_framework_tables(demo):
     assert "Metrics fitted to ratings (held-out folds)" in page
     # layer choices are made inside cross-validation
     layers = results["agreement"]["aspects"]["overall"]["layers"]
-    assert len(layers) == 4 and all(len(layer["cv"]["chosen"]) == 5 for layer in layers)
+    assert len(layers) == 8 and all(len(layer["cv"]["chosen"]) == 5 for layer in layers)
+    # the cases have lesion outlines: every extractor also pooled under them, and the
+    # masked scorers beside the box ones
+    assert sum(layer["model"].endswith(" masked") for layer in layers) == 4
+    assert {"lpips_masked vgg16_tiny torch", "dists_masked vgg16_tiny keras"} <= metrics
 
 
 def test_retrieval_rows_and_a_choice_made_without_the_test_queries(demo):

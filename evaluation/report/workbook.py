@@ -13,7 +13,6 @@ same tables, results and date.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import math
 import numbers
@@ -170,10 +169,10 @@ def about_rows(
         ["per-case rule", rated.get("rule")],
         ["command", provenance.get("command")],
         *[[f"option {k}", v] for k, v in (provenance.get("options") or {}).items()],
-        ["dermsim", _version("dermsim")],
         *[[k, v] for k, v in (provenance.get("versions") or {}).items()],
         ["execution provider", provenance.get("execution_provider")],
         ["seed", provenance.get("seed")],
+        ["started", provenance.get("started")],
         ["written", written.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")],
         [None],
         ["sheet", "what it holds", "file", "rows"],
@@ -181,13 +180,6 @@ def about_rows(
     listed = zip(sheets, tables, strict=True)
     rows += [[sheet, t.about, f"{t.name}.csv", len(t.rows)] for sheet, t in listed]
     return [[cell_value(v) for v in row] for row in rows]
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed as a package)"
 
 
 def _fill_about(

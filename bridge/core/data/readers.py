@@ -213,14 +213,11 @@ class _ImageFinder:
 
     def find(self, image_id: str, row: Row) -> Path:
         """The image of `image_id`; a placeholder path is recorded as missing if none."""
-        for folder in self.folders:
-            listing = self._listing(folder)
-            for suffix in self.suffixes:
-                name = listing.get((image_id + suffix).lower())
-                if name is not None:
-                    return folder / name
-        self._missing.append((row, image_id))
-        return self.folders[0] / (image_id + self.suffixes[0])
+        found = self.find_optional(image_id)
+        if found is None:
+            self._missing.append((row, image_id))
+            return self.folders[0] / (image_id + self.suffixes[0])
+        return found
 
     def find_optional(self, image_id: str) -> Path | None:
         """The file of `image_id` if there is one (nothing is recorded as missing)."""
