@@ -149,19 +149,36 @@ def _severity(plt, aspect: str, names: Sequence[str], columns, target: np.ndarra
 
 
 def _layer_curves(plt, aspect: str, layers: Sequence[dict]):
-    fig, axes = plt.subplots(1, len(layers), figsize=(3.4 * len(layers), 3.0), squeeze=False)
-    for ax, layer in zip(axes[0], layers, strict=False):
-        taps = list(dict.fromkeys(p["tap"] for p in layer["curve"]))
-        for mode in dict.fromkeys(p["mode"] for p in layer["curve"]):
-            points = {p["tap"]: p["srcc"] for p in layer["curve"] if p["mode"] == mode}
-            ax.plot(range(len(taps)), [points.get(t, np.nan) for t in taps], marker="o", label=mode)
-        ax.set_xticks(range(len(taps)), [t.split(".")[-1] for t in taps], fontsize=7, rotation=45)
-        title = layer["model"]
-        if layer["cv"]:
-            title += f"\nCV held-out SRCC {layer['cv']['mean']:.2f}"
-        ax.set_title(title, fontsize=9)
+    """One panel per extractor: SRCC by tap, a line per mode; under masks dashed, beside it."""
+    panels: dict[str, list[dict]] = {}
+    for layer in layers:
+        panels.setdefault(layer["model"].removesuffix(" masked"), []).append(layer)
+    columns = min(len(panels), 4)
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.0 * rows), squeeze=False)
+    for ax, (model, group) in zip(axes.flat, panels.items(), strict=False):
+        title = [model]
+        for layer in group:
+            masked = layer["model"].endswith(" masked")
+            taps = list(dict.fromkeys(p["tap"] for p in layer["curve"]))
+            for i, mode in enumerate(dict.fromkeys(p["mode"] for p in layer["curve"])):
+                points = {p["tap"]: p["srcc"] for p in layer["curve"] if p["mode"] == mode}
+                ax.plot(
+                    range(len(taps)), [points.get(t, np.nan) for t in taps], marker="o",
+                    color=f"C{i}", ls="--" if masked else "-",
+                    label=f"{mode} (masked)" if masked else mode,
+                )  # fmt: skip
+            ax.set_xticks(
+                range(len(taps)), [t.split(".")[-1] for t in taps], fontsize=7, rotation=45
+            )
+            if layer["cv"]:
+                what = " masked" if masked else ""
+                title.append(f"CV held-out SRCC{what} {layer['cv']['mean']:.2f}")
+        ax.set_title("\n".join(title), fontsize=9)
         ax.set_ylabel(f"SRCC ({aspect})")
         ax.axhline(0, color="black", lw=0.5)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Per-layer agreement (descriptive; the choice is made inside CV)", fontsize=10)
     fig.tight_layout()
