@@ -34,6 +34,7 @@ FIRST = (
     "test_stats_simulation.py",  # replicated studies, in worker processes
     "test_rate.py",
     "test_training.py",
+    "test_notebook.py",  # the walkthrough, top to bottom (~2 min)
     "test_masks.py",
     "test_ray_engine.py",
     "test_finetune.py",
