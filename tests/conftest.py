@@ -62,7 +62,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_rank)
 
 
-def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run `python -m module args...` from the project root and capture its output."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
@@ -71,7 +73,7 @@ def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.C
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
 
 

@@ -38,7 +38,9 @@ def demo(tmp_path_factory):
         "--config", str(config), "--models", str(root / "models"), "--out",
         str(root / "report"), "--bootstrap", "300",
     ]  # fmt: skip
-    result = run_module("bridge.demo", *args)
+    # ~8 min of CPU (two tiny backbones in both frameworks, 12 exports, two metric fits,
+    # the comparison), beside the other xdist worker's full-size exports in CI
+    result = run_module("bridge.demo", *args, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.strip().endswith("report.html")
     return root, args, result
