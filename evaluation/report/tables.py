@@ -16,27 +16,18 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from bridge.core.metrics import METRICS
 from bridge.core.spec import FRAMEWORKS
 from evaluation.item_scores import Scores
 from evaluation.items import RatedItems
-from evaluation.report.workbook import WORKBOOK, write_workbook
+from evaluation.report.workbook import WORKBOOK, ReportTable, write_workbook
 
 Table = tuple[list[str], list[list[Any]]]  # header, rows
 
 SUBGROUPS = "classification_subgroups"  # the subgroup table's name (`SUBGROUP_CSV`)
 _BOUNDS = ("", "_low", "_high")
-
-
-class ReportTable(NamedTuple):
-    """One table of the report: its file stem (and sheet name), what it holds, its cells."""
-
-    name: str
-    about: str
-    header: list[str]
-    rows: list[list[Any]]
 
 
 def report_tables(results: dict[str, Any], scores: Scores, items: RatedItems) -> list[ReportTable]:

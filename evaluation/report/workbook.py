@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from openpyxl import Workbook
@@ -35,10 +35,21 @@ from openpyxl.writer.excel import ExcelWriter
 from bridge.core.files import atomic_path
 from evaluation.report.text import SYNTHETIC_NOTE
 
-if TYPE_CHECKING:
-    from evaluation.report.tables import ReportTable
-
 log = logging.getLogger(__name__)
+
+
+class ReportTable(NamedTuple):
+    """One table of the report: its file stem (and sheet name), what it holds, its cells.
+
+    `evaluation.report.tables.report_tables` lists them; the CSVs and this workbook are
+    written from that one list.
+    """
+
+    name: str
+    about: str
+    header: list[str]
+    rows: list[list[Any]]
+
 
 WORKBOOK = "report.xlsx"
 ABOUT = "About"
