@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bridge.core.data.masks import area_average
-from evaluation.inputs import ImageModel, Region
+from evaluation.inputs import ImageModel, Region, reference_items
 
 TAP_MODES = ("flat", "gap", "position")
 """Distances of every grid tap (N, C, h, w)."""
@@ -220,10 +220,6 @@ class FeatureExtractor(ImageModel):
         """
         if not masked:
             return self.distances(*self.prepare_many(reference, others, box, boxes))
-        boxes = list(boxes) if boxes is not None else [None] * len(others)
-        if len(boxes) != len(others) or not len(others):
-            raise ValueError(f"{len(others)} comparison images and {len(boxes)} regions; "
-                             "expected one region per image, at least one")  # fmt: skip
-        items = [(reference, box), *zip(others, boxes, strict=True)]
+        items = reference_items(reference, others, box, boxes)
         batch, masks, _ = self.prepare_masked_group(items)
         return self.distances(batch[:1], batch[1:], masks[:1], masks[1:])

@@ -77,6 +77,20 @@ def region_text(region: Region) -> str:
     return region if isinstance(region, str) else box_text(region)
 
 
+def reference_items(reference, others: Sequence, box: Region = None, boxes=None) -> list[tuple]:
+    """(image, region) items of one reference and its K comparison images, reference first.
+
+    Raises:
+        ValueError: On no comparison image, or a region count that differs from it.
+    """
+    boxes = list(boxes) if boxes is not None else [None] * len(others)
+    if len(boxes) != len(others):
+        raise ValueError(f"{len(others)} comparison images but {len(boxes)} regions")
+    if not len(others):
+        raise ValueError("no comparison images; expected at least one")
+    return [(reference, box), *zip(others, boxes, strict=True)]
+
+
 MIN_SIDE = 32
 """Smallest input side: five 2x poolings (VGG) / the ResNet stem need at least this."""
 
@@ -300,12 +314,7 @@ class ImageModel:
         Raises:
             ValueError: On no comparison image, or a region count that differs from it.
         """
-        boxes = list(boxes) if boxes is not None else [None] * len(others)
-        if len(boxes) != len(others):
-            raise ValueError(f"{len(others)} comparison images but {len(boxes)} regions")
-        if not len(others):
-            raise ValueError("no comparison images; expected at least one")
-        batch, _ = self.prepare_group([(reference, box), *zip(others, boxes, strict=True)])
+        batch, _ = self.prepare_group(reference_items(reference, others, box, boxes))
         return batch[:1], batch[1:]
 
     def check_batch(self, batch: np.ndarray, name: str = "the batch") -> np.ndarray:
