@@ -3,6 +3,7 @@
     python -m bridge.export --arch vgg16 --weights W.pth --kind lpips --origin keras --out models/
     python -m bridge.export --run runs/demo/vgg16-torch --kind all --out models/
     python -m bridge.export --run runs/demo --kind all --out models/demo   # every run in it
+    python -m bridge.export --arch vgg16 --weights W.pth --kind lpips --precision fp32,int8
 
 Kinds (the contract: docs/architecture.md), all float32 NCHW RGB in [0, 1] with normalisation inside
 the graph, dynamic batch and (convolutional backbones) dynamic height / width:
@@ -20,6 +21,11 @@ its graph optimiser, which drops LPIPS's 1e-10 epsilon and turns 0/0 into NaN);
 Keras graphs through tf2onnx (the NHWC model is wrapped in a function that transposes
 inside the graph). Every file is checked against its native model on a probe batch
 and refused above tolerance; a JSON manifest sits beside it.
+
+`--precision fp32,int8` (or fp16) also writes a reduced-precision copy of each scorer
+and feature extractor (`bridge.precision`: calibrated on `--calibration` images, kept
+only when it agrees with the fp32 file); the fp32 file is always written, it is the
+reference.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from bridge.core.graphs import GraphSpec
 from bridge.core.metrics import Heads, reference_heads, uniform_heads
 from bridge.core.runtime import (
     EXPORT_KINDS,
+    FP32,
     KINDS,
     MANIFEST_FORMAT,
     is_masked,
@@ -52,6 +59,13 @@ from bridge.core.runtime import (
 from bridge.core.spec import FRAMEWORKS, ArchSpec, InputContract, get_arch
 from bridge.core.training import RUN_FILE, best_checkpoint
 from bridge.core.weights import KERAS_SUFFIX, StateDict, check_state_dict, read_state_dict
+from bridge.precision import (
+    PRECISIONS,
+    REDUCIBLE_KINDS,
+    add_precision_arguments,
+    reduce,
+    settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +433,7 @@ def _manifest(source, kind, origin, path, heads, error, bound, probes) -> dict:
     return {
         "format": MANIFEST_FORMAT,
         "kind": kind,
+        "precision": FP32,
         "metric": metric_of(kind),
         "masked": is_masked(kind),
         "backbone": source.spec.name,
@@ -494,7 +509,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--heads", default=None, help="published, uniform or a heads file (scorers)"
     )
     parser.add_argument("--out", default="models", help="output folder (default models/)")
+    parser.add_argument(
+        "--precision",
+        default=FP32,
+        help=f"comma-separated: fp32 (always written), {', '.join(PRECISIONS)}: reduced-precision "
+        "copies of scorers and feature extractors (bridge.precision)",
+    )
+    add_precision_arguments(parser)  # --calibration, --images, --probes, --min-srcc, ...
     args = parser.parse_args(argv)
+    reduced = [p for p in args.precision.split(",") if p != FP32]
+    unknown = [p for p in reduced if p not in PRECISIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown precision {unknown[0]!r}; expected fp32, {', '.join(PRECISIONS)}"
+        )
+    calibration, gate = settings(args)
     if args.arch and not args.weights:
         raise ValueError(
             "--arch needs --weights (a weights file); or export a training run with --run"
@@ -514,7 +543,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             origins = list(FRAMEWORKS) if args.origin == "both" else args.origin.split(",")
         for kind in kinds:
             for origin in origins:
-                print(export(source, kind, origin, args.out, args.heads))  # the path, for scripts
+                path = export(source, kind, origin, args.out, args.heads)
+                print(path)  # the path, for scripts
+                for precision in reduced if kind in REDUCIBLE_KINDS else ():
+                    print(reduce(path, precision, args.out, calibration, gate))
+                if reduced and kind not in REDUCIBLE_KINDS:
+                    log.info("%s: no reduced-precision copy of a %s export", path.name, kind)
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.core.data.image import DEFAULT_POLICY
-from bridge.core.runtime import EXPORT_KINDS, find_models, model_name
+from bridge.core.runtime import EXPORT_KINDS, FP32, find_models, model_name, precision_of
 
 DEMO_COMMAND = "tox -e demo"
 
@@ -47,9 +47,15 @@ class Entry:
         return self.manifest["backbone"]
 
     @property
+    def precision(self) -> str:
+        """`fp32`, or the reduced precision of a `bridge.precision` copy (`int8`, `fp16`)."""
+        return precision_of(self.manifest)
+
+    @property
     def label(self) -> str:
-        """`vgg16 torch`: backbone and training framework."""
-        return f"{self.backbone} {self.framework}"
+        """`vgg16 torch`: backbone and training framework (`vgg16 torch int8` when reduced)."""
+        reduced = "" if self.precision == FP32 else f" {self.precision}"
+        return f"{self.backbone} {self.framework}{reduced}"
 
     @property
     def run(self) -> dict[str, Any]:
@@ -70,8 +76,9 @@ class Entry:
 def discover(folder: Path, strict: bool = False) -> tuple[list[Entry], list[str]]:
     """Usable models in `folder` and the problems found with the others.
 
-    Per trained model and kind, the file exported from the framework that trained it
-    is used (the other origin's file gives the same numbers within the export gate).
+    Per trained model, kind and precision, the file exported from the framework that
+    trained it is used (the other origin's file gives the same numbers within the export
+    gate). A reduced-precision copy (`bridge.precision`) is a model of its own, labelled.
 
     Raises:
         FileNotFoundError: If the folder does not exist.
@@ -88,7 +95,7 @@ def discover(folder: Path, strict: bool = False) -> tuple[list[Entry], list[str]
         model = model_name(path, manifest)
         run = manifest.get("training_run") or {}
         entry = Entry(path, manifest, model, run.get("framework") or manifest["origin"])
-        found.setdefault((model, manifest["kind"]), []).append(entry)
+        found.setdefault((model, manifest["kind"], precision_of(manifest)), []).append(entry)
     entries = []
     for group in found.values():
         native = [e for e in group if e.manifest["origin"] == e.framework] or group

@@ -112,6 +112,7 @@ def evaluate(
         "backbone": entry.backbone,
         "framework": entry.framework,
         "model": entry.model,
+        "onnx_precision": entry.precision,  # "precision" is precision@k
         "file": entry.path.name,
         "k": k,
         "n_queries": len(y_test),
@@ -200,7 +201,7 @@ def _examples(data: SplitData, per_query: dict, row: dict[str, Any]) -> dict:
     picks += [i for i in range(len(data.test)) if i not in picks]
     picks = picks[:EXAMPLE_QUERIES]
     return {
-        "model": f"{row['backbone']} {row['framework']}",
+        "model": f"{row['backbone']} {framework_label(row)}",
         "selection": row["selection"],
         "synthetic": data.synthetic,
         "queries": [
@@ -224,3 +225,9 @@ def _examples(data: SplitData, per_query: dict, row: dict[str, Any]) -> dict:
             for i in picks
         ],
     }
+
+
+def framework_label(row: dict) -> str:
+    """A retrieval row's framework, with the precision of a reduced-precision extractor."""
+    precision = row.get("onnx_precision", "fp32")
+    return row["framework"] + ("" if precision == "fp32" else f" {precision}")

@@ -172,8 +172,8 @@ class Scorer(ImageModel):
     def identity(self) -> dict[str, str | None]:
         """What distinguishes this scorer, as fields (`--json` and the explorer show them).
 
-        Its label, metric, backbone, who trained it (framework and run folder), heads
-        and exporter.
+        Its label, metric, backbone, who trained it (framework and run folder), heads,
+        exporter and precision (`fp32`, or `int8` / `fp16` for a `bridge.precision` copy).
         """
         manifest = self.model.manifest
         run = manifest.get("training_run") or {}
@@ -181,6 +181,7 @@ class Scorer(ImageModel):
             "scorer": self.label, "metric": self.metric, "backbone": manifest.get("backbone"),
             "trained_by": run.get("framework"), "run": run.get("dir"),
             "heads": heads_kind(manifest), "origin": manifest.get("origin"),
+            "precision": self.model.precision,
         }  # fmt: skip
 
     def score(self, a, b, box_a: Region = None, box_b: Region = None) -> float:
@@ -475,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }))  # fmt: skip
         else:
             how = "fitted to the scorer's size" if detail["resized"] else "their own size"
-            log.info("scored at %dx%d (%s)", width, height, how)
+            log.info("scored at %dx%d (%s), %s", width, height, how, scorer.model.precision)
             print(f"{detail['distance']:.6f}")
         return 0
 

@@ -27,6 +27,7 @@ SCORER_KINDS = METRICS
 KINDS = ("classifier", "features", *SCORER_KINDS)  # what an exported file computes (`all`)
 MASKED_KINDS = tuple(f"{metric}_masked" for metric in METRICS)  # scorers with mask inputs
 EXPORT_KINDS = (*KINDS, *MASKED_KINDS)  # every kind `bridge.export` writes
+FP32 = "fp32"  # the exact export; `bridge.precision` derives reduced-precision copies of it
 
 
 def metric_of(kind: str) -> str | None:
@@ -43,15 +44,22 @@ def is_masked(kind: str) -> bool:
 # ----------------------------------------------------------------- naming
 
 
-def model_filename(name: str, kind: str, origin: str) -> str:
-    """The file name of an export: `<name>-<kind>-<origin>.onnx`."""
-    return f"{name}-{kind}-{origin}.onnx"
+def model_filename(name: str, kind: str, origin: str, precision: str = FP32) -> str:
+    """The file name of an export: `<name>-<kind>-<origin>.onnx`, `...-<origin>-int8.onnx`."""
+    tail = "" if precision == FP32 else f"-{precision}"
+    return f"{name}-{kind}-{origin}{tail}.onnx"
+
+
+def precision_of(manifest: dict[str, Any]) -> str:
+    """An export's precision: `fp32` (also for manifests older than the field), `int8`..."""
+    return manifest.get("precision") or FP32
 
 
 def model_name(onnx_path: str | os.PathLike, manifest: dict[str, Any]) -> str:
     """The `<name>` part of an export's file name (the stem when it was renamed)."""
     path = Path(onnx_path)
-    suffix = f"-{manifest.get('kind')}-{manifest.get('origin')}.onnx"
+    kind, origin = manifest.get("kind"), manifest.get("origin")
+    suffix = model_filename("", kind, origin, precision_of(manifest))
     return path.name[: -len(suffix)] if path.name.endswith(suffix) else path.stem
 
 
@@ -69,8 +77,8 @@ def model_label(manifest: dict[str, Any]) -> str:
     """What tells one export from another, for tables and pages.
 
     Kind, backbone, who trained it (framework and run, or the weights file), the heads
-    of a scorer and the exporter, e.g. `LPIPS · vgg16 · keras-trained (run demo) ·
-    fitted heads · keras export`.
+    of a scorer, the exporter and a reduced precision, e.g. `LPIPS · vgg16 ·
+    keras-trained (run demo) · fitted heads · keras export` (`... · keras export · int8`).
     """
     kind = manifest.get("kind", "?")
     metric = metric_of(kind)
@@ -88,6 +96,8 @@ def model_label(manifest: dict[str, Any]) -> str:
     if heads:
         parts.append(f"{heads} heads")
     parts.append(f"{manifest.get('origin', '?')} export")
+    if precision_of(manifest) != FP32:
+        parts.append(precision_of(manifest))
     return " · ".join(parts)
 
 
@@ -160,6 +170,11 @@ class Model:
     def kind(self) -> str:
         """`classifier`, `features`, `lpips` or `dists`."""
         return self.manifest["kind"]
+
+    @property
+    def precision(self) -> str:
+        """`fp32` (the exact export) or a reduced precision (`int8`, `fp16`)."""
+        return precision_of(self.manifest)
 
     @property
     def outputs(self) -> list[str]:

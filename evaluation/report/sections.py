@@ -17,6 +17,7 @@ from evaluation.formatting import format_ci as ci
 from evaluation.formatting import format_interval
 from evaluation.formatting import format_number as num
 from evaluation.formatting import format_p as p_value
+from evaluation.retrieval import framework_label
 
 
 class Section(NamedTuple):
@@ -184,7 +185,7 @@ def _retrieval(found: dict[str, Any]) -> Section | None:
         "training split only. The classifier of the same training run beside it.",
         ["backbone", "framework", "tap · pooling", f"precision@{k}", f"mAP@{k}",
          f"{k}-NN accuracy", "chance", "classifier accuracy"],
-        [[r["backbone"], r["framework"],
+        [[r["backbone"], framework_label(r),
           f"{r['selection']['tap']} · {r['selection']['pooling']}",
           ci(r["precision"], 2), ci(r["map"], 2), ci(r["knn"], 2),
           num(r["chance_precision"], 2),
