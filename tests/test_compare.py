@@ -30,7 +30,7 @@ def demo(tmp_path_factory):
             'name = "tiny"', f'output = "{root / "runs"}"', "seed = 0", "[data]",
             'source = "synthetic"', f'path = "{data}"', "image_size = 32",
             "val_fraction = 0.2", "test_fraction = 0.25", "[train]",
-            'archs = ["vgg16_tiny", "resnet50_tiny"]', "epochs = 1", "batch_size = 16",
+            'archs = ["vgg16_tiny"]', "epochs = 1", "batch_size = 16",
             "warmup_epochs = 0",
         ]) + "\n"
     )  # fmt: skip
@@ -38,8 +38,10 @@ def demo(tmp_path_factory):
         "--config", str(config), "--models", str(root / "models"), "--out",
         str(root / "report"), "--bootstrap", "300",
     ]  # fmt: skip
-    # ~8 min of CPU (two tiny backbones in both frameworks, 12 exports, two metric fits,
-    # the comparison), beside the other xdist worker's full-size exports in CI
+    # ~6 min of CPU (a tiny backbone in both frameworks, 12 exports, two metric fits, the
+    # comparison), beside the other xdist worker's full-size exports in CI. One backbone
+    # only: a second one (resnet50_tiny) added about a third to this fixture and to the
+    # comparisons below, and the tables group by backbone and framework the same way
     result = run_module("bridge.demo", *args, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.strip().endswith("report.html")
@@ -89,8 +91,8 @@ def test_the_demo_writes_a_complete_report(demo):
     models = results["provenance"]["models"]
     masked = ("lpips_masked", "dists_masked")  # VGG16's, for the lesions' outlines
     assert {(m["backbone"], m["framework"], m["kind"]) for m in models} == {
-        (b, f, k) for b in ("vgg16_tiny", "resnet50_tiny") for f in ("torch", "keras")
-        for k in ("classifier", "features", "lpips", "dists", *masked * (b == "vgg16_tiny"))
+        ("vgg16_tiny", f, k) for f in ("torch", "keras")
+        for k in ("classifier", "features", "lpips", "dists", *masked)
     }  # fmt: skip
     assert all(m["origin"] == m["framework"] for m in models)
 
@@ -223,10 +225,10 @@ def test_compare_on_imperfect_noise_ratings_with_no_framework_importable(demo, t
 def test_classification_and_framework_tables(demo):
     results = results_of(demo[0] / "report")
     rows = results["classification"]["rows"]
-    assert len(rows) == 4 and all(0 <= r["balanced_accuracy"]["estimate"] <= 1 for r in rows)
+    assert len(rows) == 2 and all(0 <= r["balanced_accuracy"]["estimate"] <= 1 for r in rows)
     assert all(np.sum(r["confusion"]) == r["n"] for r in rows)
     pairs = results["classification"]["pairs"]
-    assert {p["backbone"] for p in pairs} == {"vgg16_tiny", "resnet50_tiny"}
+    assert {p["backbone"] for p in pairs} == {"vgg16_tiny"}
     assert all(0 <= p["mcnemar_p"] <= 1 for p in pairs)
     for row in results["frameworks"]:
         assert row["torch"]["train_seconds"] > 0 and row["keras"]["train_seconds"] > 0
@@ -234,7 +236,7 @@ def test_classification_and_framework_tables(demo):
     # scikit-learn baselines on the exported features, on the same test split
     learned = results["learned"]["classification"]
     assert {(r["backbone"], r["framework"], r["method"]) for r in learned} == {
-        (b, f, m) for b in ("vgg16_tiny", "resnet50_tiny") for f in ("torch", "keras")
+        ("vgg16_tiny", f, m) for f in ("torch", "keras")
         for m in ("logistic_regression", "linear_svm", "random_forest", "knn")
     }  # fmt: skip
     assert all(r["balanced_accuracy"]["estimate"] is not None for r in learned)
@@ -264,10 +266,10 @@ def test_classification_and_framework_tables(demo):
     assert "Metrics fitted to ratings (held-out folds)" in page
     # layer choices are made inside cross-validation
     layers = results["agreement"]["aspects"]["overall"]["layers"]
-    assert len(layers) == 8 and all(len(layer["cv"]["chosen"]) == 5 for layer in layers)
+    assert len(layers) == 4 and all(len(layer["cv"]["chosen"]) == 5 for layer in layers)
     # the cases have lesion outlines: every extractor also pooled under them, and the
     # masked scorers beside the box ones
-    assert sum(layer["model"].endswith(" masked") for layer in layers) == 4
+    assert sum(layer["model"].endswith(" masked") for layer in layers) == 2
     assert {"lpips_masked vgg16_tiny torch", "dists_masked vgg16_tiny keras"} <= metrics
 
 
@@ -283,7 +285,7 @@ def test_retrieval_rows_and_a_choice_made_without_the_test_queries(demo):
     root = demo[0]
     found = results_of(root / "report")["retrieval"]
     assert {(r["backbone"], r["framework"]) for r in found["rows"]} == {
-        (b, f) for b in ("vgg16_tiny", "resnet50_tiny") for f in ("torch", "keras")
+        ("vgg16_tiny", f) for f in ("torch", "keras")
     }
     for r in found["rows"]:
         for key in ("precision", "map", "knn"):

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, copy_export, run_module
 
 from bridge.core.runtime import manifest_path, model_label, read_manifest
 from bridge.precision import Calibration, Gate, probe_pairs, recall_at_k, reduce
-from tests.conftest import assert_one_line_error, copy_export, run_module
 
 SMALL = {"images": 8, "probes": 16}
 
@@ -161,3 +161,28 @@ def test_precision_command(lpips_int8, data, tmp_path) -> None:
     assert "SRCC" in result.stderr and "QuantizeLinear" not in result.stderr
     result = run_module("bridge.precision", str(fp32), "--calibration", str(tmp_path / "none"))
     assert_one_line_error(result, "none")
+
+
+def test_export_command_writes_fp32_and_int8(data, tmp_path) -> None:
+    """`bridge.export --precision fp32,int8`: the fp32 file, then its copy; no classifier copy."""
+    from conftest import tiny_state
+
+    from bridge.core.weights import write_state_dict
+
+    weights = write_state_dict(tiny_state("vgg16_tiny"), tmp_path / "w.safetensors")
+    out = tmp_path / "models"
+    result = run_module(
+        "bridge.export", "--arch", "vgg16_tiny", "--weights", str(weights),
+        "--kind", "features,classifier", "--origin", "torch", "--out", str(out),
+        "--precision", "fp32,int8", "--calibration", str(data), "--calibration-images", "8",
+        "--probe-images", "16", "--min-srcc", "0.5", "--min-recall", "0.3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.onnx")) == [
+        "vgg16_tiny-classifier-torch.onnx", "vgg16_tiny-features-torch-int8.onnx",
+        "vgg16_tiny-features-torch.onnx",
+    ]  # fmt: skip
+    assert "no reduced-precision copy of a classifier export" in result.stderr
+    assert read_manifest(out / "vgg16_tiny-features-torch-int8.onnx")["agreement"]["gate"] == {
+        "min_srcc": 0.5, "min_recall": 0.3
+    }  # fmt: skip
