@@ -167,19 +167,21 @@ class Calibration:
 # ------------------------------------------------------------------ images
 
 
-def load_images(calibration: Calibration, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def load_images(
+    calibration: Calibration, size: int, policy: str | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Calibration and probe images (N, 3, size, size) in [0, 1], and where they came from.
 
     The images are a seeded draw from the source; the probe images follow the
     calibration images in that draw, so the two never overlap. Each is fitted to
-    `size` by the project's one input chain.
+    `size` by the project's one input chain, under `policy` (default: its default).
 
     Raises:
         ValueError: If the source holds fewer images than both sets need, or an image
             cannot be read.
     """
     from bridge.core.data import synth
-    from bridge.core.data.image import decode_image, model_input
+    from bridge.core.data.image import DEFAULT_POLICY, decode_image, model_input
     from evaluation.archive import read_archive
 
     source = Path(calibration.data) if calibration.data else synth.default_root()
@@ -192,9 +194,11 @@ def load_images(calibration: Calibration, size: int) -> tuple[np.ndarray, np.nda
         )
     order = np.random.default_rng(calibration.seed).permutation(len(archive.items))[:need]
     items = [archive.items[i] for i in order]
+    policy = policy or DEFAULT_POLICY
     pixels = np.stack(
-        [model_input(decode_image(it.path), size, box=it.box).transpose(2, 0, 1) for it in items]
-    ).astype(np.float32)
+        [model_input(decode_image(it.path), size, policy, box=it.box).transpose(2, 0, 1)
+         for it in items]
+    ).astype(np.float32)  # fmt: skip
     record = {
         "data": str(source),
         "synthetic": archive.synthetic,
@@ -202,6 +206,7 @@ def load_images(calibration: Calibration, size: int) -> tuple[np.ndarray, np.nda
         "calibration_images": [it.id for it in items[: calibration.images]],
         "probe_images": [it.id for it in items[calibration.images :]],
         "size": size,
+        "policy": policy,
         "seed": calibration.seed,
     }
     return pixels[: calibration.images], pixels[calibration.images :], record
@@ -302,6 +307,7 @@ def quantize_int8(source: Path, out: Path, kind: str, images: np.ndarray, seed: 
         QuantType,
         quantize_static,
     )
+    from tqdm import tqdm
 
     quantize, keep = quantized_nodes(onnx.load(str(source), load_external_data=False))
     # scorers calibrate on pairs as they score them, an image and a distortion of it, in
@@ -316,15 +322,21 @@ def quantize_int8(source: Path, out: Path, kind: str, images: np.ndarray, seed: 
             batches.append(_inputs(kind, partners[i : i + 4], images[i : i + 4]))
 
     class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._batches = iter(batches)
+        def __init__(self, bar):
+            self._batches, self._bar = iter(batches), bar
 
         def get_next(self):
-            return next(self._batches, None)
+            batch = next(self._batches, None)
+            self._bar.update(batch is not None)
+            return batch
 
-    with tempfile.TemporaryDirectory(prefix="dermsim-calibrate-") as tmp, _quiet_quantizer():
+    with (
+        tempfile.TemporaryDirectory(prefix="dermsim-calibrate-") as tmp,
+        _quiet_quantizer(),
+        tqdm(total=len(batches), desc="calibrating", unit="batch") as bar,
+    ):
         quantize_static(
-            str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(source), str(out), Reader(bar), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv", "MatMul", "Gemm", *INT8_PASS_THROUGH],
             nodes_to_quantize=quantize,
@@ -417,10 +429,14 @@ def _session(path: Path, provider: str):
         ) from None
 
 
-def _distances(session, kind: str, a: np.ndarray, b: np.ndarray, batch: int = 16) -> np.ndarray:
+def _distances(
+    session, kind: str, a: np.ndarray, b: np.ndarray, label: str, batch: int = 16
+) -> np.ndarray:
     """Distances of probe pairs (scorers), or the extractor's embeddings of `a` (features)."""
+    from tqdm import tqdm
+
     out = []
-    for start in range(0, len(a), batch):
+    for start in tqdm(range(0, len(a), batch), desc=f"probing {label}", unit="batch"):
         inputs = _inputs(kind, a[start : start + batch], b[start : start + batch])
         if kind == "features":
             out.append(_embed(session, inputs))
@@ -469,8 +485,8 @@ def agreement(
                     "provider": red_session.get_providers()[0]}  # fmt: skip
     if kind == "features":
         images = np.concatenate([probes, b[: len(b) - len(probes)]])  # each image once
-        ref_vectors = _distances(ref_session, kind, images, images)
-        red_vectors = _distances(red_session, kind, images, images)
+        ref_vectors = _distances(ref_session, kind, images, images, FP32)
+        red_vectors = _distances(red_session, kind, images, images, "copy")
         n = len(probes)
         pair_index = [(i % n, n + i) for i in range(len(b) - n)] + [
             (i, (i + 1) % n) for i in range(n)
@@ -481,8 +497,8 @@ def agreement(
         result["k"] = gate.k
         result["distance"] = "cosine distance of the deepest tap's grid average"
     else:
-        ref_d = _distances(ref_session, kind, a, b)
-        red_d = _distances(red_session, kind, a, b)
+        ref_d = _distances(ref_session, kind, a, b, FP32)
+        red_d = _distances(red_session, kind, a, b, "copy")
         result["distance"] = metric_of(kind)
     diff = np.abs(red_d - ref_d)
     result.update(
@@ -566,7 +582,8 @@ def reduce(
     path = out_dir / model_filename(name, kind, manifest["origin"], precision)
     size = calibration.size or int(manifest["input_contract"]["native_size"])
     if images is None:
-        calibration_images, probes, record = load_images(calibration, size)
+        policy = (manifest.get("training_run") or {}).get("resize_policy")
+        calibration_images, probes, record = load_images(calibration, size, policy)
     else:
         calibration_images, probes = images
         record = {"data": "arrays given to bridge.precision.reduce",
