@@ -251,6 +251,32 @@ def probe_pairs(base: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 # ---------------------------------------------------------------- building
 
 
+def fold_weight_transposes(model) -> int:
+    """Replace each Transpose of a stored tensor by the transposed tensor; how many.
+
+    torch's exporter feeds a linear layer's weight to MatMul through a Transpose: folded,
+    the weight is a stored tensor the quantizer treats as a weight (per output channel).
+    """
+    from onnx import helper, numpy_helper
+
+    stored = {i.name: i for i in model.graph.initializer}
+    kept, folded = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Transpose" and len(node.input) == 1 and node.input[0] in stored:
+            weight = numpy_helper.to_array(stored[node.input[0]])
+            perm = next(
+                (helper.get_attribute_value(a) for a in node.attribute if a.name == "perm"), None
+            )
+            transposed = np.ascontiguousarray(np.transpose(weight, perm))
+            model.graph.initializer.append(numpy_helper.from_array(transposed, node.output[0]))
+            folded += 1
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return folded
+
+
 def quantized_nodes(model) -> tuple[list[str], list[str]]:
     """The backbone nodes an int8 copy quantizes, and the weighted ones it keeps float.
 
@@ -309,7 +335,12 @@ def quantize_int8(source: Path, out: Path, kind: str, images: np.ndarray, seed: 
     )
     from tqdm import tqdm
 
-    quantize, keep = quantized_nodes(onnx.load(str(source), load_external_data=False))
+    model = onnx.load(str(source))
+    fold_weight_transposes(model)
+    quantize, keep = quantized_nodes(model)
+    if not any(n.op_type not in INT8_PASS_THROUGH for n in model.graph.node if n.name in quantize):
+        # an empty list would make onnxruntime quantize every node, metric arithmetic included
+        raise ValueError(f"{source.name}: no backbone convolution or matrix product to quantize")
     # scorers calibrate on pairs as they score them, an image and a distortion of it, in
     # both orders: a graph with one backbone per input then gets the same ranges in both,
     # so that a region scored against itself is still at distance 0
@@ -335,8 +366,10 @@ def quantize_int8(source: Path, out: Path, kind: str, images: np.ndarray, seed: 
         _quiet_quantizer(),
         tqdm(total=len(batches), desc="calibrating", unit="batch") as bar,
     ):
+        folded = Path(tmp) / "folded.onnx"
+        onnx.save(model, str(folded))
         quantize_static(
-            str(source), str(out), Reader(bar), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(folded), str(out), Reader(bar), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv", "MatMul", "Gemm", *INT8_PASS_THROUGH],
             nodes_to_quantize=quantize,

@@ -186,3 +186,22 @@ def test_export_command_writes_fp32_and_int8(data, tmp_path) -> None:
     assert read_manifest(out / "vgg16_tiny-features-torch-int8.onnx")["agreement"]["gate"] == {
         "min_srcc": 0.5, "min_recall": 0.3
     }  # fmt: skip
+
+
+def test_vit_copy_quantizes_its_linear_layers(tiny_exports, data, tmp_path) -> None:
+    """torch feeds a linear weight to MatMul through a Transpose: folded, it is quantized."""
+    import onnx
+
+    from bridge.precision import fold_weight_transposes, quantized_nodes
+
+    fp32 = copy_export(tiny_exports("vit_b16_tiny", "torch", "features"), tmp_path)
+    model = onnx.load(str(fp32))
+    assert not [n for n in quantized_nodes(model)[0] if "MatMul" in n]
+    assert fold_weight_transposes(model) > 0
+    linear = [n for n in quantized_nodes(model)[0] if "MatMul" in n]
+    int8 = reduce(fp32, "int8", calibration=Calibration(str(data), **SMALL), gate=Gate(0.5, 0.3))
+    manifest = read_manifest(int8)
+    assert manifest["reduction"]["quantized_nodes"] == len(linear) > 0
+    graph = onnx.load(str(int8)).graph
+    fed = {i for n in graph.node if n.op_type == "MatMul" for i in n.input}
+    assert any(n.op_type == "DequantizeLinear" and n.output[0] in fed for n in graph.node)
