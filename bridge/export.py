@@ -515,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated: fp32 (always written), {', '.join(PRECISIONS)}: reduced-precision "
         "copies of scorers and feature extractors (bridge.precision)",
     )
-    add_precision_arguments(parser)  # --calibration, --images, --probes, --min-srcc, ...
+    add_precision_arguments(parser)  # --calibration, --calibration-images, --min-srcc...
     args = parser.parse_args(argv)
     reduced = [p for p in args.precision.split(",") if p != FP32]
     unknown = [p for p in reduced if p not in PRECISIONS]

@@ -463,29 +463,27 @@ def _session(path: Path, provider: str):
 
 
 def _distances(
-    session, kind: str, a: np.ndarray, b: np.ndarray, label: str, batch: int = 16
+    session, kind: str, a: np.ndarray, b: np.ndarray, label: str, tap: str | None, batch: int = 16
 ) -> np.ndarray:
-    """Distances of probe pairs (scorers), or the extractor's embeddings of `a` (features)."""
+    """Distances of probe pairs (scorers), or the extractor's embeddings of `a` from `tap`."""
     from tqdm import tqdm
 
     out = []
     for start in tqdm(range(0, len(a), batch), desc=f"probing {label}", unit="batch"):
         inputs = _inputs(kind, a[start : start + batch], b[start : start + batch])
         if kind == "features":
-            out.append(_embed(session, inputs))
+            out.append(_embed(session, inputs, tap))
         else:
             out.append(session.run(["distance"], inputs)[0].astype(np.float64))
     return np.concatenate(out)
 
 
-def _embed(session, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """L2-normalised grid averages of the deepest grid tap (as `evaluation.embedding`)."""
+def _embed(session, inputs: dict[str, np.ndarray], tap: str) -> np.ndarray:
+    """L2-normalised grid averages of a tap, as `evaluation.embedding` pools them."""
     from evaluation.embedding import normalise, pool
 
-    outputs = [o.name for o in session.get_outputs() if len(o.shape) == 4]
-    deepest = outputs[-1]
-    tap = session.run([deepest], inputs)[0]
-    return normalise(pool(np.asarray(tap, np.float64), "gap")).astype(np.float64)
+    output = session.run([tap], inputs)[0]
+    return normalise(pool(np.asarray(output, np.float64), "gap")).astype(np.float64)
 
 
 def recall_at_k(reference: np.ndarray, reduced: np.ndarray, k: int) -> float:
@@ -505,11 +503,16 @@ def recall_at_k(reference: np.ndarray, reduced: np.ndarray, k: int) -> float:
 
 
 def agreement(
-    reference: Path, reduced: Path, kind: str, probes: np.ndarray, gate: Gate, provider: str,
-    seed: int = 0,
+    reference: Path, reduced: Path, manifest: dict, probes: np.ndarray, gate: Gate,
+    provider: str, seed: int = 0,
 ) -> dict:  # fmt: skip
-    """How the reduced copy agrees with the fp32 file on the probe set (module docstring)."""
+    """How the reduced copy agrees with the fp32 file (its `manifest`) on the probe set."""
     from scipy.stats import spearmanr
+
+    from evaluation.embedding import grid_taps
+
+    kind = manifest["kind"]
+    tap = grid_taps(manifest)[-1] if kind == "features" else None  # the embedding's default
 
     a, b, _ = probe_pairs(probes, seed)
     ref_session, red_session = _session(reference, provider), _session(reduced, provider)
@@ -518,8 +521,8 @@ def agreement(
                     "provider": red_session.get_providers()[0]}  # fmt: skip
     if kind == "features":
         images = np.concatenate([probes, b[: len(b) - len(probes)]])  # each image once
-        ref_vectors = _distances(ref_session, kind, images, images, FP32)
-        red_vectors = _distances(red_session, kind, images, images, "copy")
+        ref_vectors = _distances(ref_session, kind, images, images, FP32, tap)
+        red_vectors = _distances(red_session, kind, images, images, "copy", tap)
         n = len(probes)
         pair_index = [(i % n, n + i) for i in range(len(b) - n)] + [
             (i, (i + 1) % n) for i in range(n)
@@ -528,10 +531,10 @@ def agreement(
         red_d = np.array([1.0 - red_vectors[i] @ red_vectors[j] for i, j in pair_index])
         result["recall_at_k"] = recall_at_k(ref_vectors, red_vectors, gate.k)
         result["k"] = gate.k
-        result["distance"] = "cosine distance of the deepest tap's grid average"
+        result["distance"] = f"cosine distance of {tap}'s grid average"
     else:
-        ref_d = _distances(ref_session, kind, a, b, FP32)
-        red_d = _distances(red_session, kind, a, b, "copy")
+        ref_d = _distances(ref_session, kind, a, b, FP32, None)
+        red_d = _distances(red_session, kind, a, b, "copy", None)
         result["distance"] = metric_of(kind)
     diff = np.abs(red_d - ref_d)
     result.update(
@@ -629,7 +632,7 @@ def reduce(
             how = quantize_int8(source, tmp, kind, calibration_images, calibration.seed)
         else:
             how = convert_fp16(source, tmp)
-        result = agreement(source, tmp, kind, probes, gate, spec.provider, calibration.seed)
+        result = agreement(source, tmp, manifest, probes, gate, spec.provider, calibration.seed)
         if not result["passed"]:
             raise ValueError(
                 f"{path.name}: {precision} copy fails the agreement gate "

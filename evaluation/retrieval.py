@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.core.runtime import FP32
 from evaluation.catalog import Entry
 from evaluation.classification_data import PooledTaps, SplitData, sample_groups
 from evaluation.embedding import normalise, poolings_of
@@ -229,5 +230,5 @@ def _examples(data: SplitData, per_query: dict, row: dict[str, Any]) -> dict:
 
 def framework_label(row: dict) -> str:
     """A retrieval row's framework, with the precision of a reduced-precision extractor."""
-    precision = row.get("onnx_precision", "fp32")
-    return row["framework"] + ("" if precision == "fp32" else f" {precision}")
+    precision = row.get("onnx_precision", FP32)
+    return row["framework"] + ("" if precision == FP32 else f" {precision}")
